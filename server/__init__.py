@@ -1,0 +1,1 @@
+"""The OpenAI Realtime protocol (sans-I/O session) and the websocket server."""

@@ -1,0 +1,84 @@
+"""The `voice` command: `voice serve` runs the server, `voice talk FILE.wav` talks to one."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+from voice import models
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from server.app import ServerOptions, VoiceServer
+    from server.config import SessionConfig, TurnDetection
+    from voice.engine import Engine, EngineConfig
+    from voice.vad import VadConfig
+
+    engine = Engine.load(EngineConfig(
+        asr_model=args.asr_model, llm_model=args.llm_model, llm_url=args.llm_url, llm_name=args.llm_name,
+        llm_api_key=args.llm_api_key, llm_context=args.llm_context, tts_voice=args.tts_voice, threads=args.threads,
+    ))
+    vad = VadConfig(threshold=args.vad_threshold, silence_duration_ms=args.silence_ms,
+                    prefix_padding_ms=args.prefix_padding_ms, min_speech_ms=args.min_speech_ms)
+    session = SessionConfig(turn_detection=TurnDetection(vad=vad), max_output_tokens=args.max_tokens,
+                            **({"instructions": args.instructions} if args.instructions else {}))
+    server = VoiceServer(engine, session, ServerOptions(host=args.host, port=args.port))
+    asyncio.run(server.serve_forever())
+
+
+def _talk(args: argparse.Namespace) -> None:
+    from clients.python.talk import talk
+
+    asyncio.run(talk(args.url, Path(args.file), out=Path(args.out), instructions=args.instructions,
+                     api_key=args.api_key, speed=args.speed))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="voice", description="Self-hosted real-time voice assistant server.")
+    parser.add_argument("--log-level", default=os.environ.get("VOICE_LOG_LEVEL", "INFO"))
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the voice server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--asr-model", default=models.DEFAULT,
+                       help="faster-whisper model: 'bundled' (tiny.en), a CTranslate2 directory or a hub name")
+    serve.add_argument("--llm-model", default=models.DEFAULT, help="GGUF file for llama.cpp ('bundled': SmolLM2-135M)")
+    serve.add_argument("--llm-url", default=None,
+                       help="OpenAI-compatible server instead of llama.cpp in-process, e.g. http://127.0.0.1:8080/v1")
+    serve.add_argument("--llm-name", default=None, help="model name to request from --llm-url")
+    serve.add_argument("--llm-api-key", default=os.environ.get("VOICE_LLM_API_KEY"))
+    serve.add_argument("--llm-context", type=int, default=4096)
+    serve.add_argument("--tts-voice", default=models.DEFAULT,
+                       help="Piper voice: 'bundled' (en_US-joe-medium), an .onnx path or a voice name")
+    serve.add_argument("--instructions", default=None, help="system prompt for every session")
+    serve.add_argument("--max-tokens", type=int, default=160)
+    serve.add_argument("--silence-ms", type=int, default=500, help="silence that ends a turn")
+    serve.add_argument("--prefix-padding-ms", type=int, default=300)
+    serve.add_argument("--min-speech-ms", type=int, default=160, help="speech needed to open a turn")
+    serve.add_argument("--vad-threshold", type=float, default=0.5)
+    serve.add_argument("--threads", type=int, default=2, help="CPU threads per model")
+    serve.set_defaults(func=_serve)
+
+    talk = commands.add_parser("talk", help="stream a WAV file to a running server and save the reply")
+    talk.add_argument("file")
+    talk.add_argument("--url", default="ws://127.0.0.1:8000/v1/realtime")
+    talk.add_argument("--out", default="reply.wav", help="where to save the assistant's audio")
+    talk.add_argument("--instructions", default=None)
+    talk.add_argument("--api-key", default=os.environ.get("VOICE_API_KEY"))
+    talk.add_argument("--speed", type=float, default=1.0, help="streaming pace (1.0 = real time)")
+    talk.set_defaults(func=_talk)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""The conversation a session holds: its items, and the chat history the LLM sees."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from voice.llm.base import ChatMessage
+
+_CONTENT_TYPE = {"user": "input_text", "system": "input_text", "assistant": "output_text"}
+
+
+@dataclass
+class Item:
+    """One conversation item (a message)."""
+
+    id: str
+    role: str  # user | assistant | system
+    content_type: str  # input_audio | input_text | output_audio | output_text
+    text: str | None = None  # the text, or the transcript of audio
+    status: str = "completed"
+    audio_ms: float = 0.0  # assistant audio sent so far
+    segments: list[tuple[str, float]] = field(default_factory=list)  # (text, audio ms) as spoken
+
+    def to_wire(self) -> dict[str, Any]:
+        part: dict[str, Any] = {"type": self.content_type}
+        if self.content_type in ("input_audio", "output_audio"):
+            part["transcript"] = self.text
+        else:
+            part["text"] = self.text or ""
+        return {"id": self.id, "object": "realtime.item", "type": "message", "role": self.role,
+                "status": self.status, "content": [part]}
+
+    def truncate(self, audio_end_ms: float) -> None:
+        """Keep only the text whose audio was played before `audio_end_ms`."""
+        kept: list[str] = []
+        elapsed = 0.0
+        for text, duration in self.segments:
+            if elapsed + duration <= audio_end_ms:
+                kept.append(text)
+            elif audio_end_ms > elapsed and duration > 0:
+                words = text.split()
+                share = int(len(words) * (audio_end_ms - elapsed) / duration)
+                if share:
+                    kept.append(" ".join(words[:share]))
+                break
+            else:
+                break
+            elapsed += duration
+        self.text = " ".join(kept)
+        self.audio_ms = min(self.audio_ms, float(audio_end_ms))
+
+
+class Conversation:
+    """Items in order, with the chat messages derived from them."""
+
+    def __init__(self, history_chars: int = 6000) -> None:
+        self.items: list[Item] = []
+        self.history_chars = history_chars
+
+    def get(self, item_id: str) -> Item | None:
+        return next((item for item in self.items if item.id == item_id), None)
+
+    @property
+    def last_id(self) -> str | None:
+        return self.items[-1].id if self.items else None
+
+    def add(self, item: Item, previous_item_id: str | None = None) -> str | None:
+        """Append (or insert after `previous_item_id`, `root` = first); return the id before it."""
+        if previous_item_id is None:
+            before = self.last_id
+            self.items.append(item)
+            return before
+        if previous_item_id == "root":
+            self.items.insert(0, item)
+            return None
+        index = next(i for i, existing in enumerate(self.items) if existing.id == previous_item_id)
+        self.items.insert(index + 1, item)
+        return previous_item_id
+
+    def delete(self, item_id: str) -> bool:
+        item = self.get(item_id)
+        if item is None:
+            return False
+        self.items.remove(item)
+        return True
+
+    def messages(self, instructions: str) -> list[ChatMessage]:
+        """System prompt plus the most recent items that fit the history budget."""
+        history: list[ChatMessage] = []
+        budget = self.history_chars
+        for item in reversed(self.items):
+            text = (item.text or "").strip()
+            if not text or item.status == "in_progress":
+                continue
+            budget -= len(text)
+            if budget < 0 and history:
+                break
+            history.append(ChatMessage(item.role, text))
+        history.reverse()
+        # Chat templates want user/assistant turns after one system message.
+        merged: list[ChatMessage] = [ChatMessage("system", instructions)]
+        for message in history:
+            if message.role == "system":
+                merged[0] = ChatMessage("system", f"{merged[0].content}\n{message.content}")
+            elif merged[-1].role == message.role and len(merged) > 1:
+                merged[-1] = ChatMessage(message.role, f"{merged[-1].content} {message.content}")
+            else:
+                merged.append(message)
+        return merged
+
+
+def text_item(item_id: str, role: str, text: str) -> Item:
+    return Item(id=item_id, role=role, content_type=_CONTENT_TYPE[role], text=text)

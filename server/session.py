@@ -1,0 +1,590 @@
+"""The sans-I/O Realtime session: client events and pipeline results in, server events and effects out.
+
+Nothing here awaits, sleeps or touches a socket or a model. The transport feeds it client
+messages and the results of the effects it asked for (transcriptions, response jobs), each with
+the current monotonic time, and sends what it returns.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from server.config import SessionConfig
+from server.conversation import Conversation, Item, text_item
+from server.events import ClientEvent, Ids, ProtocolError, b64, decode_audio, error_event, parse_client_event, require
+from server.session_update import apply_session_update, parse_max_tokens, parse_modalities, session_to_wire
+from voice.asr.streaming import StablePrefix
+from voice.audio import ASR_RATE, WIRE_RATE, StreamResampler, pcm16_to_float
+from voice.events import ResponseEvent, ResponseFinished, SpeechSegment, StageMark, TextDelta
+from voice.llm.base import ChatMessage, GenerationOptions
+from voice.vad import SileroModel, SpeechStarted, SpeechStopped, VadSegmenter
+
+log = logging.getLogger(__name__)
+
+_AUDIO_DELTA_BYTES = WIRE_RATE * 2 // 5  # 200 ms of PCM16 per output_audio.delta
+_IDLE_KEEP_MS = 2000  # audio kept before a speech start, for the prefix padding
+_FINAL_TAIL_MS = 200  # audio after the last voiced frame given to the final transcription
+_MIN_COMMIT_MS = 100
+
+
+# Effects: what the session asks its runtime to do.
+@dataclass(frozen=True)
+class Transcribe:
+    item_id: str
+    audio: np.ndarray = field(repr=False)
+    final: bool
+
+
+@dataclass(frozen=True)
+class StartResponse:
+    response_id: str
+    messages: list[ChatMessage]
+    options: GenerationOptions
+    audio: bool
+
+
+@dataclass(frozen=True)
+class CancelResponse:
+    response_id: str
+
+
+Effect = Transcribe | StartResponse | CancelResponse
+
+
+# Results the runtime feeds back.
+@dataclass(frozen=True)
+class TranscriptReady:
+    item_id: str
+    text: str
+    final: bool
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ResponseProgress:
+    response_id: str
+    event: ResponseEvent
+
+
+@dataclass
+class Output:
+    events: list[dict[str, Any]] = field(default_factory=list)
+    effects: list[Effect] = field(default_factory=list)
+
+
+@dataclass
+class TurnClock:
+    """Monotonic times of one user turn's stages, for the response's timing metadata."""
+
+    speech_end: float | None = None  # when the last voiced audio arrived
+    speech_end_audio_ms: int | None = None
+    end_of_turn: float | None = None  # when the VAD closed the turn (or the client committed)
+    transcript: float | None = None
+
+
+@dataclass
+class ActiveResponse:
+    id: str
+    item: Item
+    audio: bool
+    started: float
+    turn: TurnClock
+    marks: dict[str, float] = field(default_factory=dict)
+    metadata: dict[str, str] | None = None
+
+
+class RealtimeSession:
+    """One client's Realtime session."""
+
+    def __init__(self, config: SessionConfig, vad_model: SileroModel, *, model_name: str = "voice-cascade",
+                 max_buffer_seconds: float = 600.0) -> None:
+        self.ids = Ids()
+        self.id = self.ids.new("sess")
+        self.config = config
+        self.model_name = model_name
+        self.conversation = Conversation()
+        self.max_buffer_samples = int(max_buffer_seconds * ASR_RATE)
+        self._vad_model = vad_model
+        self._resampler = StreamResampler(WIRE_RATE, ASR_RATE)
+        self._buffer = np.zeros(0, dtype=np.float32)  # 16 kHz audio not yet committed
+        self._buffer_start = 0  # stream sample index of _buffer[0]
+        self._stream_samples = 0
+        self._vad: VadSegmenter | None = None
+        self._reset_vad()
+        self._speech_item: str | None = None
+        self._speech_start = 0  # stream sample index
+        self._partial = StablePrefix()
+        self._partial_in_flight = False
+        self._partial_samples = 0
+        self._pending_transcripts: dict[str, TurnClock] = {}
+        self._turn = TurnClock()
+        self._last_voiced_ms: int | None = None
+        self._response: ActiveResponse | None = None
+        self._response_wanted: dict[str, Any] | None = None  # response.create waiting for transcripts
+        self._out = Output()
+
+    # ------------------------------------------------------------------ public API
+    def start(self) -> Output:
+        self._emit("session.created", session=self._session_wire())
+        return self._flush()
+
+    def receive_client(self, raw: str | bytes, now: float) -> Output:
+        """Handle one websocket message from the client."""
+        try:
+            event = parse_client_event(raw)
+            self._dispatch(event, now)
+        except ProtocolError as error:
+            self._out.events.append(error_event(self.ids, error))
+        return self._flush()
+
+    def receive_transcript(self, result: TranscriptReady, now: float) -> Output:
+        if result.final:
+            self._on_final_transcript(result, now)
+        else:
+            self._on_partial_transcript(result)
+        return self._flush()
+
+    def receive_response(self, progress: ResponseProgress, now: float) -> Output:
+        response = self._response
+        if response is not None and response.id == progress.response_id:
+            self._on_response_event(response, progress.event, now)
+        return self._flush()
+
+    def close(self) -> Output:
+        """The connection ended: cancel whatever still runs."""
+        if self._response is not None:
+            self._out.effects.append(CancelResponse(self._response.id))
+            self._response = None
+        return self._flush()
+
+    @property
+    def response_active(self) -> bool:
+        return self._response is not None
+
+    # ------------------------------------------------------------------ plumbing
+    def _flush(self) -> Output:
+        out, self._out = self._out, Output()
+        return out
+
+    def _emit(self, kind: str, **fields: Any) -> None:
+        self._out.events.append({"type": kind, "event_id": self.ids.new("event"), **fields})
+
+    def _session_wire(self) -> dict[str, Any]:
+        return session_to_wire(self.config, self.id, self.model_name)
+
+    def _reset_vad(self) -> None:
+        detection = self.config.turn_detection
+        self._vad = VadSegmenter(detection.vad, self._vad_model) if detection else None
+
+    def _dispatch(self, event: ClientEvent, now: float) -> None:
+        handler = {
+            "session.update": self._on_session_update,
+            "input_audio_buffer.append": self._on_append,
+            "input_audio_buffer.commit": self._on_commit,
+            "input_audio_buffer.clear": self._on_clear,
+            "conversation.item.create": self._on_item_create,
+            "conversation.item.truncate": self._on_truncate,
+            "conversation.item.delete": self._on_item_delete,
+            "conversation.item.retrieve": self._on_item_retrieve,
+            "response.create": self._on_response_create,
+            "response.cancel": self._on_response_cancel,
+            "output_audio_buffer.clear": self._on_output_clear,
+        }[event.type]
+        handler(event, now)
+
+    # ------------------------------------------------------------------ session
+    def _on_session_update(self, event: ClientEvent, now: float) -> None:
+        session = require(event, "session", dict)
+        old_detection = self.config.turn_detection
+        self.config = apply_session_update(self.config, session, event.event_id)
+        if self.config.turn_detection != old_detection:
+            self._reset_vad()
+            if self._speech_item is not None:
+                self._speech_item = None  # an open turn ends without a commit
+        self._emit("session.updated", session=self._session_wire())
+
+    # ------------------------------------------------------------------ input audio
+    def _on_append(self, event: ClientEvent, now: float) -> None:
+        pcm = decode_audio(event)
+        if self._buffer.size + len(pcm) // 3 > self.max_buffer_samples:
+            raise ProtocolError("the input audio buffer is full: commit or clear it", code="input_audio_buffer_full",
+                                event_id=event.event_id)
+        samples = self._resampler.process(pcm16_to_float(pcm))
+        self._buffer = np.concatenate([self._buffer, samples])
+        self._stream_samples += samples.size
+        if self._vad is None:
+            return
+        for vad_event in self._vad.process(samples):
+            if isinstance(vad_event, SpeechStarted):
+                self._on_speech_started(vad_event, now)
+            else:
+                self._on_speech_stopped(vad_event, now)
+        voiced_ms = self._vad.last_voiced_end_ms
+        if voiced_ms != self._last_voiced_ms:
+            self._last_voiced_ms = voiced_ms
+            self._turn.speech_end = now
+        if self._speech_item is None:
+            keep_from = self._stream_samples - _IDLE_KEEP_MS * ASR_RATE // 1000
+            self._drop_before(keep_from)
+        else:
+            self._maybe_partial()
+
+    def _drop_before(self, sample: int) -> None:
+        cut = sample - self._buffer_start
+        if cut > 0:
+            self._buffer = self._buffer[cut:]
+            self._buffer_start += cut
+
+    def _audio_between(self, start: int, end: int) -> np.ndarray:
+        lo = max(0, start - self._buffer_start)
+        hi = max(lo, min(self._buffer.size, end - self._buffer_start))
+        return self._buffer[lo:hi].copy()
+
+    def _on_speech_started(self, event: SpeechStarted, now: float) -> None:
+        self._speech_item = self.ids.new("item")
+        self._speech_start = max(self._buffer_start, event.audio_start_ms * ASR_RATE // 1000)
+        self._partial = StablePrefix()
+        self._partial_samples = 0
+        self._turn = TurnClock()
+        self._emit("input_audio_buffer.speech_started", audio_start_ms=event.audio_start_ms,
+                   item_id=self._speech_item)
+        detection = self.config.turn_detection
+        if self._response is not None and detection is not None and detection.interrupt_response:
+            self._cancel_response("turn_detected")
+
+    def _maybe_partial(self) -> None:
+        """Ask for a partial transcript every half second of new speech, one at a time."""
+        if self.config.transcription is None or self._partial_in_flight or self._speech_item is None:
+            return
+        speech = self._stream_samples - self._speech_start
+        if speech - self._partial_samples < ASR_RATE // 2:
+            return
+        self._partial_in_flight = True
+        self._partial_samples = speech
+        audio = self._audio_between(self._speech_start, self._stream_samples)
+        self._out.effects.append(Transcribe(self._speech_item, audio, final=False))
+
+    def _on_speech_stopped(self, event: SpeechStopped, now: float) -> None:
+        item_id = self._speech_item
+        if item_id is None:
+            return
+        self._speech_item = None
+        self._emit("input_audio_buffer.speech_stopped", audio_end_ms=event.audio_end_ms, item_id=item_id)
+        self._turn.end_of_turn = now
+        self._turn.speech_end_audio_ms = event.audio_end_ms
+        end = (event.audio_end_ms + _FINAL_TAIL_MS) * ASR_RATE // 1000
+        audio = self._audio_between(self._speech_start, end)
+        self._drop_before(end)
+        self._commit(item_id, audio)
+
+    def _on_commit(self, event: ClientEvent, now: float) -> None:
+        if self._buffer.size < _MIN_COMMIT_MS * ASR_RATE // 1000:
+            raise ProtocolError(f"the input audio buffer holds less than {_MIN_COMMIT_MS} ms of audio",
+                                code="input_audio_buffer_commit_empty", event_id=event.event_id)
+        item_id = self._speech_item or self.ids.new("item")
+        self._speech_item = None
+        self._turn = TurnClock(speech_end=now, end_of_turn=now)
+        audio = self._buffer
+        self._drop_before(self._stream_samples)
+        self._reset_vad()
+        self._commit(item_id, audio)
+
+    def _commit(self, item_id: str, audio: np.ndarray) -> None:
+        item = Item(id=item_id, role="user", content_type="input_audio", status="in_progress")
+        previous = self.conversation.add(item)
+        self._emit("input_audio_buffer.committed", item_id=item_id, previous_item_id=previous)
+        self._emit("conversation.item.added", previous_item_id=previous, item=item.to_wire())
+        self._pending_transcripts[item_id] = self._turn
+        self._out.effects.append(Transcribe(item_id, audio, final=True))
+
+    def _on_clear(self, event: ClientEvent, now: float) -> None:
+        self._drop_before(self._stream_samples)
+        self._speech_item = None
+        self._reset_vad()
+        self._emit("input_audio_buffer.cleared")
+
+    # ------------------------------------------------------------------ transcripts
+    def _on_partial_transcript(self, result: TranscriptReady) -> None:
+        self._partial_in_flight = False
+        if result.item_id != self._speech_item or result.error or self.config.transcription is None:
+            return
+        delta = self._partial.update(result.text)
+        if delta:
+            self._emit("conversation.item.input_audio_transcription.delta", item_id=result.item_id,
+                       content_index=0, delta=delta)
+
+    def _on_final_transcript(self, result: TranscriptReady, now: float) -> None:
+        turn = self._pending_transcripts.pop(result.item_id, None)
+        item = self.conversation.get(result.item_id)
+        if item is None:
+            return  # deleted meanwhile
+        item.status = "completed"
+        if result.error:
+            item.text = ""
+            self._emit("conversation.item.input_audio_transcription.failed", item_id=item.id, content_index=0,
+                       error={"type": "server_error", "code": "transcription_failed", "message": result.error})
+        else:
+            item.text = result.text
+            if self.config.transcription is not None:
+                rest = self._partial.remainder(result.text) if self._partial.committed else result.text
+                if rest:
+                    self._emit("conversation.item.input_audio_transcription.delta", item_id=item.id,
+                               content_index=0, delta=rest)
+                self._emit("conversation.item.input_audio_transcription.completed", item_id=item.id,
+                           content_index=0, transcript=result.text,
+                           usage={"type": "duration", "seconds": 0})
+        self._emit("conversation.item.done", item=item.to_wire())
+        if turn is not None:
+            turn.transcript = now
+        detection = self.config.turn_detection
+        if self._pending_transcripts:
+            return
+        if self._response_wanted is not None:
+            request, self._response_wanted = self._response_wanted, None
+            self._start_response(request, turn or TurnClock(), now)
+        elif detection is not None and detection.create_response and item.text and turn is not None \
+                and turn.speech_end_audio_ms is not None and self._response is None:
+            self._start_response({}, turn, now)
+
+    # ------------------------------------------------------------------ conversation items
+    def _on_item_create(self, event: ClientEvent, now: float) -> None:
+        item_spec = require(event, "item", dict)
+        previous = event.data.get("previous_item_id")
+        if previous is not None and previous != "root" and self.conversation.get(previous) is None:
+            raise ProtocolError(f"no item {previous!r} in the conversation", code="item_not_found",
+                                param="previous_item_id", event_id=event.event_id)
+        if item_spec.get("type", "message") != "message":
+            raise ProtocolError("only message items are supported", code="unsupported", param="item.type",
+                                event_id=event.event_id)
+        role = item_spec.get("role")
+        if role not in ("user", "assistant", "system"):
+            raise ProtocolError("item.role must be user, assistant or system", param="item.role",
+                                event_id=event.event_id)
+        content = item_spec.get("content")
+        if not isinstance(content, list) or not content:
+            raise ProtocolError("item.content must be a non-empty list", param="item.content",
+                                event_id=event.event_id)
+        texts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") not in ("input_text", "text", "output_text"):
+                raise ProtocolError("content parts must be input_text, text or output_text", code="unsupported",
+                                    param="item.content", event_id=event.event_id)
+            value = part.get("text")
+            if not isinstance(value, str):
+                raise ProtocolError("a text content part needs a 'text' string", param="item.content",
+                                    event_id=event.event_id)
+            texts.append(value)
+        item_id = item_spec.get("id") if isinstance(item_spec.get("id"), str) else self.ids.new("item")
+        if self.conversation.get(item_id) is not None:
+            raise ProtocolError(f"item id {item_id!r} already exists", param="item.id", event_id=event.event_id)
+        item = text_item(item_id, role, " ".join(texts))
+        before = self.conversation.add(item, previous)
+        self._emit("conversation.item.added", previous_item_id=before, item=item.to_wire())
+        self._emit("conversation.item.done", previous_item_id=before, item=item.to_wire())
+
+    def _on_item_delete(self, event: ClientEvent, now: float) -> None:
+        item_id = require(event, "item_id", str)
+        if self._response is not None and self._response.item.id == item_id:
+            self._cancel_response("client_cancelled")
+        if not self.conversation.delete(item_id):
+            raise ProtocolError(f"no item {item_id!r} in the conversation", code="item_not_found",
+                                param="item_id", event_id=event.event_id)
+        self._pending_transcripts.pop(item_id, None)
+        self._emit("conversation.item.deleted", item_id=item_id)
+
+    def _on_item_retrieve(self, event: ClientEvent, now: float) -> None:
+        item_id = require(event, "item_id", str)
+        item = self.conversation.get(item_id)
+        if item is None:
+            raise ProtocolError(f"no item {item_id!r} in the conversation", code="item_not_found",
+                                param="item_id", event_id=event.event_id)
+        self._emit("conversation.item.retrieved", item=item.to_wire())
+
+    def _on_truncate(self, event: ClientEvent, now: float) -> None:
+        item_id = require(event, "item_id", str)
+        audio_end_ms = require(event, "audio_end_ms", int)
+        content_index = require(event, "content_index", int, optional=True) or 0
+        item = self.conversation.get(item_id)
+        if item is None:
+            raise ProtocolError(f"no item {item_id!r} in the conversation", code="item_not_found",
+                                param="item_id", event_id=event.event_id)
+        if item.role != "assistant" or item.content_type != "output_audio" or content_index != 0:
+            raise ProtocolError("only an assistant audio item can be truncated", param="item_id",
+                                event_id=event.event_id)
+        if audio_end_ms < 0 or audio_end_ms > item.audio_ms + 1:
+            raise ProtocolError(f"audio_end_ms {audio_end_ms} is outside the item's {item.audio_ms:.0f} ms of audio",
+                                param="audio_end_ms", event_id=event.event_id)
+        if self._response is not None and self._response.item is item:
+            self._cancel_response("client_cancelled")
+        item.truncate(audio_end_ms)
+        self._emit("conversation.item.truncated", item_id=item_id, content_index=0, audio_end_ms=audio_end_ms)
+
+    # ------------------------------------------------------------------ responses
+    def _on_response_create(self, event: ClientEvent, now: float) -> None:
+        if self._response is not None:
+            raise ProtocolError("a response is already in progress: cancel it first",
+                                code="conversation_already_has_active_response", event_id=event.event_id)
+        request = require(event, "response", dict, optional=True) or {}
+        # Validate now so the client hears about a bad field at once.
+        if "output_modalities" in request:
+            parse_modalities(request["output_modalities"], "response.output_modalities", event.event_id)
+        if "max_output_tokens" in request:
+            parse_max_tokens(request["max_output_tokens"], "response.max_output_tokens", event.event_id)
+        if "instructions" in request and not isinstance(request["instructions"], str):
+            raise ProtocolError("'instructions' must be a string", param="response.instructions",
+                                event_id=event.event_id)
+        metadata = request.get("metadata")
+        if metadata is not None and (not isinstance(metadata, dict)
+                                     or not all(isinstance(v, str) for v in metadata.values())):
+            raise ProtocolError("response.metadata must map strings to strings", param="response.metadata",
+                                event_id=event.event_id)
+        if self._pending_transcripts:
+            self._response_wanted = request
+            return
+        last = self.conversation.items[-1] if self.conversation.items else None
+        turn = self._turn if last is not None and last.role == "user" and last.content_type == "input_audio" \
+            else TurnClock()
+        self._start_response(request, turn, now)
+
+    def _start_response(self, request: dict[str, Any], turn: TurnClock, now: float) -> None:
+        config = self.config
+        modalities = tuple(request.get("output_modalities") or config.output_modalities)
+        audio = "audio" in modalities
+        max_tokens = config.max_output_tokens
+        if "max_output_tokens" in request:
+            max_tokens = parse_max_tokens(request["max_output_tokens"], "response.max_output_tokens", None)
+        instructions = request.get("instructions") or config.instructions
+        response_id = self.ids.new("resp")
+        item = Item(id=self.ids.new("item"), role="assistant", content_type="output_audio" if audio else "output_text",
+                    text="", status="in_progress")
+        messages = self.conversation.messages(instructions)
+        previous = self.conversation.add(item)
+        self._response = ActiveResponse(response_id, item, audio, now, turn, metadata=request.get("metadata"))
+        self._emit("response.created", response=self._response_wire(self._response, "in_progress", output=[]))
+        self._emit("response.output_item.added", response_id=response_id, output_index=0, item=item.to_wire())
+        self._emit("conversation.item.added", previous_item_id=previous, item=item.to_wire())
+        self._emit("response.content_part.added", response_id=response_id, item_id=item.id, output_index=0,
+                   content_index=0, part=self._part(item))
+        options = GenerationOptions(max_tokens=max_tokens or 1024, temperature=config.temperature)
+        self._out.effects.append(StartResponse(response_id, messages, options, audio))
+
+    def _on_response_cancel(self, event: ClientEvent, now: float) -> None:
+        wanted = event.data.get("response_id")
+        if self._response is None or (wanted is not None and wanted != self._response.id):
+            raise ProtocolError("there is no active response to cancel", code="response_cancel_not_active",
+                                event_id=event.event_id)
+        self._cancel_response("client_cancelled")
+
+    def _on_output_clear(self, event: ClientEvent, now: float) -> None:
+        if self._response is not None:
+            self._cancel_response("client_cancelled")
+        self._emit("output_audio_buffer.cleared", response_id=None)
+
+    def _cancel_response(self, reason: str) -> None:
+        response = self._response
+        assert response is not None
+        self._out.effects.append(CancelResponse(response.id))
+        self._finish_response(response, "cancelled", reason=reason)
+
+    def _on_response_event(self, response: ActiveResponse, event: ResponseEvent, now: float) -> None:
+        item = response.item
+        common = {"response_id": response.id, "item_id": item.id, "output_index": 0, "content_index": 0}
+        if isinstance(event, StageMark):
+            response.marks[event.stage] = event.at
+        elif isinstance(event, TextDelta):
+            item.text = (item.text or "") + event.text
+            self._emit("response.output_text.delta", delta=event.text, **common)
+        elif isinstance(event, SpeechSegment):
+            duration_ms = len(event.audio) / 2 / WIRE_RATE * 1000
+            if event.text:
+                spoken = f" {event.text}" if item.text else event.text
+                item.text = (item.text or "") + spoken
+                item.segments.append((event.text, duration_ms))
+                self._emit("response.output_audio_transcript.delta", delta=spoken, **common)
+            elif item.segments:
+                text, ms = item.segments[-1]
+                item.segments[-1] = (text, ms + duration_ms)
+            item.audio_ms += duration_ms
+            response.marks.setdefault("first_audio_sent", now)
+            for start in range(0, len(event.audio), _AUDIO_DELTA_BYTES):
+                self._emit("response.output_audio.delta", delta=b64(event.audio[start:start + _AUDIO_DELTA_BYTES]),
+                           **common)
+        elif isinstance(event, ResponseFinished):
+            if event.error:
+                code = "llm_error" if event.error.startswith("llm") else "tts_error"
+                self._out.events.append(error_event(self.ids, ProtocolError(event.error, code=code,
+                                                                            type="server_error")))
+                self._finish_response(response, "failed", error={"type": "server_error", "code": code,
+                                                                 "message": event.error})
+            else:
+                self._finish_response(response, "cancelled" if event.cancelled else "completed")
+
+    def _finish_response(self, response: ActiveResponse, status: str, *, reason: str | None = None,
+                         error: dict[str, str] | None = None) -> None:
+        self._response = None
+        item = response.item
+        item.status = "completed" if status == "completed" else "incomplete"
+        item.text = (item.text or "").strip()
+        common = {"response_id": response.id, "item_id": item.id, "output_index": 0, "content_index": 0}
+        if response.audio:
+            self._emit("response.output_audio.done", **common)
+            self._emit("response.output_audio_transcript.done", transcript=item.text, **common)
+        else:
+            self._emit("response.output_text.done", text=item.text, **common)
+        self._emit("response.content_part.done", part=self._part(item), **common)
+        self._emit("response.output_item.done", response_id=response.id, output_index=0, item=item.to_wire())
+        self._emit("conversation.item.done", item=item.to_wire())
+        details: dict[str, Any] | None = None
+        if status == "cancelled":
+            details = {"type": "cancelled", "reason": reason or "client_cancelled"}
+        elif error is not None:
+            details = {"type": "failed", "error": error}
+        self._emit("response.done", response=self._response_wire(response, status, output=[item.to_wire()],
+                                                                 status_details=details))
+
+    def _part(self, item: Item) -> dict[str, Any]:
+        if item.content_type == "output_audio":
+            return {"type": "audio", "transcript": item.text or ""}
+        return {"type": "text", "text": item.text or ""}
+
+    def _response_wire(self, response: ActiveResponse, status: str, *, output: list[dict[str, Any]],
+                       status_details: dict[str, Any] | None = None) -> dict[str, Any]:
+        metadata = dict(response.metadata or {})
+        if status != "in_progress":
+            metadata.update(self._timings(response))
+        return {
+            "id": response.id,
+            "object": "realtime.response",
+            "status": status,
+            "status_details": status_details,
+            "output": output,
+            "conversation_id": self.id,
+            "output_modalities": ["audio"] if response.audio else ["text"],
+            "audio": {"output": {"format": {"type": "audio/pcm", "rate": WIRE_RATE}, "voice": self.config.voice}},
+            "max_output_tokens": self.config.max_output_tokens or "inf",
+            "metadata": metadata or None,
+            "usage": None,
+        }
+
+    @staticmethod
+    def _timings(response: ActiveResponse) -> dict[str, str]:
+        """Stage timings in ms from the end of the user's speech (or from the response start)."""
+        turn = response.turn
+        origin = turn.speech_end if turn.speech_end is not None else response.started
+        stamps = {
+            "end_of_turn_ms": turn.end_of_turn,
+            "transcript_ms": turn.transcript,
+            "response_start_ms": response.started,
+            "llm_first_token_ms": response.marks.get("llm_first_token"),
+            "tts_first_audio_ms": response.marks.get("tts_first_audio"),
+            "first_audio_sent_ms": response.marks.get("first_audio_sent"),
+        }
+        timings = {name: f"{(at - origin) * 1000:.1f}" for name, at in stamps.items() if at is not None}
+        timings["timing_origin"] = "speech_end" if turn.speech_end is not None else "response_start"
+        if turn.speech_end_audio_ms is not None:
+            timings["speech_end_audio_ms"] = str(turn.speech_end_audio_ms)
+        return timings

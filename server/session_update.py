@@ -1,0 +1,160 @@
+"""Validation of `session.update` (and `response.create` overrides) into SessionConfig."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server.config import SessionConfig, TurnDetection
+from server.events import ProtocolError
+from voice.vad import VadConfig
+
+_SEMANTIC_SILENCE_MS = {"low": 900, "medium": 500, "auto": 500, "high": 250}
+_WIRE_RATE = 24_000
+
+
+def _fail(message: str, param: str, event_id: str | None, code: str = "invalid_value") -> ProtocolError:
+    return ProtocolError(message, code=code, param=param, event_id=event_id)
+
+
+def _number(value: Any, param: str, event_id: str | None, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise _fail(f"'{param}' must be a number from {low} to {high}", param, event_id)
+    return float(value)
+
+
+def _integer(value: Any, param: str, event_id: str | None, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _fail(f"'{param}' must be an integer from {low} to {high}", param, event_id)
+    return value
+
+
+def _object(value: Any, param: str, event_id: str | None) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _fail(f"'{param}' must be an object", param, event_id, code="invalid_type")
+    return value
+
+
+def _check_format(value: Any, param: str, event_id: str | None) -> None:
+    fmt = _object(value, param, event_id)
+    if fmt.get("type", "audio/pcm") != "audio/pcm" or fmt.get("rate", _WIRE_RATE) != _WIRE_RATE:
+        raise _fail("only audio/pcm at 24000 Hz is supported", param, event_id, code="unsupported_audio_format")
+
+
+def parse_turn_detection(value: Any, current: TurnDetection | None, event_id: str | None) -> TurnDetection | None:
+    if value is None:
+        return None
+    spec = _object(value, "session.audio.input.turn_detection", event_id)
+    param = "session.audio.input.turn_detection"
+    kind = spec.get("type", "server_vad")
+    if kind not in ("server_vad", "semantic_vad"):
+        raise _fail("turn_detection.type must be server_vad or semantic_vad", f"{param}.type", event_id)
+    base = current or TurnDetection()
+    vad = base.vad
+    changes: dict[str, Any] = {}
+    if "threshold" in spec:
+        changes["threshold"] = _number(spec["threshold"], f"{param}.threshold", event_id, 0.0, 1.0)
+    if "prefix_padding_ms" in spec:
+        changes["prefix_padding_ms"] = _integer(spec["prefix_padding_ms"], f"{param}.prefix_padding_ms",
+                                                event_id, 0, 5000)
+    if "silence_duration_ms" in spec:
+        changes["silence_duration_ms"] = _integer(spec["silence_duration_ms"], f"{param}.silence_duration_ms",
+                                                  event_id, 0, 10_000)
+    eagerness = None
+    if kind == "semantic_vad":
+        eagerness = spec.get("eagerness", "auto")
+        if eagerness not in _SEMANTIC_SILENCE_MS:
+            raise _fail("eagerness must be low, medium, high or auto", f"{param}.eagerness", event_id)
+        changes["silence_duration_ms"] = _SEMANTIC_SILENCE_MS[eagerness]
+    flags = {}
+    for name in ("create_response", "interrupt_response"):
+        if name in spec:
+            if not isinstance(spec[name], bool):
+                raise _fail(f"'{name}' must be a boolean", f"{param}.{name}", event_id, code="invalid_type")
+            flags[name] = spec[name]
+    return TurnDetection(
+        type=kind,
+        vad=VadConfig(**{**vad.__dict__, **changes}),
+        create_response=flags.get("create_response", base.create_response),
+        interrupt_response=flags.get("interrupt_response", base.interrupt_response),
+        eagerness=eagerness,
+    )
+
+
+def parse_modalities(value: Any, param: str, event_id: str | None) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or any(m not in ("audio", "text") for m in value):
+        raise _fail("output_modalities must be [\"audio\"] or [\"text\"]", param, event_id)
+    return ("audio",) if "audio" in value else ("text",)
+
+
+def parse_max_tokens(value: Any, param: str, event_id: str | None) -> int | None:
+    if value == "inf":
+        return None
+    return _integer(value, param, event_id, 1, 4096)
+
+
+def apply_session_update(config: SessionConfig, session: Any, event_id: str | None) -> SessionConfig:
+    """Return the configuration after a `session.update`, or raise ProtocolError (nothing changes)."""
+    session = _object(session, "session", event_id)
+    if session.get("type", "realtime") != "realtime":
+        raise _fail("only realtime sessions are served here", "session.type", event_id, code="unsupported")
+    changes: dict[str, Any] = {}
+    if "instructions" in session:
+        if not isinstance(session["instructions"], str):
+            raise _fail("'instructions' must be a string", "session.instructions", event_id, code="invalid_type")
+        changes["instructions"] = session["instructions"]
+    if "output_modalities" in session:
+        changes["output_modalities"] = parse_modalities(session["output_modalities"], "session.output_modalities",
+                                                        event_id)
+    if "max_output_tokens" in session:
+        changes["max_output_tokens"] = parse_max_tokens(session["max_output_tokens"], "session.max_output_tokens",
+                                                        event_id)
+    if "temperature" in session:
+        changes["temperature"] = _number(session["temperature"], "session.temperature", event_id, 0.0, 2.0)
+    audio = _object(session.get("audio") or {}, "session.audio", event_id)
+    audio_in = _object(audio.get("input") or {}, "session.audio.input", event_id)
+    audio_out = _object(audio.get("output") or {}, "session.audio.output", event_id)
+    if "format" in audio_in:
+        _check_format(audio_in["format"], "session.audio.input.format", event_id)
+    if "format" in audio_out:
+        _check_format(audio_out["format"], "session.audio.output.format", event_id)
+    if "transcription" in audio_in:
+        value = audio_in["transcription"]
+        changes["transcription"] = None if value is None else _object(value, "session.audio.input.transcription",
+                                                                       event_id)
+    if "turn_detection" in audio_in:
+        changes["turn_detection"] = parse_turn_detection(audio_in["turn_detection"], config.turn_detection, event_id)
+    if "voice" in audio_out:
+        voice = audio_out["voice"]
+        if isinstance(voice, dict):
+            voice = voice.get("id")
+        if not isinstance(voice, str) or not voice:
+            raise _fail("'voice' must be a voice name", "session.audio.output.voice", event_id)
+        changes["voice"] = voice
+    if "speed" in audio_out:
+        changes["speed"] = _number(audio_out["speed"], "session.audio.output.speed", event_id, 0.25, 1.5)
+    return config.with_changes(**changes)
+
+
+def session_to_wire(config: SessionConfig, session_id: str, model: str) -> dict[str, Any]:
+    """The session object of `session.created` / `session.updated`."""
+    return {
+        "type": "realtime",
+        "object": "realtime.session",
+        "id": session_id,
+        "model": model,
+        "output_modalities": list(config.output_modalities),
+        "instructions": config.instructions,
+        "audio": {
+            "input": {
+                "format": {"type": "audio/pcm", "rate": _WIRE_RATE},
+                "transcription": config.transcription,
+                "noise_reduction": None,
+                "turn_detection": config.turn_detection.to_wire() if config.turn_detection else None,
+            },
+            "output": {"format": {"type": "audio/pcm", "rate": _WIRE_RATE}, "voice": config.voice,
+                       "speed": config.speed},
+        },
+        "max_output_tokens": config.max_output_tokens if config.max_output_tokens is not None else "inf",
+        "tools": [],
+        "tool_choice": "auto",
+    }

@@ -1,0 +1,1 @@
+"""Speech recognition backends and the streaming (stable-prefix) policy."""

@@ -1,0 +1,83 @@
+"""Loads the models once and hands the shared, thread-safe stages to every session."""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from voice import models
+from voice.asr.base import Transcriber
+from voice.llm.base import ChatModel
+from voice.tts.base import Synthesizer
+from voice.vad import SileroModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    asr_model: str = models.DEFAULT
+    """faster-whisper model: `bundled`, a CTranslate2 directory, or a hub name."""
+    asr_compute_type: str = "int8"
+    llm_model: str = models.DEFAULT
+    """GGUF path for llama.cpp in-process (ignored with `llm_url`)."""
+    llm_url: str | None = None
+    """Base URL of an OpenAI-compatible server (vLLM, llama.cpp server), e.g. http://127.0.0.1:8080/v1."""
+    llm_name: str | None = None
+    """Model name to ask that server for (default: the first it lists)."""
+    llm_api_key: str | None = None
+    llm_context: int = 4096
+    tts_voice: str = models.DEFAULT
+    """Piper voice: `bundled`, an .onnx path, or a voice name."""
+    threads: int = 2
+    """CPU threads per model; more than the cores makes llama.cpp and CTranslate2 crawl."""
+
+
+def build_asr(config: EngineConfig) -> Transcriber:
+    from voice.asr.whisper import WhisperTranscriber
+
+    return WhisperTranscriber(
+        models.whisper_model(config.asr_model), compute_type=config.asr_compute_type, cpu_threads=config.threads
+    )
+
+
+def build_llm(config: EngineConfig) -> ChatModel:
+    if config.llm_url:
+        from voice.llm.openai_http import OpenAICompatibleChat
+
+        return OpenAICompatibleChat(config.llm_url, model=config.llm_name, api_key=config.llm_api_key)
+    from voice.llm.llamacpp import LlamaCppChat
+
+    return LlamaCppChat(models.gguf_model(config.llm_model), n_ctx=config.llm_context, n_threads=config.threads)
+
+
+def build_tts(config: EngineConfig) -> Synthesizer:
+    from voice.tts.piper import PiperSynthesizer
+
+    model, voice_config = models.piper_voice(config.tts_voice)
+    return PiperSynthesizer(model, voice_config, threads=config.threads)
+
+
+class Engine:
+    """The shared model stages and the worker threads that run them."""
+
+    def __init__(self, asr: Transcriber, llm: ChatModel, tts: Synthesizer, vad: SileroModel,
+                 workers: int = 16) -> None:
+        self.asr = asr
+        self.llm = llm
+        self.tts = tts
+        self.vad = vad
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="model")
+
+    @classmethod
+    def load(cls, config: EngineConfig) -> Engine:
+        started = time.perf_counter()
+        engine = cls(build_asr(config), build_llm(config), build_tts(config), SileroModel())
+        log.info("models loaded in %.1f s (asr=%s, llm=%s, tts=%s)", time.perf_counter() - started,
+                 config.asr_model, engine.llm.name, engine.tts.name)
+        return engine
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,1 @@
+"""Chat language models: llama.cpp in-process, or any OpenAI-compatible server."""

@@ -1,0 +1,38 @@
+"""The streaming chat interface every LLM backend implements."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    max_tokens: int = 160
+    temperature: float = 0.7
+
+
+class LLMError(RuntimeError):
+    """The language model failed (server down, dropped stream, bad reply)."""
+
+
+class ChatModel(Protocol):
+    """Streams a reply token by token; stops promptly once `cancel` is set."""
+
+    name: str
+
+    def stream_chat(
+        self, messages: list[ChatMessage], options: GenerationOptions, cancel: threading.Event
+    ) -> Iterator[str]:
+        ...

@@ -1,0 +1,50 @@
+"""Any OpenAI-compatible chat-completions server (vLLM, llama.cpp's server, ...), streamed."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import openai
+
+from voice.llm.base import ChatMessage, GenerationOptions, LLMError
+
+
+class OpenAICompatibleChat:
+    """Streams `/v1/chat/completions` from a server at `base_url` (for example http://host:8000/v1)."""
+
+    def __init__(self, base_url: str, *, model: str | None = None, api_key: str | None = None, timeout: float = 30.0):
+        self._client = openai.OpenAI(base_url=base_url, api_key=api_key or "none", timeout=timeout, max_retries=0)
+        self._model = model
+        self.name = model or base_url
+
+    def _model_name(self) -> str:
+        if self._model is None:
+            try:
+                models = self._client.models.list().data
+            except openai.OpenAIError as exc:
+                raise LLMError(f"LLM server unreachable: {exc}") from exc
+            if not models:
+                raise LLMError("the LLM server lists no models; pass --llm-name")
+            self._model = models[0].id
+        return self._model
+
+    def stream_chat(
+        self, messages: list[ChatMessage], options: GenerationOptions, cancel: threading.Event
+    ) -> Iterator[str]:
+        try:
+            stream = self._client.chat.completions.create(
+                model=self._model_name(),
+                messages=[m.as_dict() for m in messages],  # type: ignore[misc]
+                max_tokens=options.max_tokens,
+                temperature=options.temperature,
+                stream=True,
+            )
+            with stream:
+                for chunk in stream:
+                    if cancel.is_set():
+                        return  # leaving the block closes the HTTP stream; the server stops
+                    if chunk.choices and chunk.choices[0].delta.content:
+                        yield chunk.choices[0].delta.content
+        except openai.OpenAIError as exc:
+            raise LLMError(f"LLM server error: {exc}") from exc

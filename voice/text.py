@@ -1,0 +1,79 @@
+"""Text for speech: cleaning LLM output and cutting it into speakable chunks as it streams."""
+
+from __future__ import annotations
+
+import re
+
+_MARKDOWN = re.compile(r"(\*\*|__|`+|^#+\s*|^\s*[-*+]\s+|^\s*\d+\.\s+)", re.MULTILINE)
+_LINK = re.compile(r"\[([^\]]+)\]\([^)]+\)")
+_EMOJI = re.compile("[\U0001f000-\U0001faff\u2600-\u27bf\ufe0f]")
+_SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*(?=\s)|\n+")
+_CLAUSE_END = re.compile(r"[,;:—–]+(?=\s)")
+_ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "st", "vs", "etc", "e.g", "i.e", "no", "jr", "sr", "prof"}
+
+
+def clean_for_speech(text: str) -> str:
+    """Drop markdown, links and emoji that a voice should not read out."""
+    text = _LINK.sub(r"\1", text)
+    text = _MARKDOWN.sub("", text)
+    return _EMOJI.sub("", text)
+
+
+def _is_abbreviation(text: str, end: int) -> bool:
+    word = text[:end].rstrip(".").split()[-1:] or [""]
+    return word[0].lower() in _ABBREVIATIONS or (len(word[0]) == 1 and word[0].isalpha())
+
+
+class SpeechChunker:
+    """Accumulates streamed text and releases speakable chunks.
+
+    A chunk ends at a sentence end; the first chunk of a reply may also end at a clause
+    boundary once it has `first_clause_words` words, so that speech starts sooner.
+    """
+
+    def __init__(self, first_clause_words: int = 4, max_words: int = 30) -> None:
+        self.first_clause_words = first_clause_words
+        self.max_words = max_words
+        self._buffer = ""
+        self._emitted = 0
+
+    def feed(self, delta: str) -> list[str]:
+        """Add streamed text; return the chunks that are now complete."""
+        self._buffer += delta
+        chunks: list[str] = []
+        while True:
+            cut = self._find_cut()
+            if cut is None:
+                break
+            chunk, self._buffer = self._buffer[:cut], self._buffer[cut:]
+            chunk = clean_for_speech(chunk).strip()
+            if any(c.isalnum() for c in chunk):
+                chunks.append(chunk)
+                self._emitted += 1
+        return chunks
+
+    def flush(self) -> list[str]:
+        """Return whatever is left at the end of the reply."""
+        rest, self._buffer = clean_for_speech(self._buffer).strip(), ""
+        return [rest] if any(c.isalnum() for c in rest) else []
+
+    def _find_cut(self) -> int | None:
+        text = self._buffer
+        for match in _SENTENCE_END.finditer(text):
+            if match.group().startswith(".") and _is_abbreviation(text, match.start() + 1):
+                continue
+            return match.end()
+        if self._emitted == 0:
+            for match in _CLAUSE_END.finditer(text):
+                if len(text[: match.start()].split()) >= self.first_clause_words:
+                    return match.end()
+        words = text.split(" ")
+        if len(words) > self.max_words:
+            return len(" ".join(words[: self.max_words]))
+        return None
+
+
+def split_for_speech(text: str) -> list[str]:
+    """Cut a complete text into the chunks SpeechChunker would produce."""
+    chunker = SpeechChunker()
+    return chunker.feed(text) + chunker.flush()

@@ -1,0 +1,101 @@
+"""One assistant response: LLM tokens -> speakable chunks -> TTS audio, streamed and cancellable.
+
+The LLM runs in its own thread and feeds chunks to the synthesiser as soon as a clause or a
+sentence is complete, so the first audio leaves long before the reply is finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from voice.audio import WIRE_RATE, float_to_pcm16, resample
+from voice.events import ResponseEvent, ResponseFinished, SpeechSegment, StageMark, TextDelta
+from voice.llm.base import ChatMessage, ChatModel, GenerationOptions
+from voice.text import SpeechChunker
+from voice.tts.base import Synthesizer
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[ResponseEvent], None]
+_DONE = object()
+
+
+@dataclass(frozen=True)
+class ResponseRequest:
+    messages: list[ChatMessage]
+    options: GenerationOptions
+    audio: bool = True
+
+
+def run_response(llm: ChatModel, tts: Synthesizer, request: ResponseRequest, cancel: threading.Event,
+                 emit: Emit, clock: Callable[[], float] = time.monotonic) -> None:
+    """Run one response to its end, emitting events; returns early once `cancel` is set."""
+    chunks: queue.Queue[object] = queue.Queue()
+
+    def generate() -> None:
+        chunker = SpeechChunker()
+        first = True
+        try:
+            for delta in llm.stream_chat(request.messages, request.options, cancel):
+                if first:
+                    emit(StageMark("llm_first_token", clock()))
+                    first = False
+                if not request.audio:
+                    emit(TextDelta(delta))
+                    continue
+                for chunk in chunker.feed(delta):
+                    chunks.put(chunk)
+            if not cancel.is_set():
+                for chunk in chunker.flush():
+                    chunks.put(chunk)
+        except Exception as exc:  # noqa: BLE001 - any backend failure ends the response with an error
+            chunks.put(exc)
+        finally:
+            chunks.put(_DONE)
+
+    if not request.audio:
+        generate()
+        item = chunks.get()
+        emit(ResponseFinished(cancelled=cancel.is_set(), error=_describe(item)))
+        return
+
+    producer = threading.Thread(target=generate, name="llm-stream", daemon=True)
+    producer.start()
+    error: str | None = None
+    first_audio = True
+    while True:
+        item = chunks.get()
+        if item is _DONE or cancel.is_set():
+            break
+        if isinstance(item, Exception):
+            error = _describe(item)
+            break
+        text = str(item)
+        try:
+            for piece in tts.synthesize(text):
+                if cancel.is_set():
+                    break
+                audio = float_to_pcm16(resample(piece, tts.sample_rate, WIRE_RATE))
+                if first_audio:
+                    emit(StageMark("tts_first_audio", clock()))
+                    first_audio = False
+                emit(SpeechSegment(text=text, audio=audio))
+                text = ""
+        except Exception as exc:  # noqa: BLE001
+            error = f"tts: {exc}"
+            cancel.set()  # stop the LLM too
+            break
+    producer.join()
+    emit(ResponseFinished(cancelled=cancel.is_set() and error is None, error=error))
+
+
+def _describe(item: object) -> str | None:
+    if isinstance(item, Exception):
+        log.warning("response failed: %s", item)
+        return f"llm: {item}"
+    return None

@@ -1,0 +1,167 @@
+"""Voice activity detection: speech start and end of turn from a 16 kHz stream.
+
+A frame (32 ms) is voiced when both detectors agree: webrtcvad (fast, but it takes
+broadband noise and tones for speech) and the Silero VAD network shipped with
+faster-whisper (robust to noise, about 0.2 ms a frame). The segmenter turns voiced
+frames into turns: a turn opens after `min_speech_ms` of speech and closes after
+`silence_duration_ms` without any.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime
+import webrtcvad
+
+from voice.audio import ASR_RATE, float_to_pcm16
+
+FRAME_SAMPLES = 512
+"""Samples per VAD frame at 16 kHz (32 ms): Silero's native window."""
+FRAME_MS = FRAME_SAMPLES * 1000 // ASR_RATE
+_WEBRTC_SAMPLES = 480  # webrtcvad takes 10, 20 or 30 ms: judge the first 30 ms of each frame
+_SILERO_CONTEXT = 64
+
+
+@dataclass(frozen=True)
+class VadConfig:
+    """Turn detection parameters (OpenAI `server_vad` names where they exist)."""
+
+    threshold: float = 0.5
+    """Silero speech probability above which a frame counts as speech (0..1)."""
+    prefix_padding_ms: int = 300
+    """Audio kept before the detected speech start."""
+    silence_duration_ms: int = 500
+    """Silence that ends a turn."""
+    min_speech_ms: int = 160
+    """Speech needed before a turn opens, so that a click or a cough does not."""
+    webrtc_mode: int = 1
+    """webrtcvad aggressiveness, 0 (lenient) to 3 (strict)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError("threshold must be between 0 and 1")
+        if self.silence_duration_ms < 0 or self.prefix_padding_ms < 0 or self.min_speech_ms < 0:
+            raise ValueError("durations must not be negative")
+        if self.webrtc_mode not in (0, 1, 2, 3):
+            raise ValueError("webrtc_mode must be 0, 1, 2 or 3")
+
+
+@dataclass(frozen=True)
+class SpeechStarted:
+    audio_start_ms: int
+    """Stream position of the first speech frame, less the prefix padding."""
+
+
+@dataclass(frozen=True)
+class SpeechStopped:
+    audio_end_ms: int
+    """Stream position just after the last speech frame."""
+
+
+VadEvent = SpeechStarted | SpeechStopped
+
+
+class SileroModel:
+    """The Silero VAD ONNX network bundled with faster-whisper; stateless and shareable."""
+
+    def __init__(self) -> None:
+        from faster_whisper.utils import get_assets_path
+
+        options = onnxruntime.SessionOptions()
+        options.inter_op_num_threads = 1
+        options.intra_op_num_threads = 1
+        options.log_severity_level = 4
+        self.session = onnxruntime.InferenceSession(
+            f"{get_assets_path()}/silero_vad_v6.onnx", providers=["CPUExecutionProvider"], sess_options=options
+        )
+
+
+class SileroStream:
+    """Frame-by-frame speech probabilities, carrying the network's state between frames."""
+
+    def __init__(self, model: SileroModel) -> None:
+        self._session = model.session
+        self._h = np.zeros((1, 1, 128), dtype=np.float32)
+        self._c = np.zeros((1, 1, 128), dtype=np.float32)
+        self._context = np.zeros(_SILERO_CONTEXT, dtype=np.float32)
+
+    def probability(self, frame: np.ndarray) -> float:
+        window = np.concatenate([self._context, frame])[None, :]
+        out, self._h, self._c = self._session.run(None, {"input": window, "h": self._h, "c": self._c})
+        self._context = frame[-_SILERO_CONTEXT:]
+        return float(np.asarray(out).reshape(-1)[0])
+
+
+class VadSegmenter:
+    """Sans-I/O turn segmentation: feed 16 kHz float samples, get speech start/stop events."""
+
+    def __init__(self, config: VadConfig, model: SileroModel) -> None:
+        self.config = config
+        self._webrtc = webrtcvad.Vad(config.webrtc_mode)
+        self._silero = SileroStream(model)
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._frames = 0
+        self.speaking = False
+        self._run_start: int | None = None  # first frame of the current voiced run (before a turn opens)
+        self._run_voiced = 0
+        self._last_voiced: int | None = None  # last voiced frame index
+        self.last_probability = 0.0
+
+    @property
+    def position_ms(self) -> int:
+        """Stream time of the audio processed so far (whole frames)."""
+        return self._frames * FRAME_MS
+
+    @property
+    def last_voiced_end_ms(self) -> int | None:
+        return None if self._last_voiced is None else (self._last_voiced + 1) * FRAME_MS
+
+    def _is_voiced(self, frame: np.ndarray) -> bool:
+        probability = self._silero.probability(frame)
+        self.last_probability = probability
+        # Hysteresis: once a turn is open, a slightly weaker frame still counts as speech.
+        threshold = self.config.threshold if not self.speaking else max(0.0, self.config.threshold - 0.15)
+        if probability < threshold:
+            return False
+        return self._webrtc.is_speech(float_to_pcm16(frame[:_WEBRTC_SAMPLES]), ASR_RATE)
+
+    def process(self, samples: np.ndarray) -> list[VadEvent]:
+        """Consume samples; return the events whose frames are complete."""
+        data = np.concatenate([self._pending, np.asarray(samples, dtype=np.float32)])
+        whole = len(data) // FRAME_SAMPLES * FRAME_SAMPLES
+        self._pending = data[whole:]
+        events: list[VadEvent] = []
+        for start in range(0, whole, FRAME_SAMPLES):
+            event = self._step(data[start : start + FRAME_SAMPLES])
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _step(self, frame: np.ndarray) -> VadEvent | None:
+        index = self._frames
+        self._frames += 1
+        voiced = self._is_voiced(frame)
+        config = self.config
+        if voiced:
+            self._last_voiced = index
+        if not self.speaking:
+            if voiced:
+                if self._run_start is None:
+                    self._run_start = index
+                    self._run_voiced = 0
+                self._run_voiced += 1
+                if self._run_voiced * FRAME_MS >= config.min_speech_ms:
+                    self.speaking = True
+                    start_ms = max(0, self._run_start * FRAME_MS - config.prefix_padding_ms)
+                    self._run_start = None
+                    return SpeechStarted(audio_start_ms=start_ms)
+            elif self._run_start is not None and (index - (self._last_voiced or 0)) * FRAME_MS > 100:
+                self._run_start = None  # a short blip, not the start of speech
+            return None
+        assert self._last_voiced is not None
+        if (index - self._last_voiced) * FRAME_MS >= config.silence_duration_ms:
+            self.speaking = False
+            return SpeechStopped(audio_end_ms=(self._last_voiced + 1) * FRAME_MS)
+        return None
