@@ -75,9 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args.func(args)
+    try:
+        args.func(args)
+    except models.ModelNotFoundError as exc:
+        parser.exit(2, f"voice: error: {exc}\n")
+    except KeyboardInterrupt:
+        pass
 
 
 if __name__ == "__main__":

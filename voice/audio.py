@@ -19,9 +19,9 @@ def pcm16_to_float(data: bytes) -> np.ndarray:
 
 
 def float_to_pcm16(samples: np.ndarray) -> bytes:
-    """float32 samples in [-1, 1] to little-endian PCM16 bytes (clipped)."""
-    clipped = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
-    return (clipped * 32767.0).round().astype("<i2").tobytes()
+    """float32 samples in [-1, 1] to little-endian PCM16 bytes (clipped); inverse of pcm16_to_float."""
+    scaled = np.asarray(samples, dtype=np.float32) * 32768.0
+    return np.clip(np.round(scaled), -32768, 32767).astype("<i2").tobytes()
 
 
 def resample(samples: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:

@@ -1,0 +1,76 @@
+"""Shared test helpers: real recordings, their reference transcripts, servers on loopback."""
+
+from __future__ import annotations
+
+import csv
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import jiwer
+
+from voice.asr.hallucination import normalise
+
+DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).parent.parent
+
+
+def reference(name: str) -> str:
+    with open(DATA / "manifest.tsv", newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle, delimiter="\t"):
+            if row["file"] == name:
+                return row["reference_transcript"]
+    raise KeyError(name)
+
+
+def wer(reference_text: str, hypothesis: str) -> float:
+    ref, hyp = normalise(reference_text), normalise(hypothesis)
+    return jiwer.wer(ref, hyp) if hyp else 1.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, process: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+def start_voice_server(*args: str, log_path: Path | None = None) -> tuple[subprocess.Popen, int]:
+    """`voice serve` on a free loopback port; returns once /healthz answers."""
+    port = free_port()
+    log = open(log_path, "wb") if log_path else subprocess.DEVNULL
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *args],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", process)
+    except Exception:
+        process.kill()
+        raise
+    return process, port
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

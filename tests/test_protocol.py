@@ -1,0 +1,273 @@
+"""Client event parsing and the sans-I/O session state machine (real VAD on real audio; the
+model jobs it asks for are answered by the test, since the session never runs them itself)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pytest
+
+from clients.python.client import load_wav_pcm24
+from server.config import SessionConfig
+from server.conversation import Item
+from server.events import ProtocolError, parse_client_event
+from server.session import (
+    CancelResponse,
+    RealtimeSession,
+    ResponseProgress,
+    StartResponse,
+    Transcribe,
+    TranscriptReady,
+)
+from tests.helpers import DATA
+from voice.events import ResponseFinished, SpeechSegment, StageMark
+
+
+def append(pcm: bytes) -> str:
+    return json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()})
+
+
+class Driver:
+    """Feeds a session and keeps everything it said."""
+
+    def __init__(self, session: RealtimeSession) -> None:
+        self.session = session
+        self.events: list[dict] = []
+        self.effects: list = []
+        self.now = 100.0
+        self._take(session.start())
+
+    def _take(self, out):
+        self.events += out.events
+        self.effects += out.effects
+        return out
+
+    def send(self, event: dict | str | bytes):
+        raw = event if isinstance(event, str | bytes) else json.dumps(event)
+        return self._take(self.session.receive_client(raw, self.now))
+
+    def stream(self, pcm: bytes, frame_ms: int = 20):
+        step = 48 * frame_ms
+        for i in range(0, len(pcm), step):
+            self.now += frame_ms / 1000
+            self._take(self.session.receive_client(append(pcm[i:i + step]), self.now))
+
+    def transcript(self, item_id: str, text: str, final: bool = True):
+        return self._take(self.session.receive_transcript(TranscriptReady(item_id, text, final), self.now))
+
+    def progress(self, response_id: str, event):
+        return self._take(self.session.receive_response(ResponseProgress(response_id, event), self.now))
+
+    def types(self) -> list[str]:
+        return [e["type"] for e in self.events]
+
+    def of(self, kind: str) -> list[dict]:
+        return [e for e in self.events if e["type"] == kind]
+
+
+@pytest.fixture
+def driver(silero) -> Driver:
+    return Driver(RealtimeSession(SessionConfig(), silero))
+
+
+LAMP = load_wav_pcm24(DATA / "03_v2j_turn_on_living_room_lamp.wav")
+SILENCE = bytes(48_000)  # one second at 24 kHz
+
+
+# ---------------------------------------------------------------- parsing
+@pytest.mark.parametrize(("raw", "code"), [
+    ("{not json", "invalid_json"),
+    ("[1, 2]", "invalid_event"),
+    ('{"event_id": "e1"}', "missing_type"),
+    ('{"type": "bogus.event", "event_id": "e2"}', "unknown_event_type"),
+    (b"\x00\x01", "invalid_event"),
+])
+def test_malformed_messages_are_refused_clearly(raw, code):
+    with pytest.raises(ProtocolError) as caught:
+        parse_client_event(raw)
+    assert caught.value.code == code
+
+
+def test_every_bad_input_gets_an_error_event_and_the_session_goes_on(driver):
+    bad = [
+        "{not json",
+        b"binary",
+        {"type": "nope", "event_id": "evt_1"},
+        {"type": "input_audio_buffer.append", "event_id": "evt_2", "audio": "%%%"},
+        {"type": "input_audio_buffer.append", "event_id": "evt_3", "audio": base64.b64encode(b"abc").decode()},
+        {"type": "input_audio_buffer.append", "event_id": "evt_4", "audio": 5},
+        {"type": "session.update", "event_id": "evt_5", "session": {"audio": {"input": {"format": {"rate": 8000}}}}},
+        {"type": "session.update", "event_id": "evt_6", "session": {"audio": {"input": {"turn_detection":
+                                                                                            {"threshold": 7}}}}},
+        {"type": "conversation.item.truncate", "event_id": "evt_7", "item_id": "missing", "audio_end_ms": 5},
+        {"type": "response.cancel", "event_id": "evt_8"},
+        {"type": "input_audio_buffer.commit", "event_id": "evt_9"},
+        {"type": "conversation.item.create", "event_id": "evt_10", "item": {"type": "message", "role": "robot",
+                                                                            "content": []}},
+    ]
+    for event in bad:
+        before = len(driver.events)
+        driver.send(event)
+        new = driver.events[before:]
+        assert [e["type"] for e in new] == ["error"], event
+        error = new[0]["error"]
+        assert error["message"] and error["code"] and error["type"]
+        if isinstance(event, dict) and "event_id" in event:
+            assert error["event_id"] == event["event_id"]
+    # ... and a valid exchange still works.
+    driver.send({"type": "conversation.item.create", "item": {"type": "message", "role": "user",
+                                                               "content": [{"type": "input_text", "text": "Hi"}]}})
+    driver.send({"type": "response.create"})
+    assert any(isinstance(e, StartResponse) for e in driver.effects)
+
+
+def test_session_update_is_applied_and_echoed(driver):
+    driver.send({"type": "session.update", "session": {
+        "type": "realtime", "instructions": "Be brief.",
+        "audio": {"input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 300,
+                                               "prefix_padding_ms": 100, "threshold": 0.6},
+                            "transcription": None},
+                  "output": {"voice": "marin"}}}})
+    session = driver.of("session.updated")[-1]["session"]
+    assert session["instructions"] == "Be brief."
+    assert session["audio"]["input"]["turn_detection"]["silence_duration_ms"] == 300
+    assert session["audio"]["input"]["transcription"] is None
+    assert session["audio"]["output"]["voice"] == "marin"
+    assert driver.session.config.turn_detection.vad.threshold == 0.6
+
+
+# ---------------------------------------------------------------- a spoken turn
+def run_turn(driver: Driver, text: str = "Turn on the living room lamp."):
+    driver.stream(LAMP + SILENCE)
+    finals = [e for e in driver.effects if isinstance(e, Transcribe) and e.final]
+    assert len(finals) == 1
+    driver.transcript(finals[0].item_id, text)
+    return finals[0]
+
+
+def test_a_spoken_turn_goes_through_every_stage(driver):
+    driver.stream(LAMP[:48_000])
+    assert "input_audio_buffer.speech_started" in driver.types()
+    partials = [e for e in driver.effects if isinstance(e, Transcribe) and not e.final]
+    assert partials, "partial transcriptions are requested while the user speaks"
+    driver.transcript(partials[0].item_id, "turn on", final=False)
+    driver.stream(LAMP[48_000:] + SILENCE)
+    final = [e for e in driver.effects if isinstance(e, Transcribe) and e.final][0]
+    assert 1.0 < final.audio.size / 16_000 < 2.4  # the utterance, not the trailing silence
+    driver.transcript(final.item_id, "Turn on the living room lamp.")
+    types = driver.types()
+    order = ["input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
+             "input_audio_buffer.committed", "conversation.item.added",
+             "conversation.item.input_audio_transcription.completed", "response.created",
+             "response.output_item.added", "conversation.item.added", "response.content_part.added"]
+    assert [t for t in types if t in order] == order
+    start = [e for e in driver.effects if isinstance(e, StartResponse)][0]
+    assert start.messages[0].role == "system"
+    assert start.messages[-1].content == "Turn on the living room lamp."
+
+    driver.progress(start.response_id, StageMark("llm_first_token", driver.now + 0.1))
+    driver.progress(start.response_id, SpeechSegment("Okay.", bytes(24_000)))  # 500 ms
+    driver.progress(start.response_id, SpeechSegment("The lamp is on.", bytes(48_000)))
+    driver.progress(start.response_id, ResponseFinished())
+    assert len(driver.of("response.output_audio.delta")) == 3 + 5  # 200 ms deltas: 0.5 s -> 3, 1 s -> 5
+    done = driver.of("response.done")[-1]["response"]
+    assert done["status"] == "completed"
+    assert done["output"][0]["content"][0]["transcript"] == "Okay. The lamp is on."
+    metadata = done["metadata"]
+    assert metadata["timing_origin"] == "speech_end"
+    assert float(metadata["end_of_turn_ms"]) >= 500 - 64  # the silence window, within two VAD frames
+    assert {"transcript_ms", "llm_first_token_ms", "first_audio_sent_ms", "speech_end_audio_ms"} <= set(metadata)
+
+
+def test_barge_in_cancels_the_reply_and_truncation_keeps_what_was_played(driver):
+    run_turn(driver)
+    start = [e for e in driver.effects if isinstance(e, StartResponse)][0]
+    driver.progress(start.response_id, SpeechSegment("One two three four.", bytes(48_000)))  # 1 s
+    driver.progress(start.response_id, SpeechSegment("Five six seven eight.", bytes(48_000)))
+    item_id = driver.of("response.output_item.added")[0]["item"]["id"]
+    driver.stream(LAMP[:24_000])  # the user talks over the reply
+    assert CancelResponse(start.response_id) in driver.effects
+    done = driver.of("response.done")[-1]["response"]
+    assert done["status"] == "cancelled" and done["status_details"]["reason"] == "turn_detected"
+    deltas = len(driver.of("response.output_audio.delta"))
+    driver.progress(start.response_id, SpeechSegment("Nine ten.", bytes(48_000)))  # late: dropped
+    assert len(driver.of("response.output_audio.delta")) == deltas
+    driver.send({"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0, "audio_end_ms": 1500})
+    assert driver.of("conversation.item.truncated")[-1]["audio_end_ms"] == 1500
+    assert driver.session.conversation.get(item_id).text == "One two three four. Five six"
+
+
+def test_truncate_keeps_whole_and_partly_played_segments():
+    item = Item("i", "assistant", "output_audio", text="A b. C d e f.", audio_ms=3000,
+                segments=[("A b.", 1000), ("C d e f.", 2000)])
+    item.truncate(2000)
+    assert item.text == "A b. C d"
+    item.truncate(0)
+    assert item.text == ""
+
+
+def test_manual_turns_without_server_vad(driver):
+    driver.send({"type": "session.update", "session": {"audio": {"input": {"turn_detection": None}}}})
+    driver.stream(LAMP)
+    assert "input_audio_buffer.speech_started" not in driver.types()
+    driver.send({"type": "input_audio_buffer.commit"})
+    final = [e for e in driver.effects if isinstance(e, Transcribe)][-1]
+    assert final.final and final.audio.size > 30_000
+    driver.send({"type": "response.create"})  # waits for the transcript
+    assert not any(isinstance(e, StartResponse) for e in driver.effects)
+    driver.transcript(final.item_id, "Turn on the living room lamp.")
+    assert any(isinstance(e, StartResponse) for e in driver.effects)
+
+
+def test_clear_drops_the_buffer(driver):
+    driver.send({"type": "session.update", "session": {"audio": {"input": {"turn_detection": None}}}})
+    driver.stream(LAMP)
+    driver.send({"type": "input_audio_buffer.clear"})
+    assert driver.types()[-1] == "input_audio_buffer.cleared"
+    driver.send({"type": "input_audio_buffer.commit", "event_id": "c1"})
+    assert driver.events[-1]["error"]["code"] == "input_audio_buffer_commit_empty"
+
+
+def test_empty_transcript_starts_no_response(driver):
+    run_turn(driver, text="")
+    assert not any(isinstance(e, StartResponse) for e in driver.effects)
+
+
+def test_text_only_responses(driver):
+    driver.send({"type": "conversation.item.create", "item": {"type": "message", "role": "user",
+                                                               "content": [{"type": "input_text", "text": "Hi"}]}})
+    driver.send({"type": "response.create", "response": {"output_modalities": ["text"]}})
+    start = [e for e in driver.effects if isinstance(e, StartResponse)][0]
+    assert start.audio is False
+    from voice.events import TextDelta
+
+    driver.progress(start.response_id, TextDelta("Hello"))
+    driver.progress(start.response_id, ResponseFinished())
+    assert driver.of("response.output_text.done")[0]["text"] == "Hello"
+
+
+def test_a_failed_job_reports_an_error_and_the_next_turn_works(driver):
+    driver.send({"type": "conversation.item.create", "item": {"type": "message", "role": "user",
+                                                               "content": [{"type": "input_text", "text": "Hi"}]}})
+    driver.send({"type": "response.create"})
+    start = [e for e in driver.effects if isinstance(e, StartResponse)][-1]
+    driver.progress(start.response_id, ResponseFinished(error="llm: connection refused"))
+    assert driver.of("error")[-1]["error"]["code"] == "llm_error"
+    assert driver.of("response.done")[-1]["response"]["status"] == "failed"
+    driver.send({"type": "response.create"})
+    assert len([e for e in driver.effects if isinstance(e, StartResponse)]) == 2
+
+
+def test_silence_and_noise_produce_no_turn(driver):
+    noise = load_wav_pcm24(DATA / "23_leopard_empty_synthetic_nospeech.wav")
+    driver.stream(noise + SILENCE)
+    assert driver.types() == ["session.created"]
+    assert driver.effects == []
+
+
+def test_buffer_is_bounded_while_idle(driver):
+    driver.stream(SILENCE * 10)
+    assert driver.session._buffer.size <= 2 * 16_000 + 512
+    assert np.all(driver.session._buffer == 0)
