@@ -117,12 +117,13 @@ class RealtimeSession:
         self._reset_vad()
         self._speech_item: str | None = None
         self._speech_start = 0  # stream sample index
-        self._partial = StablePrefix()
+        self._partials: dict[str, StablePrefix] = {}  # item id -> committed partial words
         self._partial_in_flight = False
         self._partial_samples = 0
         self._pending_transcripts: dict[str, TurnClock] = {}
         self._turn = TurnClock()
         self._last_voiced_ms: int | None = None
+        self._last_voiced_at: float | None = None  # when the audio of the last voiced frame arrived
         self._response: ActiveResponse | None = None
         self._response_wanted: dict[str, Any] | None = None  # response.create waiting for transcripts
         self._out = Output()
@@ -204,6 +205,7 @@ class RealtimeSession:
         if self.config.turn_detection != old_detection:
             self._reset_vad()
             if self._speech_item is not None:
+                self._partials.pop(self._speech_item, None)
                 self._speech_item = None  # an open turn ends without a commit
         self._emit("session.updated", session=self._session_wire())
 
@@ -226,7 +228,7 @@ class RealtimeSession:
         voiced_ms = self._vad.last_voiced_end_ms
         if voiced_ms != self._last_voiced_ms:
             self._last_voiced_ms = voiced_ms
-            self._turn.speech_end = now
+            self._last_voiced_at = now
         if self._speech_item is None:
             keep_from = self._stream_samples - _IDLE_KEEP_MS * ASR_RATE // 1000
             self._drop_before(keep_from)
@@ -247,7 +249,7 @@ class RealtimeSession:
     def _on_speech_started(self, event: SpeechStarted, now: float) -> None:
         self._speech_item = self.ids.new("item")
         self._speech_start = max(self._buffer_start, event.audio_start_ms * ASR_RATE // 1000)
-        self._partial = StablePrefix()
+        self._partials[self._speech_item] = StablePrefix()
         self._partial_samples = 0
         self._turn = TurnClock()
         self._emit("input_audio_buffer.speech_started", audio_start_ms=event.audio_start_ms,
@@ -274,6 +276,7 @@ class RealtimeSession:
             return
         self._speech_item = None
         self._emit("input_audio_buffer.speech_stopped", audio_end_ms=event.audio_end_ms, item_id=item_id)
+        self._turn.speech_end = self._last_voiced_at
         self._turn.end_of_turn = now
         self._turn.speech_end_audio_ms = event.audio_end_ms
         end = (event.audio_end_ms + _FINAL_TAIL_MS) * ASR_RATE // 1000
@@ -303,6 +306,8 @@ class RealtimeSession:
 
     def _on_clear(self, event: ClientEvent, now: float) -> None:
         self._drop_before(self._stream_samples)
+        if self._speech_item is not None:
+            self._partials.pop(self._speech_item, None)
         self._speech_item = None
         self._reset_vad()
         self._emit("input_audio_buffer.cleared")
@@ -312,13 +317,14 @@ class RealtimeSession:
         self._partial_in_flight = False
         if result.item_id != self._speech_item or result.error or self.config.transcription is None:
             return
-        delta = self._partial.update(result.text)
+        delta = self._partials[result.item_id].update(result.text)
         if delta:
             self._emit("conversation.item.input_audio_transcription.delta", item_id=result.item_id,
                        content_index=0, delta=delta)
 
     def _on_final_transcript(self, result: TranscriptReady, now: float) -> None:
         turn = self._pending_transcripts.pop(result.item_id, None)
+        partial = self._partials.pop(result.item_id, None)
         item = self.conversation.get(result.item_id)
         if item is None:
             return  # deleted meanwhile
@@ -330,7 +336,7 @@ class RealtimeSession:
         else:
             item.text = result.text
             if self.config.transcription is not None:
-                rest = self._partial.remainder(result.text) if self._partial.committed else result.text
+                rest = partial.remainder(result.text) if partial and partial.committed else result.text
                 if rest:
                     self._emit("conversation.item.input_audio_transcription.delta", item_id=item.id,
                                content_index=0, delta=rest)
@@ -347,7 +353,8 @@ class RealtimeSession:
             request, self._response_wanted = self._response_wanted, None
             self._start_response(request, turn or TurnClock(), now)
         elif detection is not None and detection.create_response and item.text and turn is not None \
-                and turn.speech_end_audio_ms is not None and self._response is None:
+                and turn.speech_end_audio_ms is not None and self._response is None and self._speech_item is None:
+            # (If the user already speaks again, the next turn answers both.)
             self._start_response({}, turn, now)
 
     # ------------------------------------------------------------------ conversation items

@@ -271,3 +271,31 @@ def test_buffer_is_bounded_while_idle(driver):
     driver.stream(SILENCE * 10)
     assert driver.session._buffer.size <= 2 * 16_000 + 512
     assert np.all(driver.session._buffer == 0)
+
+
+def test_timings_belong_to_their_own_turn_when_turns_overlap(driver):
+    """A second utterance that starts before the first one's transcript is back must not
+    move the first turn's clock, nor mix its partial words into the first item."""
+    driver.stream(LAMP + SILENCE)
+    first = [e for e in driver.effects if isinstance(e, Transcribe) and e.final][0]
+    for job in [e for e in driver.effects if isinstance(e, Transcribe) and not e.final]:
+        driver.transcript(job.item_id, "turn on", final=False)  # the partial job comes back late
+    driver.stream(LAMP[:36_000])  # speaking again
+    second_item = driver.of("input_audio_buffer.speech_started")[-1]["item_id"]
+    partial = [e for e in driver.effects if isinstance(e, Transcribe) and not e.final and e.item_id == second_item][0]
+    driver.transcript(partial.item_id, "turn on the", final=False)
+    driver.transcript(partial.item_id, "turn on the living", final=False)
+    driver.transcript(first.item_id, "Turn on the living room lamp.")
+    deltas = [e for e in driver.of("conversation.item.input_audio_transcription.delta") if e["item_id"] == first.item_id]
+    assert "".join(d["delta"] for d in deltas) == "Turn on the living room lamp."
+    # The user is talking again, so no reply starts over them now.
+    assert not any(isinstance(e, StartResponse) for e in driver.effects)
+    driver.stream(LAMP[36_000:] + SILENCE)
+    second = [e for e in driver.effects if isinstance(e, Transcribe) and e.final][-1]
+    driver.transcript(second.item_id, "Turn on the living room lamp.")
+    start = [e for e in driver.effects if isinstance(e, StartResponse)][0]
+    assert [m.role for m in start.messages] == ["system", "user"]  # both utterances, merged
+    driver.progress(start.response_id, SpeechSegment("Okay.", bytes(24_000)))
+    driver.progress(start.response_id, ResponseFinished())
+    metadata = driver.of("response.done")[-1]["response"]["metadata"]
+    assert 500 - 64 <= float(metadata["end_of_turn_ms"]) <= 500 + 64
