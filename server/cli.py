@@ -4,29 +4,36 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 from pathlib import Path
 
+from server.logs import setup_logging
 from voice import models
 
 
 def _serve(args: argparse.Namespace) -> None:
     from server.app import ServerOptions, VoiceServer
     from server.config import SessionConfig, TurnDetection
+    from server.connection import ConnectionLimits
     from voice.engine import Engine, EngineConfig
     from voice.vad import VadConfig
 
-    engine = Engine.load(EngineConfig(
+    engine_config = EngineConfig(
         asr_model=args.asr_model, llm_model=args.llm_model, llm_url=args.llm_url, llm_name=args.llm_name,
         llm_api_key=args.llm_api_key, llm_context=args.llm_context, tts_voice=args.tts_voice, threads=args.threads,
-    ))
+    )
     vad = VadConfig(threshold=args.vad_threshold, silence_duration_ms=args.silence_ms,
                     prefix_padding_ms=args.prefix_padding_ms, min_speech_ms=args.min_speech_ms)
     session = SessionConfig(turn_detection=TurnDetection(vad=vad), max_output_tokens=args.max_tokens,
                             **({"instructions": args.instructions} if args.instructions else {}))
-    server = VoiceServer(engine, session, ServerOptions(host=args.host, port=args.port))
-    asyncio.run(server.serve_forever())
+    limits = ConnectionLimits(max_message_bytes=args.max_message_bytes, idle_timeout_s=args.idle_timeout,
+                              max_session_s=args.max_session, max_buffer_seconds=args.max_buffer_seconds,
+                              max_send_buffer_bytes=args.max_send_buffer)
+    options = ServerOptions(host=args.host, port=args.port, api_key=args.api_key or None,
+                            allowed_origins=tuple(o for o in args.allowed_origins.split(",") if o),
+                            max_sessions=args.max_sessions, limits=limits)
+    server = VoiceServer(None, session, options)
+    asyncio.run(server.serve_forever(lambda: Engine.load(engine_config)))
 
 
 def _talk(args: argparse.Namespace) -> None:
@@ -39,6 +46,7 @@ def _talk(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voice", description="Self-hosted real-time voice assistant server.")
     parser.add_argument("--log-level", default=os.environ.get("VOICE_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-json", action="store_true", help="log JSON lines (with the session id)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the voice server")
@@ -61,6 +69,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--min-speech-ms", type=int, default=160, help="speech needed to open a turn")
     serve.add_argument("--vad-threshold", type=float, default=0.5)
     serve.add_argument("--threads", type=int, default=2, help="CPU threads per model")
+    limits = serve.add_argument_group("access and limits")
+    limits.add_argument("--api-key", default=os.environ.get("VOICE_API_KEY"),
+                        help="require this key (Bearer header or openai-insecure-api-key.KEY subprotocol); "
+                             "default: $VOICE_API_KEY, none")
+    limits.add_argument("--allowed-origins", default=os.environ.get("VOICE_ALLOWED_ORIGINS", ""),
+                        help="comma-separated browser origins allowed to connect (default: any)")
+    limits.add_argument("--max-sessions", type=int, default=16)
+    limits.add_argument("--max-message-bytes", type=int, default=1024 * 1024)
+    limits.add_argument("--max-buffer-seconds", type=float, default=120.0,
+                        help="uncommitted input audio a session may hold")
+    limits.add_argument("--idle-timeout", type=float, default=300.0, help="seconds without a client event")
+    limits.add_argument("--max-send-buffer", type=int, default=16 * 1024 * 1024,
+                        help="bytes a client may leave unread before it is closed as too slow")
+    limits.add_argument("--max-session", type=float, default=3600.0, help="maximum session length in seconds")
     serve.set_defaults(func=_serve)
 
     talk = commands.add_parser("talk", help="stream a WAV file to a running server and save the reply")
@@ -77,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_level, json_lines=args.log_json)
     try:
         args.func(args)
     except models.ModelNotFoundError as exc:

@@ -11,12 +11,16 @@ import json
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from server.config import SessionConfig
+from server.events import Ids, ProtocolError, error_event
+from server.logs import session_id
+from server.metrics import Metrics
 from server.session import (
     CancelResponse,
     Output,
@@ -32,25 +36,81 @@ from voice.turn import ResponseRequest, run_response
 
 log = logging.getLogger(__name__)
 
+CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_POLICY_VIOLATION = 1008
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    max_message_bytes: int = 1024 * 1024
+    """A larger client message gets an error event and is dropped (4x this closes the socket)."""
+    idle_timeout_s: float = 300.0
+    """A session with no client message for this long is closed."""
+    max_session_s: float = 3600.0
+    max_send_buffer_bytes: int = 16 * 1024 * 1024
+    """Outgoing data a client may leave unread before it is closed as too slow."""
+    max_buffer_seconds: float = 120.0
+    """Uncommitted input audio a session may hold."""
+    job_wait_s: float = 10.0
+    """How long a closing session waits for its cancelled model jobs."""
+
+
+async def refuse(websocket: ServerConnection, code: str, message: str) -> None:
+    """Tell a client why it cannot have a session, then close (1013: try again later)."""
+    event = error_event(Ids(), ProtocolError(message, code=code, type="server_error"))
+    try:
+        await websocket.send(json.dumps(event))
+        await websocket.close(CLOSE_TRY_AGAIN_LATER, message[:120])
+    except ConnectionClosed:
+        pass
+
 
 class Connection:
     """One client: its session, its running jobs, and its outgoing queue."""
 
-    def __init__(self, websocket: ServerConnection, engine: Engine, config: SessionConfig, model_name: str) -> None:
+    def __init__(self, websocket: ServerConnection, engine: Engine, config: SessionConfig, model_name: str,
+                 limits: ConnectionLimits | None = None, metrics: Metrics | None = None) -> None:
         self.websocket = websocket
         self.engine = engine
-        self.session = RealtimeSession(config, engine.vad, model_name=model_name)
-        self._outgoing: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self.limits = limits or ConnectionLimits()
+        self.metrics = metrics or Metrics()
+        self.session = RealtimeSession(config, engine.vad, model_name=model_name,
+                                       max_buffer_seconds=self.limits.max_buffer_seconds)
+        self._outgoing: asyncio.Queue[str | None] = asyncio.Queue()
+        self._queued_bytes = 0
+        self._closing = False
         self._jobs: set[asyncio.Future[Any]] = set()
         self._cancels: dict[str, threading.Event] = {}
         self._loop = asyncio.get_running_loop()
 
     async def run(self) -> None:
+        session_id.set(self.session.id)
         writer = asyncio.create_task(self._write())
-        log.info("session %s opened", self.session.id)
+        log.info("session opened from %s", self.websocket.remote_address)
+        started = time.monotonic()
         try:
             self._apply(self.session.start())
-            async for message in self.websocket:
+            while not self._closing:
+                remaining = self.limits.max_session_s - (time.monotonic() - started)
+                if remaining <= 0:
+                    await self._close_with_error("session_expired", "the session reached its maximum length")
+                    break
+                try:
+                    message = await asyncio.wait_for(self.websocket.recv(),
+                                                     min(self.limits.idle_timeout_s, remaining))
+                except TimeoutError:
+                    if self._jobs or self.session.response_active:
+                        continue  # the client is listening to a reply, not idle
+                    if time.monotonic() - started < self.limits.max_session_s:
+                        await self._close_with_error("idle_timeout", "no client event for "
+                                                     f"{self.limits.idle_timeout_s:.0f} s")
+                        break
+                    continue
+                if len(message) > self.limits.max_message_bytes:
+                    self._apply(Output(events=[error_event(self.session.ids, ProtocolError(
+                        f"message of {len(message)} bytes exceeds the {self.limits.max_message_bytes} byte limit",
+                        code="message_too_large"))]))
+                    continue
                 self._apply(self.session.receive_client(message, time.monotonic()))
         except ConnectionClosed:
             pass
@@ -61,21 +121,32 @@ class Connection:
             self._outgoing.put_nowait(None)
             await asyncio.gather(writer, return_exceptions=True)
             if self._jobs:
-                await asyncio.wait(self._jobs, timeout=10)
-            log.info("session %s closed", self.session.id)
+                await asyncio.wait(self._jobs, timeout=self.limits.job_wait_s)
+            log.info("session closed (%s)", self.websocket.close_code)
+
+    async def _close_with_error(self, code: str, message: str) -> None:
+        log.info("closing: %s", message)
+        self._apply(Output(events=[error_event(self.session.ids, ProtocolError(message, code=code,
+                                                                               type="server_error"))]))
+        self._outgoing.put_nowait(None)
+        self._closing = True
+        await asyncio.sleep(0)  # let the writer send the error first
+        await self.websocket.close(1000, message[:120])
 
     async def _write(self) -> None:
-        while (event := await self._outgoing.get()) is not None:
+        while (data := await self._outgoing.get()) is not None:
+            self._queued_bytes -= len(data)
             try:
-                await self.websocket.send(json.dumps(event))
+                await self.websocket.send(data)
             except ConnectionClosed:
                 return
 
     def _apply(self, output: Output) -> None:
         for event in output.events:
+            self.metrics.observe_event(event)
             if event["type"] == "error":
-                log.info("session %s: error event %s", self.session.id, event["error"]["message"])
-            self._outgoing.put_nowait(event)
+                log.info("error event %s: %s", event["error"]["code"], event["error"]["message"])
+            self._enqueue(json.dumps(event))
         for effect in output.effects:
             if isinstance(effect, Transcribe):
                 self._track(self._transcribe(effect))
@@ -86,27 +157,52 @@ class Connection:
                 if cancel is not None:
                     cancel.set()
 
+    def _enqueue(self, data: str) -> None:
+        if self._closing:
+            return
+        self._queued_bytes += len(data)
+        if self._queued_bytes > self.limits.max_send_buffer_bytes:
+            # The client does not read: close rather than hold unbounded audio for it.
+            log.warning("client too slow: %d bytes unsent; closing", self._queued_bytes)
+            self.metrics.slow_clients_closed.inc()
+            self._closing = True
+            for cancel in self._cancels.values():
+                cancel.set()
+            self._outgoing.put_nowait(None)
+            asyncio.ensure_future(self.websocket.close(CLOSE_POLICY_VIOLATION, "client too slow"))
+            return
+        self._outgoing.put_nowait(data)
+
     def _track(self, job: Any) -> None:
         future = asyncio.ensure_future(job)
         self._jobs.add(future)
-        future.add_done_callback(self._jobs.discard)
+        self.metrics.jobs_running.inc()
+
+        def done(finished: asyncio.Future[Any]) -> None:
+            self._jobs.discard(finished)
+            self.metrics.jobs_running.dec()
+
+        future.add_done_callback(done)
 
     async def _transcribe(self, effect: Transcribe) -> None:
         try:
             text = await self._loop.run_in_executor(self.engine.executor, self.engine.asr.transcribe, effect.audio)
             result = TranscriptReady(effect.item_id, text, effect.final)
         except Exception as exc:  # noqa: BLE001 - a failed transcription ends the turn, not the session
-            log.exception("session %s: transcription failed", self.session.id)
+            log.exception("transcription failed")
             result = TranscriptReady(effect.item_id, "", effect.final, error=f"asr: {exc}")
         self._apply(self.session.receive_transcript(result, time.monotonic()))
 
     def _start_response(self, effect: StartResponse) -> None:
         cancel = threading.Event()
+        if self._closing:
+            cancel.set()
         self._cancels[effect.response_id] = cancel
         request = ResponseRequest(effect.messages, effect.options, effect.audio)
 
         def emit(event: ResponseEvent) -> None:  # called from worker threads
-            self._loop.call_soon_threadsafe(self._on_progress, ResponseProgress(effect.response_id, event))
+            if not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(self._on_progress, ResponseProgress(effect.response_id, event))
 
         async def job() -> None:
             try:

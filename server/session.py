@@ -101,13 +101,14 @@ class RealtimeSession:
     """One client's Realtime session."""
 
     def __init__(self, config: SessionConfig, vad_model: SileroModel, *, model_name: str = "voice-cascade",
-                 max_buffer_seconds: float = 600.0) -> None:
+                 max_buffer_seconds: float = 120.0, max_turn_seconds: float = 60.0) -> None:
         self.ids = Ids()
         self.id = self.ids.new("sess")
         self.config = config
         self.model_name = model_name
         self.conversation = Conversation()
         self.max_buffer_samples = int(max_buffer_seconds * ASR_RATE)
+        self.max_turn_samples = int(min(max_turn_seconds, max_buffer_seconds) * ASR_RATE)
         self._vad_model = vad_model
         self._resampler = StreamResampler(WIRE_RATE, ASR_RATE)
         self._buffer = np.zeros(0, dtype=np.float32)  # 16 kHz audio not yet committed
@@ -158,8 +159,7 @@ class RealtimeSession:
     def close(self) -> Output:
         """The connection ended: cancel whatever still runs."""
         if self._response is not None:
-            self._out.effects.append(CancelResponse(self._response.id))
-            self._response = None
+            self._cancel_response("client_cancelled")
         return self._flush()
 
     @property
@@ -232,6 +232,11 @@ class RealtimeSession:
         if self._speech_item is None:
             keep_from = self._stream_samples - _IDLE_KEEP_MS * ASR_RATE // 1000
             self._drop_before(keep_from)
+        elif self._stream_samples - self._speech_start >= self.max_turn_samples:
+            # Endless "speech" (music, a stuck microphone): close the turn rather than buffer forever.
+            stopped = self._vad.end_turn()
+            if stopped is not None:
+                self._on_speech_stopped(stopped, now)
         else:
             self._maybe_partial()
 
@@ -331,6 +336,8 @@ class RealtimeSession:
         item.status = "completed"
         if result.error:
             item.text = ""
+            self._out.events.append(error_event(self.ids, ProtocolError(result.error, code="asr_error",
+                                                                        type="server_error")))
             self._emit("conversation.item.input_audio_transcription.failed", item_id=item.id, content_index=0,
                        error={"type": "server_error", "code": "transcription_failed", "message": result.error})
         else:

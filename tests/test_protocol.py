@@ -286,7 +286,8 @@ def test_timings_belong_to_their_own_turn_when_turns_overlap(driver):
     driver.transcript(partial.item_id, "turn on the", final=False)
     driver.transcript(partial.item_id, "turn on the living", final=False)
     driver.transcript(first.item_id, "Turn on the living room lamp.")
-    deltas = [e for e in driver.of("conversation.item.input_audio_transcription.delta") if e["item_id"] == first.item_id]
+    deltas = [e for e in driver.of("conversation.item.input_audio_transcription.delta")
+              if e["item_id"] == first.item_id]
     assert "".join(d["delta"] for d in deltas) == "Turn on the living room lamp."
     # The user is talking again, so no reply starts over them now.
     assert not any(isinstance(e, StartResponse) for e in driver.effects)

@@ -118,6 +118,13 @@ class VadSegmenter:
     def last_voiced_end_ms(self) -> int | None:
         return None if self._last_voiced is None else (self._last_voiced + 1) * FRAME_MS
 
+    def end_turn(self) -> SpeechStopped | None:
+        """Close an open turn now (for a turn that has run too long)."""
+        if not self.speaking:
+            return None
+        self.speaking = False
+        return SpeechStopped(audio_end_ms=self.position_ms)
+
     def _is_voiced(self, frame: np.ndarray) -> bool:
         probability = self._silero.probability(frame)
         self.last_probability = probability
