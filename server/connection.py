@@ -187,10 +187,12 @@ class Connection:
     async def _transcribe(self, effect: Transcribe) -> None:
         try:
             text = await self._loop.run_in_executor(self.engine.executor, self.engine.asr.transcribe, effect.audio)
-            result = TranscriptReady(effect.item_id, text, effect.final)
+            result = TranscriptReady(effect.item_id, text, effect.final, speculative=effect.speculative,
+                                     voiced_end_ms=effect.voiced_end_ms)
         except Exception as exc:  # noqa: BLE001 - a failed transcription ends the turn, not the session
             log.exception("transcription failed")
-            result = TranscriptReady(effect.item_id, "", effect.final, error=f"asr: {exc}")
+            result = TranscriptReady(effect.item_id, "", effect.final, error=f"asr: {exc}",
+                                     speculative=effect.speculative, voiced_end_ms=effect.voiced_end_ms)
         self._apply(self.session.receive_transcript(result, time.monotonic()))
 
     def _start_response(self, effect: StartResponse) -> None:

@@ -27,16 +27,22 @@ log = logging.getLogger(__name__)
 
 _AUDIO_DELTA_BYTES = WIRE_RATE * 2 // 5  # 200 ms of PCM16 per output_audio.delta
 _IDLE_KEEP_MS = 2000  # audio kept before a speech start, for the prefix padding
-_FINAL_TAIL_MS = 200  # audio after the last voiced frame given to the final transcription
+_TAIL_MS = 150  # audio after the last voiced frame given to the transcription of a turn
+_SPECULATE_AFTER_MS = 160  # silence after which the turn is transcribed speculatively
 _MIN_COMMIT_MS = 100
 
 
 # Effects: what the session asks its runtime to do.
 @dataclass(frozen=True)
 class Transcribe:
+    """Transcribe a turn: a partial (while speaking), speculative (in the silence window, in case
+    the turn ends there) or final pass."""
+
     item_id: str
     audio: np.ndarray = field(repr=False)
     final: bool
+    speculative: bool = False
+    voiced_end_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,8 @@ class TranscriptReady:
     text: str
     final: bool
     error: str | None = None
+    speculative: bool = False
+    voiced_end_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +128,9 @@ class RealtimeSession:
         self._speech_start = 0  # stream sample index
         self._partials: dict[str, StablePrefix] = {}  # item id -> committed partial words
         self._partial_in_flight = False
+        self._speculations: dict[str, tuple[int, str | None]] = {}  # item -> (voiced end ms, text once back)
+        # item -> (voiced end, turn audio): the speculative pass under way becomes the final one
+        self._awaiting_speculation: dict[str, tuple[int, np.ndarray]] = {}
         self._partial_samples = 0
         self._pending_transcripts: dict[str, TurnClock] = {}
         self._turn = TurnClock()
@@ -144,7 +155,9 @@ class RealtimeSession:
         return self._flush()
 
     def receive_transcript(self, result: TranscriptReady, now: float) -> Output:
-        if result.final:
+        if result.speculative:
+            self._on_speculative_transcript(result, now)
+        elif result.final:
             self._on_final_transcript(result, now)
         else:
             self._on_partial_transcript(result)
@@ -238,6 +251,7 @@ class RealtimeSession:
             if stopped is not None:
                 self._on_speech_stopped(stopped, now)
         else:
+            self._maybe_speculate()
             self._maybe_partial()
 
     def _drop_before(self, sample: int) -> None:
@@ -275,6 +289,23 @@ class RealtimeSession:
         audio = self._audio_between(self._speech_start, self._stream_samples)
         self._out.effects.append(Transcribe(self._speech_item, audio, final=False))
 
+    def _turn_audio(self, voiced_end_ms: int) -> np.ndarray:
+        return self._audio_between(self._speech_start, (voiced_end_ms + _TAIL_MS) * ASR_RATE // 1000)
+
+    def _maybe_speculate(self) -> None:
+        """Once the user has been silent briefly, transcribe the turn as if it had ended, so that
+        the transcript is ready (or nearly) when the silence window does close the turn."""
+        assert self._vad is not None and self._speech_item is not None
+        voiced_end = self._vad.last_voiced_end_ms
+        if voiced_end is None or self._vad.position_ms - voiced_end < _SPECULATE_AFTER_MS:
+            return
+        current = self._speculations.get(self._speech_item)
+        if current is not None and current[0] == voiced_end:
+            return
+        self._speculations[self._speech_item] = (voiced_end, None)
+        self._out.effects.append(Transcribe(self._speech_item, self._turn_audio(voiced_end), final=False,
+                                            speculative=True, voiced_end_ms=voiced_end))
+
     def _on_speech_stopped(self, event: SpeechStopped, now: float) -> None:
         item_id = self._speech_item
         if item_id is None:
@@ -284,10 +315,33 @@ class RealtimeSession:
         self._turn.speech_end = self._last_voiced_at
         self._turn.end_of_turn = now
         self._turn.speech_end_audio_ms = event.audio_end_ms
-        end = (event.audio_end_ms + _FINAL_TAIL_MS) * ASR_RATE // 1000
-        audio = self._audio_between(self._speech_start, end)
-        self._drop_before(end)
-        self._commit(item_id, audio)
+        audio = self._turn_audio(event.audio_end_ms)
+        self._drop_before((event.audio_end_ms + _TAIL_MS) * ASR_RATE // 1000)
+        speculation = self._speculations.pop(item_id, None)
+        if speculation is None or speculation[0] != event.audio_end_ms:
+            self._commit(item_id, audio)
+            return
+        self._commit(item_id, audio, transcribe=False)  # the speculative pass heard exactly this turn
+        if speculation[1] is not None:
+            self._on_final_transcript(TranscriptReady(item_id, speculation[1], final=True), now)
+        else:
+            self._awaiting_speculation[item_id] = (speculation[0], audio)
+
+    def _on_speculative_transcript(self, result: TranscriptReady, now: float) -> None:
+        awaited = self._awaiting_speculation.get(result.item_id)
+        if awaited is not None and awaited[0] == result.voiced_end_ms:
+            del self._awaiting_speculation[result.item_id]
+            if result.error:  # fall back to a regular final pass
+                self._out.effects.append(Transcribe(result.item_id, awaited[1], final=True))
+                return
+            self._on_final_transcript(TranscriptReady(result.item_id, result.text, final=True), now)
+            return
+        speculation = self._speculations.get(result.item_id)
+        if speculation is not None and speculation[0] == result.voiced_end_ms:
+            if result.error:
+                del self._speculations[result.item_id]
+            else:
+                self._speculations[result.item_id] = (speculation[0], result.text)
 
     def _on_commit(self, event: ClientEvent, now: float) -> None:
         if self._buffer.size < _MIN_COMMIT_MS * ASR_RATE // 1000:
@@ -301,13 +355,15 @@ class RealtimeSession:
         self._reset_vad()
         self._commit(item_id, audio)
 
-    def _commit(self, item_id: str, audio: np.ndarray) -> None:
+    def _commit(self, item_id: str, audio: np.ndarray, transcribe: bool = True) -> None:
         item = Item(id=item_id, role="user", content_type="input_audio", status="in_progress")
         previous = self.conversation.add(item)
         self._emit("input_audio_buffer.committed", item_id=item_id, previous_item_id=previous)
         self._emit("conversation.item.added", previous_item_id=previous, item=item.to_wire())
         self._pending_transcripts[item_id] = self._turn
-        self._out.effects.append(Transcribe(item_id, audio, final=True))
+        self._speculations.pop(item_id, None)
+        if transcribe:
+            self._out.effects.append(Transcribe(item_id, audio, final=True))
 
     def _on_clear(self, event: ClientEvent, now: float) -> None:
         self._drop_before(self._stream_samples)

@@ -57,6 +57,18 @@ class Driver:
     def transcript(self, item_id: str, text: str, final: bool = True):
         return self._take(self.session.receive_transcript(TranscriptReady(item_id, text, final), self.now))
 
+    def answer(self, job: Transcribe, text: str):
+        """Answer a transcription job as the runtime would."""
+        result = TranscriptReady(job.item_id, text, job.final, speculative=job.speculative,
+                                 voiced_end_ms=job.voiced_end_ms)
+        return self._take(self.session.receive_transcript(result, self.now))
+
+    def turn_job(self) -> Transcribe:
+        """The job whose answer completes the last turn: its final pass, or the speculative one
+        that heard exactly the turn."""
+        jobs = [e for e in self.effects if isinstance(e, Transcribe) and (e.final or e.speculative)]
+        return jobs[-1]
+
     def progress(self, response_id: str, event):
         return self._take(self.session.receive_response(ResponseProgress(response_id, event), self.now))
 
@@ -141,10 +153,9 @@ def test_session_update_is_applied_and_echoed(driver):
 # ---------------------------------------------------------------- a spoken turn
 def run_turn(driver: Driver, text: str = "Turn on the living room lamp."):
     driver.stream(LAMP + SILENCE)
-    finals = [e for e in driver.effects if isinstance(e, Transcribe) and e.final]
-    assert len(finals) == 1
-    driver.transcript(finals[0].item_id, text)
-    return finals[0]
+    job = driver.turn_job()
+    driver.answer(job, text)
+    return job
 
 
 def test_a_spoken_turn_goes_through_every_stage(driver):
@@ -154,9 +165,9 @@ def test_a_spoken_turn_goes_through_every_stage(driver):
     assert partials, "partial transcriptions are requested while the user speaks"
     driver.transcript(partials[0].item_id, "turn on", final=False)
     driver.stream(LAMP[48_000:] + SILENCE)
-    final = [e for e in driver.effects if isinstance(e, Transcribe) and e.final][0]
+    final = driver.turn_job()
     assert 1.0 < final.audio.size / 16_000 < 2.4  # the utterance, not the trailing silence
-    driver.transcript(final.item_id, "Turn on the living room lamp.")
+    driver.answer(final, "Turn on the living room lamp.")
     types = driver.types()
     order = ["input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
              "input_audio_buffer.committed", "conversation.item.added",
@@ -277,26 +288,51 @@ def test_timings_belong_to_their_own_turn_when_turns_overlap(driver):
     """A second utterance that starts before the first one's transcript is back must not
     move the first turn's clock, nor mix its partial words into the first item."""
     driver.stream(LAMP + SILENCE)
-    first = [e for e in driver.effects if isinstance(e, Transcribe) and e.final][0]
-    for job in [e for e in driver.effects if isinstance(e, Transcribe) and not e.final]:
+    first = driver.turn_job()
+    for job in [e for e in driver.effects if isinstance(e, Transcribe) and not e.final and not e.speculative]:
         driver.transcript(job.item_id, "turn on", final=False)  # the partial job comes back late
     driver.stream(LAMP[:36_000])  # speaking again
     second_item = driver.of("input_audio_buffer.speech_started")[-1]["item_id"]
-    partial = [e for e in driver.effects if isinstance(e, Transcribe) and not e.final and e.item_id == second_item][0]
+    partial = [e for e in driver.effects if isinstance(e, Transcribe) and not e.final and not e.speculative
+               and e.item_id == second_item][0]
     driver.transcript(partial.item_id, "turn on the", final=False)
     driver.transcript(partial.item_id, "turn on the living", final=False)
-    driver.transcript(first.item_id, "Turn on the living room lamp.")
+    driver.answer(first, "Turn on the living room lamp.")
     deltas = [e for e in driver.of("conversation.item.input_audio_transcription.delta")
               if e["item_id"] == first.item_id]
     assert "".join(d["delta"] for d in deltas) == "Turn on the living room lamp."
     # The user is talking again, so no reply starts over them now.
     assert not any(isinstance(e, StartResponse) for e in driver.effects)
     driver.stream(LAMP[36_000:] + SILENCE)
-    second = [e for e in driver.effects if isinstance(e, Transcribe) and e.final][-1]
-    driver.transcript(second.item_id, "Turn on the living room lamp.")
+    driver.answer(driver.turn_job(), "Turn on the living room lamp.")
     start = [e for e in driver.effects if isinstance(e, StartResponse)][0]
     assert [m.role for m in start.messages] == ["system", "user"]  # both utterances, merged
     driver.progress(start.response_id, SpeechSegment("Okay.", bytes(24_000)))
     driver.progress(start.response_id, ResponseFinished())
     metadata = driver.of("response.done")[-1]["response"]["metadata"]
     assert 500 - 64 <= float(metadata["end_of_turn_ms"]) <= 500 + 64
+
+
+def test_speculative_transcript_becomes_the_final_one_when_the_turn_ends_there(driver):
+    driver.stream(LAMP)  # the clip ends with about 0.9 s of silence: the turn is speculated on
+    speculative = [e for e in driver.effects if isinstance(e, Transcribe) and e.speculative]
+    assert speculative
+    driver.answer(speculative[-1], "Turn on the living room lamp.")  # back before the window closes
+    driver.stream(SILENCE)
+    assert not any(isinstance(e, Transcribe) and e.final for e in driver.effects)  # no second pass
+    completed = driver.of("conversation.item.input_audio_transcription.completed")
+    assert completed[0]["transcript"] == "Turn on the living room lamp."
+    assert any(isinstance(e, StartResponse) for e in driver.effects)
+
+
+def test_a_stale_speculation_is_not_used(driver):
+    driver.stream(LAMP[:36_000] + bytes(16_800))  # a 350 ms pause, then the user goes on
+    stale = [e for e in driver.effects if isinstance(e, Transcribe) and e.speculative]
+    assert stale
+    driver.stream(LAMP[36_000:] + SILENCE)
+    driver.answer(stale[0], "Turn on")  # arrives late, for audio that is no longer the whole turn
+    job = driver.turn_job()
+    assert job is not stale[0]
+    driver.answer(job, "Turn on the living room lamp.")
+    completed = driver.of("conversation.item.input_audio_transcription.completed")
+    assert [e["transcript"] for e in completed] == ["Turn on the living room lamp."]

@@ -1,8 +1,17 @@
-"""faster-whisper (CTranslate2) speech recognition."""
+"""faster-whisper (CTranslate2) speech recognition.
+
+Whisper is trained on 30 s windows, and faster-whisper pads every input to 30 s: on a CPU the
+encoder then spends most of its time on silence. The fast path encodes only the utterance plus a
+few seconds of padding (CTranslate2 accepts the shorter mel input) and decodes with timestamp
+tokens, which mark where each segment ends; segments that start after the audio ends and
+repetition loops (what a short window provokes) are cut, and anything still doubtful is decoded
+again the standard way.
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -15,6 +24,16 @@ log = logging.getLogger(__name__)
 _NO_SPEECH_PROB = 0.6
 _LOW_LOGPROB = -1.0
 _MAX_COMPRESSION = 2.4
+_SECONDS_PER_TIMESTAMP = 0.02
+_MIN_WINDOW_S = 10.0  # shorter windows make tiny.en loop
+_PAD_S = 3.0
+
+
+@dataclass(frozen=True)
+class _Segment:
+    start: float
+    end: float | None
+    text: str
 
 
 class WhisperTranscriber:
@@ -29,26 +48,45 @@ class WhisperTranscriber:
         cpu_threads: int = 2,
         language: str | None = "en",
         beam_size: int = 1,
+        short_window: bool = True,
     ) -> None:
         from faster_whisper import WhisperModel
+        from faster_whisper.tokenizer import Tokenizer
 
         self.model_name = model
         self.language = language
         self.beam_size = beam_size
+        self.short_window = short_window
         self._model = WhisperModel(model, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+        multilingual = self._model.model.is_multilingual
+        self._tokenizer = Tokenizer(self._model.hf_tokenizer, multilingual, task="transcribe",
+                                    language=language or ("en" if not multilingual else None))
+        self.fallbacks = 0  # how often the fast path had to be redone the standard way
 
     def transcribe(self, audio: np.ndarray) -> str:
         audio = np.asarray(audio, dtype=np.float32)
+        seconds = audio.size / ASR_RATE
         if audio.size < ASR_RATE // 10:
             return ""
+        text = None
+        if self.short_window and seconds + _PAD_S <= 30.0 and self.language:
+            text = self._transcribe_short(audio)
+            if text is None:
+                self.fallbacks += 1
+        if text is None:
+            text = self._transcribe_padded(audio)
+        text = strip_non_speech(text)
+        if is_hallucination(text, seconds):
+            if text:
+                log.info("dropped a likely hallucination: %r", text)
+            return ""
+        return text
+
+    def _transcribe_padded(self, audio: np.ndarray) -> str:
+        """faster-whisper's standard path: 30 s windows."""
         segments, _info = self._model.transcribe(
-            audio,
-            language=self.language,
-            beam_size=self.beam_size,
-            condition_on_previous_text=False,
-            without_timestamps=True,
-            vad_filter=False,
-            temperature=0.0,
+            audio, language=self.language, beam_size=self.beam_size, condition_on_previous_text=False,
+            without_timestamps=True, vad_filter=False, temperature=0.0,
         )
         kept: list[str] = []
         for segment in segments:
@@ -58,9 +96,66 @@ class WhisperTranscriber:
                 log.info("dropped a looping ASR segment: %r", segment.text[:80])
                 continue
             kept.append(segment.text.strip())
-        text = strip_non_speech(" ".join(kept))
-        if is_hallucination(text, audio.size / ASR_RATE):
-            if text:
-                log.info("dropped a likely hallucination: %r", text)
+        return " ".join(kept)
+
+    def _transcribe_short(self, audio: np.ndarray) -> str | None:
+        """Encode the utterance plus padding only; None when the result cannot be trusted."""
+        seconds = audio.size / ASR_RATE
+        window = min(30.0, max(_MIN_WINDOW_S, seconds + _PAD_S))
+        padded = np.concatenate([audio, np.zeros(int(window * ASR_RATE) - audio.size, dtype=np.float32)])
+        features = self._model.feature_extractor(padded)[:, :-1]
+        features = features[:, : features.shape[1] // 2 * 2]  # the encoder's stride-2 convolution
+        encoded = self._model.encode(features)
+        tokenizer = self._tokenizer
+        max_tokens = int(seconds * 6) + 24
+        result = self._model.model.generate(
+            encoded, [list(tokenizer.sot_sequence)], beam_size=self.beam_size, max_length=max_tokens,
+            return_scores=True, return_no_speech_prob=True, suppress_blank=True, suppress_tokens=[-1],
+        )[0]
+        tokens = result.sequences_ids[0]
+        if result.no_speech_prob > _NO_SPEECH_PROB and result.scores[0] / max(1, len(tokens)) < _LOW_LOGPROB:
             return ""
+        segments, closed = self._segments(tokens)
+        kept: list[str] = []
+        for segment in segments:
+            if segment.start >= seconds - 0.1 or (kept and segment.text == kept[-1]):
+                break  # text "after" the audio, or a segment repeating itself: the decoder looping
+            kept.append(segment.text)
+        text = " ".join(kept)
+        if not closed and len(kept) == len(segments) or has_repetition_loop(text):
+            return None  # ran out of tokens mid-segment, or looped inside one: not trustworthy
         return text
+
+    def _segments(self, tokens: list[int]) -> tuple[list[_Segment], bool]:
+        """Split timestamped output into segments; also say whether the last one was closed."""
+        begin = self._tokenizer.timestamp_begin
+        eot = self._tokenizer.eot
+        segments: list[_Segment] = []
+        start: float | None = None
+        text_tokens: list[int] = []
+        closed = False
+        for token in tokens:
+            if token == eot:
+                closed = True
+                break
+            if token >= begin:
+                stamp = (token - begin) * _SECONDS_PER_TIMESTAMP
+                if start is None:
+                    start = stamp
+                else:
+                    text = self._tokenizer.decode(text_tokens).strip()
+                    if text:
+                        segments.append(_Segment(start, stamp, text))
+                    start, text_tokens = None, []
+                continue
+            if start is None:
+                start = segments[-1].end if segments and segments[-1].end is not None else 0.0
+            text_tokens.append(token)
+        if text_tokens:
+            text = self._tokenizer.decode(text_tokens).strip()
+            if text:
+                segments.append(_Segment(start or 0.0, None, text))
+            closed = closed and False
+        elif start is None or closed:
+            closed = True
+        return segments, closed
