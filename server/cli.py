@@ -21,14 +21,18 @@ def _serve(args: argparse.Namespace) -> None:
     engine_config = EngineConfig(
         asr_model=args.asr_model, llm_model=args.llm_model, llm_url=args.llm_url, llm_name=args.llm_name,
         llm_api_key=args.llm_api_key, llm_context=args.llm_context, tts_voice=args.tts_voice, threads=args.threads,
+        asr_short_window=not args.naive,
     )
+    if args.naive:
+        args.silence_ms = 500
     vad = VadConfig(threshold=args.vad_threshold, silence_duration_ms=args.silence_ms,
                     prefix_padding_ms=args.prefix_padding_ms, min_speech_ms=args.min_speech_ms)
     session = SessionConfig(turn_detection=TurnDetection(vad=vad), max_output_tokens=args.max_tokens,
+                            streaming_asr=not args.naive,
                             **({"instructions": args.instructions} if args.instructions else {}))
     limits = ConnectionLimits(max_message_bytes=args.max_message_bytes, idle_timeout_s=args.idle_timeout,
                               max_session_s=args.max_session, max_buffer_seconds=args.max_buffer_seconds,
-                              max_send_buffer_bytes=args.max_send_buffer)
+                              max_send_buffer_bytes=args.max_send_buffer, naive=args.naive)
     options = ServerOptions(host=args.host, port=args.port, api_key=args.api_key or None,
                             allowed_origins=tuple(o for o in args.allowed_origins.split(",") if o),
                             max_sessions=args.max_sessions, limits=limits)
@@ -41,6 +45,12 @@ def _talk(args: argparse.Namespace) -> None:
 
     asyncio.run(talk(args.url, Path(args.file), out=Path(args.out), instructions=args.instructions,
                      api_key=args.api_key, speed=args.speed))
+
+
+def _bench(args: argparse.Namespace) -> None:
+    from benchmarks.latency import main as bench_main
+
+    bench_main(args.extra)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--min-speech-ms", type=int, default=160, help="speech needed to open a turn")
     serve.add_argument("--vad-threshold", type=float, default=0.5)
     serve.add_argument("--threads", type=int, default=2, help="CPU threads per model")
+    serve.add_argument("--naive", action="store_true",
+                       help="benchmark baseline: 500 ms silence, Whisper on 30 s windows, whole reply before TTS, "
+                            "whole TTS before sending")
     limits = serve.add_argument_group("access and limits")
     limits.add_argument("--api-key", default=os.environ.get("VOICE_API_KEY"),
                         help="require this key (Bearer header or openai-insecure-api-key.KEY subprotocol); "
@@ -93,12 +106,19 @@ def build_parser() -> argparse.ArgumentParser:
     talk.add_argument("--api-key", default=os.environ.get("VOICE_API_KEY"))
     talk.add_argument("--speed", type=float, default=1.0, help="streaming pace (1.0 = real time)")
     talk.set_defaults(func=_talk)
+
+    bench = commands.add_parser("bench", help="latency benchmark (options: voice bench -- --help)",
+                                add_help=False)
+    bench.set_defaults(func=_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     setup_logging(args.log_level, json_lines=args.log_json)
     try:
         args.func(args)

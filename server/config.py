@@ -47,6 +47,8 @@ class SessionConfig:
     turn_detection: TurnDetection | None = field(default_factory=TurnDetection)
     transcription: dict[str, Any] | None = field(default_factory=lambda: {"model": "whisper"})
     """Whether the user's transcript is sent to the client (the cascade always transcribes)."""
+    streaming_asr: bool = True
+    """Partial and speculative transcription while the user speaks (off for the naive baseline)."""
     max_output_tokens: int | None = 160
     temperature: float = 0.7
     speed: float = 1.0

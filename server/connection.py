@@ -32,7 +32,7 @@ from server.session import (
 )
 from voice.engine import Engine
 from voice.events import ResponseEvent
-from voice.turn import ResponseRequest, run_response
+from voice.turn import ResponseRequest, run_response, run_response_naive
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ class ConnectionLimits:
     """Uncommitted input audio a session may hold."""
     job_wait_s: float = 10.0
     """How long a closing session waits for its cancelled model jobs."""
+    naive: bool = False
+    """Benchmark baseline: whole reply, then whole synthesis (see run_response_naive)."""
 
 
 async def refuse(websocket: ServerConnection, code: str, message: str) -> None:
@@ -208,7 +210,8 @@ class Connection:
 
         async def job() -> None:
             try:
-                await self._loop.run_in_executor(self.engine.executor, run_response, self.engine.llm,
+                responder = run_response_naive if self.limits.naive else run_response
+                await self._loop.run_in_executor(self.engine.executor, responder, self.engine.llm,
                                                  self.engine.tts, request, cancel, emit)
             finally:
                 self._cancels.pop(effect.response_id, None)

@@ -279,7 +279,8 @@ class RealtimeSession:
 
     def _maybe_partial(self) -> None:
         """Ask for a partial transcript every half second of new speech, one at a time."""
-        if self.config.transcription is None or self._partial_in_flight or self._speech_item is None:
+        if not self.config.streaming_asr or self.config.transcription is None or self._partial_in_flight \
+                or self._speech_item is None:
             return
         speech = self._stream_samples - self._speech_start
         if speech - self._partial_samples < ASR_RATE // 2:
@@ -296,6 +297,8 @@ class RealtimeSession:
         """Once the user has been silent briefly, transcribe the turn as if it had ended, so that
         the transcript is ready (or nearly) when the silence window does close the turn."""
         assert self._vad is not None and self._speech_item is not None
+        if not self.config.streaming_asr:
+            return
         voiced_end = self._vad.last_voiced_end_ms
         if voiced_end is None or self._vad.position_ms - voiced_end < _SPECULATE_AFTER_MS:
             return

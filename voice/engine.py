@@ -21,6 +21,8 @@ class EngineConfig:
     asr_model: str = models.DEFAULT
     """faster-whisper model: `bundled`, a CTranslate2 directory, or a hub name."""
     asr_compute_type: str = "int8"
+    asr_short_window: bool = True
+    """Encode the utterance plus a few seconds, not a padded 30 s window (see voice/asr/whisper.py)."""
     llm_model: str = models.DEFAULT
     """GGUF path for llama.cpp in-process (ignored with `llm_url`)."""
     llm_url: str | None = None
@@ -39,7 +41,8 @@ def build_asr(config: EngineConfig) -> Transcriber:
     from voice.asr.whisper import WhisperTranscriber
 
     return WhisperTranscriber(
-        models.whisper_model(config.asr_model), compute_type=config.asr_compute_type, cpu_threads=config.threads
+        models.whisper_model(config.asr_model), compute_type=config.asr_compute_type, cpu_threads=config.threads,
+        short_window=config.asr_short_window,
     )
 
 

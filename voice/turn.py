@@ -13,10 +13,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from voice.audio import WIRE_RATE, float_to_pcm16, resample
 from voice.events import ResponseEvent, ResponseFinished, SpeechSegment, StageMark, TextDelta
 from voice.llm.base import ChatMessage, ChatModel, GenerationOptions
-from voice.text import SpeechChunker
+from voice.text import SpeechChunker, clean_for_speech
 from voice.tts.base import Synthesizer
 
 log = logging.getLogger(__name__)
@@ -99,3 +101,26 @@ def _describe(item: object) -> str | None:
         log.warning("response failed: %s", item)
         return f"llm: {item}"
     return None
+
+
+def run_response_naive(llm: ChatModel, tts: Synthesizer, request: ResponseRequest, cancel: threading.Event,
+                       emit: Emit, clock: Callable[[], float] = time.monotonic) -> None:
+    """The way simple cascades work, as a benchmark baseline: the whole LLM reply, then the
+    whole synthesis, then all the audio at once."""
+    parts: list[str] = []
+    try:
+        for delta in llm.stream_chat(request.messages, request.options, cancel):
+            if not parts:
+                emit(StageMark("llm_first_token", clock()))
+            parts.append(delta)
+        text = clean_for_speech("".join(parts)).strip()
+        if request.audio and text and not cancel.is_set():
+            audio = np.concatenate([resample(piece, tts.sample_rate, WIRE_RATE) for piece in tts.synthesize(text)])
+            emit(StageMark("tts_first_audio", clock()))
+            emit(SpeechSegment(text=text, audio=float_to_pcm16(audio)))
+        elif not request.audio and text:
+            emit(TextDelta(text))
+    except Exception as exc:  # noqa: BLE001
+        emit(ResponseFinished(error=_describe(exc)))
+        return
+    emit(ResponseFinished(cancelled=cancel.is_set()))

@@ -1,0 +1,1 @@
+"""Latency and soak benchmarks: real websocket clients of a real server."""

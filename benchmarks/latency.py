@@ -1,0 +1,193 @@
+"""Voice-to-voice latency benchmark: this project's cascade against a naive cascade, same clips,
+same models, same run; then a concurrency sweep. Saves JSON, a markdown table and PNG plots.
+
+    python -m benchmarks.latency                       # the full run (also: voice bench)
+    python -m benchmarks.latency --quick               # one clip, one run, no sweep
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.report import write_markdown, write_plots
+from benchmarks.servers import RunningServer, voice_server
+from benchmarks.turns import Clip, TurnResult, load_clip, run_session
+
+DEFAULT_CLIPS = [
+    "03_v2j_turn_on_living_room_lamp.wav",
+    "04_v2j_would_you_please_turn_on_living_room_lamp.wav",
+    "06_ps_goforward.wav",
+    "18_rstt_LJ001-0004.wav",
+]
+PIPELINES: dict[str, list[str]] = {"cascade": [], "naive": ["--naive"]}
+OUT = Path(__file__).resolve().parent / "results"
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def summarise(results: list[TurnResult]) -> dict[str, Any]:
+    import jiwer
+
+    from voice.asr.hallucination import normalise
+
+    ok = [r for r in results if r.ok]
+    latencies = [r.voice_to_voice_ms for r in ok if r.voice_to_voice_ms is not None]
+    stages = {}
+    for stage in ("end_of_turn_ms", "transcript_ms", "llm_first_token_ms", "tts_first_audio_ms",
+                  "first_audio_sent_ms"):
+        values = [r.stages[stage] for r in ok if stage in r.stages]
+        stages[stage] = statistics.median(values) if values else None
+    pairs = [(normalise(r.reference), normalise(r.transcript)) for r in results if normalise(r.reference)]
+    wer = float(jiwer.wer([p[0] for p in pairs], [p[1] or "-" for p in pairs])) if pairs else None
+    return {
+        "turns": len(results),
+        "failed": len(results) - len(ok),
+        "failures": sorted({r.failure for r in results if r.failure}),
+        "voice_to_voice_ms": {"median": percentile(latencies, 50), "p90": percentile(latencies, 90),
+                              "p95": percentile(latencies, 95), "min": min(latencies, default=None),
+                              "max": max(latencies, default=None)},
+        "stages_median_ms": stages,
+        "wer": wer,
+    }
+
+
+def offline_wer(clips: list[Clip]) -> float:
+    """Whisper offline (faster-whisper's standard 30 s path) on the whole clips, for reference."""
+    import jiwer
+
+    from voice.asr.hallucination import normalise
+    from voice.asr.whisper import WhisperTranscriber
+    from voice.audio import ASR_RATE, WIRE_RATE, pcm16_to_float, resample
+    from voice.models import whisper_model
+
+    model = WhisperTranscriber(whisper_model(None), short_window=False)
+    refs, hyps = [], []
+    for clip in clips:
+        refs.append(normalise(clip.reference))
+        hyps.append(normalise(model.transcribe(resample(pcm16_to_float(clip.pcm), WIRE_RATE, ASR_RATE))) or "-")
+    return float(jiwer.wer(refs, hyps))
+
+
+async def measure(server: RunningServer, clips: list[Clip], runs: int, pause_s: float) -> list[TurnResult]:
+    """`runs` sessions one after another, each speaking every clip in turn."""
+    results: list[TurnResult] = []
+    for _ in range(runs):
+        results += await run_session(server.url, clips, pause_s=pause_s)
+    return results
+
+
+async def sweep(server: RunningServer, clips: list[Clip], sessions: int, turns: int) -> list[TurnResult]:
+    """`sessions` simultaneous sessions, each speaking `turns` clips with pauses between them."""
+    async def one(index: int) -> list[TurnResult]:
+        await asyncio.sleep(index * 0.45)  # people do not all start talking in the same 20 ms
+        chosen = [clips[(index + k) % len(clips)] for k in range(turns)]
+        return await run_session(server.url, chosen, pause_s=1.5)
+
+    groups = await asyncio.gather(*(one(i) for i in range(sessions)))
+    return [r for group in groups for r in group]
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "system": platform.platform()}
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    clips = [load_clip(name) for name in args.clips]
+    report: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": " ".join(["python -m benchmarks.latency", *sys.argv[1:]]),
+        "machine": machine(),
+        "clips": [c.name for c in clips],
+        "runs": args.runs,
+        "pipelines": {},
+        "concurrency": {},
+        "turns": {},
+    }
+    for pipeline in args.pipelines:
+        log = args.out / f"server-{pipeline}.log"
+        with voice_server(*PIPELINES[pipeline], log=log) as server:
+            await run_session(server.url, clips[:1])  # warm-up: first-call costs are not latency
+            cpu_before, _ = server.usage()
+            started = time.monotonic()
+            results = await measure(server, clips, args.runs, args.pause)
+            elapsed = time.monotonic() - started
+            cpu_after, rss = server.usage()
+            summary = summarise(results)
+            summary["server_cpu_percent"] = 100 * (cpu_after - cpu_before) / elapsed
+            summary["server_rss_mb"] = rss / 2**20
+            report["pipelines"][pipeline] = summary
+            report["turns"][pipeline] = [r.as_dict() for r in results]
+            print(f"{pipeline}: {json.dumps(summary['voice_to_voice_ms'])} failed={summary['failed']}", flush=True)
+            if pipeline == "cascade":
+                for sessions in args.concurrency:
+                    cpu_before, _ = server.usage()
+                    started = time.monotonic()
+                    results = await sweep(server, clips, sessions, args.sweep_turns)
+                    elapsed = time.monotonic() - started
+                    cpu_after, rss = server.usage()
+                    summary = summarise(results)
+                    summary["server_cpu_percent"] = 100 * (cpu_after - cpu_before) / elapsed
+                    summary["server_rss_mb"] = rss / 2**20
+                    report["concurrency"][str(sessions)] = summary
+                    report["turns"][f"cascade-x{sessions}"] = [r.as_dict() for r in results]
+                    print(f"cascade x{sessions}: {json.dumps(summary['voice_to_voice_ms'])} "
+                          f"failed={summary['failed']}", flush=True)
+    report["offline_whisper_wer"] = offline_wer(clips)
+    cascade = report["pipelines"].get("cascade", {}).get("voice_to_voice_ms", {}).get("median")
+    naive = report["pipelines"].get("naive", {}).get("voice_to_voice_ms", {}).get("median")
+    if cascade and naive:
+        report["naive_over_cascade_median"] = naive / cascade
+    return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="voice bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", nargs="+", default=DEFAULT_CLIPS, help="files in tests/data")
+    parser.add_argument("--runs", type=int, default=5, help="sessions per pipeline, each speaking every clip")
+    parser.add_argument("--pipelines", nargs="+", default=list(PIPELINES), choices=list(PIPELINES))
+    parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",") if x], default=[1, 2, 4, 8],
+                        help="comma-separated session counts for the sweep ('' for none)")
+    parser.add_argument("--sweep-turns", type=int, default=4, help="turns per session in the sweep")
+    parser.add_argument("--pause", type=float, default=1.0, help="seconds of silence between turns")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--quick", action="store_true", help="one clip, one run, cascade only, no sweep")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = build_parser().parse_args(argv)
+    if args.quick:
+        args.clips, args.runs, args.pipelines, args.concurrency = args.clips[:1], 1, ["cascade"], []
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = asyncio.run(run(args))
+    (args.out / "latency.json").write_text(json.dumps(report, indent=2))
+    write_markdown(report, args.out / "latency.md")
+    write_plots(report, args.out)
+    print(f"results in {args.out}/latency.json, latency.md, latency.png, stages.png")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Markdown tables and matplotlib plots of a latency benchmark report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+_STAGE_PARTS = [
+    ("end of turn (silence window)", None, "end_of_turn_ms"),
+    ("final transcript", "end_of_turn_ms", "transcript_ms"),
+    ("LLM first token", "transcript_ms", "llm_first_token_ms"),
+    ("TTS first audio", "llm_first_token_ms", "tts_first_audio_ms"),
+    ("to the client", "tts_first_audio_ms", None),
+]
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def _row(name: str, summary: dict[str, Any]) -> str:
+    v2v = summary["voice_to_voice_ms"]
+    stages = summary["stages_median_ms"]
+    wer = summary.get("wer")
+    return (f"| {name} | {summary['turns']} | {summary['failed']} | {_ms(v2v['median'])} | {_ms(v2v['p90'])} | "
+            f"{_ms(v2v['p95'])} | {_ms(stages.get('end_of_turn_ms'))} | {_ms(stages.get('transcript_ms'))} | "
+            f"{_ms(stages.get('llm_first_token_ms'))} | {_ms(stages.get('tts_first_audio_ms'))} | "
+            f"{'-' if wer is None else f'{100 * wer:.1f}%'} | {summary.get('server_cpu_percent', 0):.0f}% | "
+            f"{summary.get('server_rss_mb', 0):.0f} |")
+
+
+def write_markdown(report: dict[str, Any], path: Path) -> None:
+    machine = report["machine"]
+    lines = [
+        f"Run {report['date']} on {machine['cpu']} ({machine['cores']} cores), Python {machine['python']}.",
+        f"Command: `{report['command']}`",
+        f"Clips: {', '.join(report['clips'])}; {report['runs']} sessions per pipeline.",
+        "",
+        "Voice-to-voice: from the last voiced sample of the user's recording (found from the audio) leaving the "
+        "client, streamed at real-time pace, to the first reply audio reaching the client. Stage columns: "
+        "server-side medians in ms after the end of speech.",
+        "",
+        "| pipeline | turns | failed | v2v median | p90 | p95 | end of turn | transcript | LLM 1st token | "
+        "TTS 1st audio | WER | server CPU | RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, summary in report["pipelines"].items():
+        lines.append(_row(name, summary))
+    for sessions, summary in report["concurrency"].items():
+        lines.append(_row(f"cascade, {sessions} concurrent", summary))
+    lines.append("")
+    if "naive_over_cascade_median" in report:
+        lines.append(f"Naive / cascade median voice-to-voice: **{report['naive_over_cascade_median']:.2f}x**.")
+    lines.append(f"Whisper offline (30 s windows, whole clips) WER on the same clips: "
+                 f"{100 * report['offline_whisper_wer']:.1f}%.")
+    failures = {name: s["failures"] for name, s in {**report["pipelines"], **{
+        f"x{k}": v for k, v in report["concurrency"].items()}}.items() if s["failures"]}
+    if failures:
+        lines.append(f"Failures: {failures}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_plots(report: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = {name: [t["voice_to_voice_ms"] for t in turns if t["ok"]] for name, turns in report["turns"].items()}
+    series = {name: values for name, values in series.items() if values}
+    if not series:
+        return
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    axis.boxplot(list(series.values()), showfliers=True)
+    axis.set_xticks(range(1, len(series) + 1), list(series), rotation=20)
+    axis.set_ylabel("voice-to-voice latency (ms)")
+    axis.set_title(f"Latency distribution ({report['machine']['cores']} cores, {report['date']})")
+    axis.axhline(500, color="tab:green", linestyle="--", linewidth=1, label="500 ms target (median)")
+    axis.axhline(800, color="tab:orange", linestyle="--", linewidth=1, label="800 ms target (p95)")
+    axis.legend(loc="upper left")
+    axis.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(out / "latency.png", dpi=110)
+    plt.close(figure)
+
+    figure, axis = plt.subplots(figsize=(8, 3.8))
+    names = list(report["pipelines"]) + [f"cascade x{k}" for k in report["concurrency"]]
+    summaries = list(report["pipelines"].values()) + list(report["concurrency"].values())
+    colors = ["tab:gray", "tab:blue", "tab:purple", "tab:orange", "tab:green"]
+    for row, summary in enumerate(summaries):
+        stages = summary["stages_median_ms"]
+        total = summary["voice_to_voice_ms"]["median"]
+        left = 0.0
+        for index, (label, start_key, end_key) in enumerate(_STAGE_PARTS):
+            end = stages.get(end_key) if end_key else total
+            start = stages.get(start_key) if start_key else 0.0
+            if end is None or start is None:
+                continue
+            width = max(0.0, end - start)
+            axis.barh(row, width, left=left, color=colors[index], label=label if row == 0 else None)
+            left += width
+    axis.set_yticks(range(len(names)), names)
+    axis.invert_yaxis()
+    axis.set_xlabel("median ms after the end of the user's speech")
+    axis.set_title("Where the time goes")
+    axis.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(out / "stages.png", dpi=110)
+    plt.close(figure)

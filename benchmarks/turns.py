@@ -1,0 +1,180 @@
+"""Measure turns through the websocket protocol only, as a microphone client would.
+
+A turn: stream a recording in 20 ms frames at real-time pace, then keep streaming silence (a
+microphone never stops) until the reply's `response.done` arrives. Voice-to-voice latency runs
+from the moment the last voiced sample of the recording was sent (found from the audio itself)
+to the moment the first reply audio reaches the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile
+
+from clients.python.client import RealtimeClient
+from voice.asr.hallucination import normalise
+from voice.audio import WIRE_RATE, float_to_pcm16, resample
+
+FRAME_MS = 20
+FRAME_BYTES = WIRE_RATE * 2 * FRAME_MS // 1000
+DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
+STAGES = ("end_of_turn_ms", "transcript_ms", "llm_first_token_ms", "tts_first_audio_ms", "first_audio_sent_ms")
+
+
+@dataclass(frozen=True)
+class Clip:
+    name: str
+    pcm: bytes = field(repr=False)
+    reference: str
+    speech_end_ms: float
+    """Where the last voiced sample of the recording is."""
+
+
+def last_voiced_ms(samples: np.ndarray, rate: int) -> float:
+    """End of speech from the audio itself: the last 10 ms frame within 35 dB of the loudest one
+    (and above -50 dBFS)."""
+    hop = rate // 100
+    frames = samples[: len(samples) // hop * hop].reshape(-1, hop)
+    level = 20 * np.log10(np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1)) + 1e-9)
+    threshold = max(level.max() - 35.0, -50.0)
+    voiced = np.nonzero(level > threshold)[0]
+    return float((voiced[-1] + 1) * 10) if voiced.size else 0.0
+
+
+def load_clip(name: str) -> Clip:
+    path = DATA / name
+    samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    mono = samples.mean(axis=1)
+    with open(DATA / "manifest.tsv", newline="", encoding="utf-8") as handle:
+        references = {row["file"]: row["reference_transcript"] for row in csv.DictReader(handle, delimiter="\t")}
+    return Clip(name, float_to_pcm16(resample(mono, rate, WIRE_RATE)), references.get(name, ""),
+                last_voiced_ms(mono, rate))
+
+
+@dataclass
+class TurnResult:
+    clip: str
+    ok: bool
+    failure: str | None = None
+    voice_to_voice_ms: float | None = None
+    reference: str = ""
+    transcript: str = ""
+    wer: float | None = None
+    reply: str = ""
+    stages: dict[str, float] = field(default_factory=dict)
+    first_audio_received_ms: float | None = None  # after speech end, by the server's clock origin
+    status: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float | None:
+    import jiwer
+
+    ref = normalise(reference)
+    if not ref:
+        return None
+    return float(jiwer.wer(ref, normalise(hypothesis))) if normalise(hypothesis) else 1.0
+
+
+async def run_turn(client: RealtimeClient, clip: Clip, *, timeout_s: float = 30.0) -> TurnResult:
+    """One turn on an open session (the session must be idle)."""
+    events: list[tuple[float, dict[str, Any]]] = []
+    done = asyncio.Event()
+
+    async def receive() -> None:
+        async for received in client.events():
+            events.append((received.at, received.event))
+            if received.type == "response.done":
+                done.set()
+
+    receiver = asyncio.create_task(receive())
+    frames = [clip.pcm[i:i + FRAME_BYTES] for i in range(0, len(clip.pcm), FRAME_BYTES)]
+    last_voiced_frame = min(len(frames) - 1, int(clip.speech_end_ms // FRAME_MS))
+    silence = bytes(FRAME_BYTES)
+    start = time.monotonic()
+    speech_end_sent = None
+    index = 0
+    try:
+        while not done.is_set():
+            if time.monotonic() - start > len(frames) * FRAME_MS / 1000 + timeout_s:
+                break
+            due = start + index * FRAME_MS / 1000
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await client.append_audio(frames[index] if index < len(frames) else silence)
+            if index == last_voiced_frame:
+                # The frame holds the last voiced sample; it "happened" at its position in the frame.
+                within = (clip.speech_end_ms - last_voiced_frame * FRAME_MS) / 1000
+                speech_end_sent = time.monotonic() - FRAME_MS / 1000 + within
+            index += 1
+    finally:
+        receiver.cancel()
+        await asyncio.gather(receiver, return_exceptions=True)
+    return _summarise(clip, events, speech_end_sent)
+
+
+def _summarise(clip: Clip, events: list[tuple[float, dict[str, Any]]], speech_end_sent: float | None) -> TurnResult:
+    result = TurnResult(clip=clip.name, ok=False, reference=clip.reference)
+    errors = [e["error"] for _, e in events if e["type"] == "error"]
+    transcripts = [e["transcript"] for _, e in events
+                   if e["type"] == "conversation.item.input_audio_transcription.completed"]
+    result.transcript = " ".join(transcripts)
+    result.wer = word_error_rate(clip.reference, result.transcript)
+    responses = [e["response"] for _, e in events if e["type"] == "response.done"]
+    if errors:
+        result.failure = f"error: {errors[0].get('code')}: {errors[0].get('message')}"
+    if not responses:
+        result.failure = result.failure or "no response"
+        return result
+    response = responses[-1]
+    result.status = response["status"]
+    metadata = response.get("metadata") or {}
+    result.stages = {k: float(metadata[k]) for k in STAGES if k in metadata}
+    output = response.get("output") or [{}]
+    content = (output[0].get("content") or [{}])[0]
+    result.reply = content.get("transcript") or content.get("text") or ""
+    first_audio = next((at for at, e in events if e["type"] == "response.output_audio.delta"
+                        and e["response_id"] == response["id"]), None)
+    if response["status"] != "completed":
+        result.failure = result.failure or f"response {response['status']}"
+    elif len(responses) > 1:
+        result.failure = f"the turn was split into {len(responses)} responses"
+    elif first_audio is None or speech_end_sent is None:
+        result.failure = "no reply audio"
+    else:
+        result.voice_to_voice_ms = (first_audio - speech_end_sent) * 1000
+        result.ok = result.failure is None
+    return result
+
+
+async def run_session(url: str, clips: list[Clip], *, pause_s: float = 0.0, api_key: str | None = None,
+                      session: dict[str, Any] | None = None) -> list[TurnResult]:
+    """Several turns on one session, one after another, with a pause of silence between them."""
+    results: list[TurnResult] = []
+    try:
+        client = await RealtimeClient.connect(url, api_key)
+    except Exception as exc:  # noqa: BLE001 - a refused session is a failed turn, reported
+        return [TurnResult(clip=c.name, ok=False, failure=f"connect: {exc}") for c in clips]
+    try:
+        if session:
+            await client.send({"type": "session.update", "session": session})
+        for number, clip in enumerate(clips):
+            if number and pause_s:
+                pcm = bytes(FRAME_BYTES * int(pause_s * 1000 / FRAME_MS))
+                await client.stream_audio(pcm, frame_ms=FRAME_MS)
+            results.append(await run_turn(client, clip))
+    except Exception as exc:  # noqa: BLE001
+        results.append(TurnResult(clip="?", ok=False, failure=f"session: {exc}"))
+    finally:
+        await client.close()
+    return results

@@ -1,0 +1,24 @@
+"""The latency benchmark runs end to end (once, on one short clip); it asserts no timing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.helpers import ROOT
+
+
+def test_the_benchmark_runs_and_saves_its_results(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "server.cli", "bench", "--quick", "--out", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "latency.json").read_text())
+    cascade = report["pipelines"]["cascade"]
+    assert cascade["turns"] == 1 and cascade["failed"] == 0
+    assert cascade["voice_to_voice_ms"]["median"] > 0
+    assert set(cascade["stages_median_ms"]) >= {"end_of_turn_ms", "transcript_ms", "llm_first_token_ms"}
+    assert cascade["wer"] is not None and report["offline_whisper_wer"] is not None
+    assert "| cascade |" in (tmp_path / "latency.md").read_text()
+    for name in ("latency.png", "stages.png"):
+        assert (tmp_path / name).stat().st_size > 1000
