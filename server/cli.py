@@ -24,10 +24,15 @@ def _serve(args: argparse.Namespace) -> None:
         asr_short_window=not args.naive,
     )
     if args.naive:
-        args.silence_ms = 500
+        args.silence_ms, args.turn_detection = 500, "server_vad"
     vad = VadConfig(threshold=args.vad_threshold, silence_duration_ms=args.silence_ms,
                     prefix_padding_ms=args.prefix_padding_ms, min_speech_ms=args.min_speech_ms)
-    session = SessionConfig(turn_detection=TurnDetection(vad=vad), max_output_tokens=args.max_tokens,
+    if args.turn_detection == "semantic_vad":
+        detection = TurnDetection.semantic(args.eagerness, threshold=args.vad_threshold,
+                                           prefix_padding_ms=args.prefix_padding_ms, min_speech_ms=args.min_speech_ms)
+    else:
+        detection = TurnDetection(vad=vad)
+    session = SessionConfig(turn_detection=detection, max_output_tokens=args.max_tokens,
                             streaming_asr=not args.naive,
                             **({"instructions": args.instructions} if args.instructions else {}))
     limits = ConnectionLimits(max_message_bytes=args.max_message_bytes, idle_timeout_s=args.idle_timeout,
@@ -74,7 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Piper voice: 'bundled' (en_US-joe-medium), an .onnx path or a voice name")
     serve.add_argument("--instructions", default=None, help="system prompt for every session")
     serve.add_argument("--max-tokens", type=int, default=160)
-    serve.add_argument("--silence-ms", type=int, default=500, help="silence that ends a turn")
+    serve.add_argument("--turn-detection", choices=["semantic_vad", "server_vad"], default="semantic_vad",
+                       help="semantic_vad (default): a turn whose transcript reads as finished ends after a short "
+                            "silence, others after a longer one; server_vad: always --silence-ms")
+    serve.add_argument("--eagerness", choices=["low", "medium", "high", "auto"], default="auto",
+                       help="semantic_vad windows: low 400/1200 ms, auto and medium 250/700 ms, high 200/400 ms")
+    serve.add_argument("--silence-ms", type=int, default=500, help="server_vad: silence that ends a turn")
     serve.add_argument("--prefix-padding-ms", type=int, default=300)
     serve.add_argument("--min-speech-ms", type=int, default=160, help="speech needed to open a turn")
     serve.add_argument("--vad-threshold", type=float, default=0.5)

@@ -14,15 +14,34 @@ DEFAULT_INSTRUCTIONS = (
 SUPPORTED_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
 
 
+# semantic_vad: (silence that ends a turn whose transcript reads as finished, silence that ends any turn)
+SEMANTIC_WINDOWS_MS = {"low": (400, 1200), "medium": (250, 700), "auto": (250, 700), "high": (200, 400)}
+
+
 @dataclass(frozen=True)
 class TurnDetection:
-    """OpenAI `server_vad` settings (`semantic_vad` maps onto a silence window by eagerness)."""
+    """OpenAI turn detection. `server_vad` ends a turn after `silence_duration_ms`; `semantic_vad`
+    ends it sooner when the speculative transcript reads as a finished sentence, later when it
+    does not (windows by eagerness, SEMANTIC_WINDOWS_MS)."""
 
     type: str = "server_vad"
     vad: VadConfig = field(default_factory=VadConfig)
     create_response: bool = True
     interrupt_response: bool = True
     eagerness: str | None = None
+
+    @classmethod
+    def semantic(cls, eagerness: str = "auto", **vad: object) -> TurnDetection:
+        finished_ms, silence_ms = SEMANTIC_WINDOWS_MS[eagerness]
+        return cls(type="semantic_vad", eagerness=eagerness,
+                   vad=VadConfig(**{**vad, "silence_duration_ms": silence_ms}))  # type: ignore[arg-type]
+
+    @property
+    def finished_silence_ms(self) -> int | None:
+        """The shorter window for a turn that reads as finished (semantic_vad only)."""
+        if self.type != "semantic_vad":
+            return None
+        return SEMANTIC_WINDOWS_MS[self.eagerness or "auto"][0]
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {
@@ -44,7 +63,7 @@ class SessionConfig:
     instructions: str = DEFAULT_INSTRUCTIONS
     voice: str = "alloy"
     output_modalities: tuple[str, ...] = ("audio",)
-    turn_detection: TurnDetection | None = field(default_factory=TurnDetection)
+    turn_detection: TurnDetection | None = field(default_factory=TurnDetection.semantic)
     transcription: dict[str, Any] | None = field(default_factory=lambda: {"model": "whisper"})
     """Whether the user's transcript is sent to the client (the cascade always transcribes)."""
     streaming_asr: bool = True

@@ -85,9 +85,10 @@ class Conversation:
         self.items.remove(item)
         return True
 
-    def messages(self, instructions: str) -> list[ChatMessage]:
-        """System prompt plus the most recent items that fit the history budget."""
-        history: list[ChatMessage] = []
+    def messages(self, instructions: str, pending_user: str | None = None) -> list[ChatMessage]:
+        """System prompt plus the most recent items that fit the history budget (and a user
+        utterance not yet in the conversation, for a speculative reply)."""
+        history: list[ChatMessage] = [ChatMessage("user", pending_user)] if pending_user else []
         budget = self.history_chars
         for item in reversed(self.items):
             text = (item.text or "").strip()

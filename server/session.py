@@ -21,6 +21,7 @@ from voice.asr.streaming import StablePrefix
 from voice.audio import ASR_RATE, WIRE_RATE, StreamResampler, pcm16_to_float
 from voice.events import ResponseEvent, ResponseFinished, SpeechSegment, StageMark, TextDelta
 from voice.llm.base import ChatMessage, GenerationOptions
+from voice.text import reads_as_finished
 from voice.vad import SileroModel, SpeechStarted, SpeechStopped, VadSegmenter
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,18 @@ class TurnClock:
 
 
 @dataclass
+class HeldResponse:
+    """A response started speculatively in the silence window: it runs, but the client hears of
+    it only if the turn ends exactly where the speculation assumed (then it is adopted)."""
+
+    id: str
+    item_id: str  # the user's turn it answers
+    voiced_end_ms: int
+    transcript: str
+    events: list[ResponseEvent] = field(default_factory=list)
+
+
+@dataclass
 class ActiveResponse:
     id: str
     item: Item
@@ -137,6 +150,7 @@ class RealtimeSession:
         self._last_voiced_ms: int | None = None
         self._last_voiced_at: float | None = None  # when the audio of the last voiced frame arrived
         self._response: ActiveResponse | None = None
+        self._held: HeldResponse | None = None
         self._response_wanted: dict[str, Any] | None = None  # response.create waiting for transcripts
         self._out = Output()
 
@@ -165,12 +179,15 @@ class RealtimeSession:
 
     def receive_response(self, progress: ResponseProgress, now: float) -> Output:
         response = self._response
-        if response is not None and response.id == progress.response_id:
+        if self._held is not None and self._held.id == progress.response_id:
+            self._held.events.append(progress.event)
+        elif response is not None and response.id == progress.response_id:
             self._on_response_event(response, progress.event, now)
         return self._flush()
 
     def close(self) -> Output:
         """The connection ended: cancel whatever still runs."""
+        self._drop_held()
         if self._response is not None:
             self._cancel_response("client_cancelled")
         return self._flush()
@@ -216,6 +233,7 @@ class RealtimeSession:
         old_detection = self.config.turn_detection
         self.config = apply_session_update(self.config, session, event.event_id)
         if self.config.turn_detection != old_detection:
+            self._drop_held()
             self._reset_vad()
             if self._speech_item is not None:
                 self._partials.pop(self._speech_item, None)
@@ -242,6 +260,8 @@ class RealtimeSession:
         if voiced_ms != self._last_voiced_ms:
             self._last_voiced_ms = voiced_ms
             self._last_voiced_at = now
+            if self._held is not None and self._held.item_id == self._speech_item:
+                self._drop_held()  # the user went on: the speculation was wrong
         if self._speech_item is None:
             keep_from = self._stream_samples - _IDLE_KEEP_MS * ASR_RATE // 1000
             self._drop_before(keep_from)
@@ -266,6 +286,7 @@ class RealtimeSession:
         return self._buffer[lo:hi].copy()
 
     def _on_speech_started(self, event: SpeechStarted, now: float) -> None:
+        self._drop_held()
         self._speech_item = self.ids.new("item")
         self._speech_start = max(self._buffer_start, event.audio_start_ms * ASR_RATE // 1000)
         self._partials[self._speech_item] = StablePrefix()
@@ -343,8 +364,33 @@ class RealtimeSession:
         if speculation is not None and speculation[0] == result.voiced_end_ms:
             if result.error:
                 del self._speculations[result.item_id]
-            else:
-                self._speculations[result.item_id] = (speculation[0], result.text)
+                return
+            self._speculations[result.item_id] = (speculation[0], result.text)
+            detection = self.config.turn_detection
+            finished_ms = detection.finished_silence_ms if detection else None
+            still_silent = (self._vad is not None and result.item_id == self._speech_item
+                            and self._vad.last_voiced_end_ms == result.voiced_end_ms)
+            if still_silent and finished_ms is not None and reads_as_finished(result.text):
+                self._vad.end_after_silence(finished_ms)
+            if still_silent and result.text and detection is not None and detection.create_response \
+                    and self._response is None:
+                self._start_held(result, now)
+
+    def _start_held(self, result: TranscriptReady, now: float) -> None:
+        """Answer the speculative transcript now, while the silence window runs."""
+        self._drop_held()
+        assert result.voiced_end_ms is not None
+        response_id = self.ids.new("resp")
+        self._held = HeldResponse(response_id, result.item_id, result.voiced_end_ms, result.text)
+        config = self.config
+        messages = self.conversation.messages(config.instructions, pending_user=result.text)
+        options = GenerationOptions(max_tokens=config.max_output_tokens or 1024, temperature=config.temperature)
+        self._out.effects.append(StartResponse(response_id, messages, options, "audio" in config.output_modalities))
+
+    def _drop_held(self) -> None:
+        if self._held is not None:
+            self._out.effects.append(CancelResponse(self._held.id))
+            self._held = None
 
     def _on_commit(self, event: ClientEvent, now: float) -> None:
         if self._buffer.size < _MIN_COMMIT_MS * ASR_RATE // 1000:
@@ -352,6 +398,7 @@ class RealtimeSession:
                                 code="input_audio_buffer_commit_empty", event_id=event.event_id)
         item_id = self._speech_item or self.ids.new("item")
         self._speech_item = None
+        self._drop_held()
         self._turn = TurnClock(speech_end=now, end_of_turn=now)
         audio = self._buffer
         self._drop_before(self._stream_samples)
@@ -370,6 +417,7 @@ class RealtimeSession:
 
     def _on_clear(self, event: ClientEvent, now: float) -> None:
         self._drop_before(self._stream_samples)
+        self._drop_held()
         if self._speech_item is not None:
             self._partials.pop(self._speech_item, None)
         self._speech_item = None
@@ -415,13 +463,20 @@ class RealtimeSession:
         detection = self.config.turn_detection
         if self._pending_transcripts:
             return
+        held, self._held = self._held, None
         if self._response_wanted is not None:
             request, self._response_wanted = self._response_wanted, None
             self._start_response(request, turn or TurnClock(), now)
         elif detection is not None and detection.create_response and item.text and turn is not None \
                 and turn.speech_end_audio_ms is not None and self._response is None and self._speech_item is None:
             # (If the user already speaks again, the next turn answers both.)
+            if held is not None and held.item_id == item.id and held.transcript == item.text:
+                self._start_response({}, turn, now, adopt=held)
+                return
             self._start_response({}, turn, now)
+        if held is not None:
+            self._held = held
+            self._drop_held()
 
     # ------------------------------------------------------------------ conversation items
     def _on_item_create(self, event: ClientEvent, now: float) -> None:
@@ -515,6 +570,7 @@ class RealtimeSession:
                                      or not all(isinstance(v, str) for v in metadata.values())):
             raise ProtocolError("response.metadata must map strings to strings", param="response.metadata",
                                 event_id=event.event_id)
+        self._drop_held()
         if self._pending_transcripts:
             self._response_wanted = request
             return
@@ -523,7 +579,8 @@ class RealtimeSession:
             else TurnClock()
         self._start_response(request, turn, now)
 
-    def _start_response(self, request: dict[str, Any], turn: TurnClock, now: float) -> None:
+    def _start_response(self, request: dict[str, Any], turn: TurnClock, now: float,
+                        adopt: HeldResponse | None = None) -> None:
         config = self.config
         modalities = tuple(request.get("output_modalities") or config.output_modalities)
         audio = "audio" in modalities
@@ -531,7 +588,7 @@ class RealtimeSession:
         if "max_output_tokens" in request:
             max_tokens = parse_max_tokens(request["max_output_tokens"], "response.max_output_tokens", None)
         instructions = request.get("instructions") or config.instructions
-        response_id = self.ids.new("resp")
+        response_id = adopt.id if adopt else self.ids.new("resp")
         item = Item(id=self.ids.new("item"), role="assistant", content_type="output_audio" if audio else "output_text",
                     text="", status="in_progress")
         messages = self.conversation.messages(instructions)
@@ -542,6 +599,13 @@ class RealtimeSession:
         self._emit("conversation.item.added", previous_item_id=previous, item=item.to_wire())
         self._emit("response.content_part.added", response_id=response_id, item_id=item.id, output_index=0,
                    content_index=0, part=self._part(item))
+        if adopt is not None:  # already running since the silence window: catch up on what it did
+            self._response.metadata = {**(self._response.metadata or {}), "speculative": "true"}
+            for event in adopt.events:
+                if self._response is None:
+                    break
+                self._on_response_event(self._response, event, now)
+            return
         options = GenerationOptions(max_tokens=max_tokens or 1024, temperature=config.temperature)
         self._out.effects.append(StartResponse(response_id, messages, options, audio))
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.config import SessionConfig, TurnDetection
+from server.config import SEMANTIC_WINDOWS_MS, SessionConfig, TurnDetection
 from server.events import ProtocolError
 from voice.vad import VadConfig
 
-_SEMANTIC_SILENCE_MS = {"low": 900, "medium": 500, "auto": 500, "high": 250}
 _WIRE_RATE = 24_000
 
 
@@ -62,9 +61,9 @@ def parse_turn_detection(value: Any, current: TurnDetection | None, event_id: st
     eagerness = None
     if kind == "semantic_vad":
         eagerness = spec.get("eagerness", "auto")
-        if eagerness not in _SEMANTIC_SILENCE_MS:
+        if eagerness not in SEMANTIC_WINDOWS_MS:
             raise _fail("eagerness must be low, medium, high or auto", f"{param}.eagerness", event_id)
-        changes["silence_duration_ms"] = _SEMANTIC_SILENCE_MS[eagerness]
+        changes["silence_duration_ms"] = SEMANTIC_WINDOWS_MS[eagerness][1]
     flags = {}
     for name in ("create_response", "interrupt_response"):
         if name in spec:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from clients.python.client import load_wav_pcm24
-from server.config import SessionConfig
+from server.config import SessionConfig, TurnDetection
 from server.conversation import Item
 from server.events import ProtocolError, parse_client_event
 from server.session import (
@@ -81,7 +81,8 @@ class Driver:
 
 @pytest.fixture
 def driver(silero) -> Driver:
-    return Driver(RealtimeSession(SessionConfig(), silero))
+    """A session with server_vad and a 500 ms silence window."""
+    return Driver(RealtimeSession(SessionConfig(turn_detection=TurnDetection()), silero))
 
 
 LAMP = load_wav_pcm24(DATA / "03_v2j_turn_on_living_room_lamp.wav")
@@ -336,3 +337,69 @@ def test_a_stale_speculation_is_not_used(driver):
     driver.answer(job, "Turn on the living room lamp.")
     completed = driver.of("conversation.item.input_audio_transcription.completed")
     assert [e["transcript"] for e in completed] == ["Turn on the living room lamp."]
+
+
+def end_of_turn_silence(silero, text: str) -> int:
+    """Stream the lamp command, answer its speculative transcription with `text`, and return how
+    much silence passed before the turn ended (semantic_vad, default eagerness)."""
+    driver = Driver(RealtimeSession(SessionConfig(), silero))
+    assert driver.session.config.turn_detection.type == "semantic_vad"
+    pcm = LAMP + SILENCE * 2
+    answered = False
+    for i in range(0, len(pcm), 960):
+        driver.stream(pcm[i:i + 960])
+        speculative = [e for e in driver.effects if isinstance(e, Transcribe) and e.speculative]
+        if speculative and not answered:
+            driver.answer(speculative[-1], text)
+            answered = True
+        stopped = driver.of("input_audio_buffer.speech_stopped")
+        if stopped:
+            return driver.session._vad.position_ms - stopped[0]["audio_end_ms"]
+    raise AssertionError("the turn never ended")
+
+
+def test_semantic_vad_ends_a_finished_sentence_sooner(silero):
+    finished = end_of_turn_silence(silero, "Turn on the living room lamp.")
+    unfinished = end_of_turn_silence(silero, "Turn on the living room lamp and")
+    assert 250 <= finished < 400
+    assert 700 <= unfinished < 800
+
+
+def test_reads_as_finished():
+    from voice.text import reads_as_finished
+
+    assert reads_as_finished("Turn on the lamp.")
+    assert reads_as_finished("What time is it?")
+    assert not reads_as_finished("Turn on the")
+    assert not reads_as_finished("I want to go to the...")
+    assert not reads_as_finished("Call my mother and.")
+
+
+def test_a_reply_prepared_in_the_silence_window_is_sent_when_the_turn_ends(driver):
+    driver.stream(LAMP[:84_000])  # speech ends at 1.47 s: 0.28 s of silence, the speculation runs
+    speculative = [e for e in driver.effects if isinstance(e, Transcribe) and e.speculative][-1]
+    driver.answer(speculative, "Turn on the living room lamp.")
+    held = [e for e in driver.effects if isinstance(e, StartResponse)][-1]
+    assert held.messages[-1].content == "Turn on the living room lamp."
+    driver.progress(held.response_id, StageMark("llm_first_token", driver.now))
+    driver.progress(held.response_id, SpeechSegment("Okay.", bytes(24_000)))
+    assert "response.created" not in driver.types()  # nothing reaches the client before the turn ends
+    driver.stream(SILENCE)
+    assert len([e for e in driver.effects if isinstance(e, StartResponse)]) == 1  # adopted, not restarted
+    created = driver.of("response.created")[0]["response"]
+    assert created["id"] == held.response_id
+    assert len(driver.of("response.output_audio.delta")) == 3  # the held audio, at once
+    driver.progress(held.response_id, ResponseFinished())
+    done = driver.of("response.done")[-1]["response"]
+    assert done["status"] == "completed" and done["metadata"]["speculative"] == "true"
+
+
+def test_a_reply_prepared_for_a_pause_is_dropped_when_the_user_goes_on(driver):
+    driver.stream(LAMP[:36_000] + bytes(16_800))  # a pause...
+    speculative = [e for e in driver.effects if isinstance(e, Transcribe) and e.speculative][-1]
+    driver.answer(speculative, "Turn on.")
+    held = [e for e in driver.effects if isinstance(e, StartResponse)][-1]
+    driver.progress(held.response_id, SpeechSegment("Okay.", bytes(24_000)))
+    driver.stream(LAMP[36_000:])  # ...and the user goes on
+    assert CancelResponse(held.response_id) in driver.effects
+    assert "response.created" not in driver.types()

@@ -77,3 +77,19 @@ def split_for_speech(text: str) -> list[str]:
     """Cut a complete text into the chunks SpeechChunker would produce."""
     chunker = SpeechChunker()
     return chunker.feed(text) + chunker.flush()
+
+
+_TRAILING_CONTINUATIONS = {
+    "and", "but", "or", "so", "because", "the", "a", "an", "to", "of", "in", "on", "with", "for", "my", "your",
+    "um", "uh", "like", "then", "if", "that", "which", "when", "is", "are", "was", "i", "you", "we",
+}
+
+
+def reads_as_finished(text: str) -> bool:
+    """Whether a transcript reads like a finished utterance: it ends a sentence, and not on a word
+    that usually goes on ("and", "the", "um")."""
+    text = text.strip()
+    if not text or text[-1] not in ".?!" or text.endswith("..."):
+        return False
+    words = text.rstrip(".?!").split()
+    return bool(words) and words[-1].lower().strip(",;:\"'") not in _TRAILING_CONTINUATIONS

@@ -108,6 +108,7 @@ class VadSegmenter:
         self._run_voiced = 0
         self._last_voiced: int | None = None  # last voiced frame index
         self.last_probability = 0.0
+        self._turn_silence_ms: int | None = None  # a shorter window for the open turn, if any
 
     @property
     def position_ms(self) -> int:
@@ -117,6 +118,11 @@ class VadSegmenter:
     @property
     def last_voiced_end_ms(self) -> int | None:
         return None if self._last_voiced is None else (self._last_voiced + 1) * FRAME_MS
+
+    def end_after_silence(self, silence_ms: int) -> None:
+        """Let the open turn end after `silence_ms` (a turn that already reads as finished)."""
+        if self.speaking:
+            self._turn_silence_ms = min(silence_ms, self.config.silence_duration_ms)
 
     def end_turn(self) -> SpeechStopped | None:
         """Close an open turn now (for a turn that has run too long)."""
@@ -168,7 +174,11 @@ class VadSegmenter:
                 self._run_start = None  # a short blip, not the start of speech
             return None
         assert self._last_voiced is not None
-        if (index - self._last_voiced) * FRAME_MS >= config.silence_duration_ms:
+        if voiced:
+            self._turn_silence_ms = None  # the user went on: the full window applies again
+        window = self._turn_silence_ms if self._turn_silence_ms is not None else config.silence_duration_ms
+        if (index - self._last_voiced) * FRAME_MS >= window:
             self.speaking = False
+            self._turn_silence_ms = None
             return SpeechStopped(audio_end_ms=(self._last_voiced + 1) * FRAME_MS)
         return None
