@@ -31,6 +31,13 @@ def test_the_first_chunk_may_end_at_a_clause():
     assert chunks[1:] == ["with a light breeze from the west, and warm."]
 
 
+def test_the_first_chunk_does_not_wait_for_a_long_sentence():
+    chunker = SpeechChunker()
+    assert chunker.feed("I will turn on the liv") == []  # "liv" may go on
+    assert chunker.feed("ing room lamp for you right now.") == ["I will turn on the living"]
+    assert chunker.flush() == ["room lamp for you right now."]
+
+
 def test_abbreviations_and_numbers_do_not_end_a_sentence():
     assert split_for_speech("Dr. Smith paid 3.50 dollars. Then he left.") == ["Dr. Smith paid 3.50 dollars.",
                                                                               "Then he left."]

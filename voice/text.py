@@ -27,12 +27,14 @@ def _is_abbreviation(text: str, end: int) -> bool:
 class SpeechChunker:
     """Accumulates streamed text and releases speakable chunks.
 
-    A chunk ends at a sentence end; the first chunk of a reply may also end at a clause
-    boundary once it has `first_clause_words` words, so that speech starts sooner.
+    A chunk ends at a sentence end. The first chunk of a reply also ends at a clause boundary
+    once it has `first_clause_words` words, or after `first_chunk_max_words` words, so that
+    speech starts sooner; later chunks are cut only when a sentence runs past `max_words`.
     """
 
-    def __init__(self, first_clause_words: int = 4, max_words: int = 30) -> None:
+    def __init__(self, first_clause_words: int = 3, first_chunk_max_words: int = 6, max_words: int = 30) -> None:
         self.first_clause_words = first_clause_words
+        self.first_chunk_max_words = first_chunk_max_words
         self.max_words = max_words
         self._buffer = ""
         self._emitted = 0
@@ -63,13 +65,16 @@ class SpeechChunker:
             if match.group().startswith(".") and _is_abbreviation(text, match.start() + 1):
                 continue
             return match.end()
+        limit = self.max_words
         if self._emitted == 0:
             for match in _CLAUSE_END.finditer(text):
                 if len(text[: match.start()].split()) >= self.first_clause_words:
                     return match.end()
-        words = text.split(" ")
-        if len(words) > self.max_words:
-            return len(" ".join(words[: self.max_words]))
+            limit = self.first_chunk_max_words  # the first words are spoken without waiting for the rest
+        # Cut after `limit` complete words (a word is complete once whitespace follows it).
+        complete = list(re.finditer(r"\S+(?=\s)", text))
+        if len(complete) >= limit + (0 if self._emitted == 0 else 1):
+            return complete[limit - 1].end()
         return None
 
 
