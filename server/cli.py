@@ -20,8 +20,8 @@ def _serve(args: argparse.Namespace) -> None:
 
     engine_config = EngineConfig(
         asr_model=args.asr_model, llm_model=args.llm_model, llm_url=args.llm_url, llm_name=args.llm_name,
-        llm_api_key=args.llm_api_key, llm_context=args.llm_context, tts_voice=args.tts_voice, threads=args.threads,
-        asr_short_window=not args.naive,
+        llm_api_key=args.llm_api_key, llm_context=args.llm_context, llm_parallel=args.llm_parallel,
+        tts_voice=args.tts_voice, threads=args.threads, asr_short_window=not args.naive,
     )
     if args.naive:
         args.silence_ms, args.turn_detection = 500, "server_vad"
@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--llm-name", default=None, help="model name to request from --llm-url")
     serve.add_argument("--llm-api-key", default=os.environ.get("VOICE_LLM_API_KEY"))
     serve.add_argument("--llm-context", type=int, default=4096)
+    serve.add_argument("--llm-parallel", type=int, default=2, help="llama.cpp contexts answering at once")
     serve.add_argument("--tts-voice", default=models.DEFAULT,
                        help="Piper voice: 'bundled' (en_US-joe-medium), an .onnx path or a voice name")
     serve.add_argument("--instructions", default=None, help="system prompt for every session")
@@ -83,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="semantic_vad (default): a turn whose transcript reads as finished ends after a short "
                             "silence, others after a longer one; server_vad: always --silence-ms")
     serve.add_argument("--eagerness", choices=["low", "medium", "high", "auto"], default="auto",
-                       help="semantic_vad windows: low 400/1200 ms, auto and medium 250/700 ms, high 200/400 ms")
+                       help="semantic_vad windows: low 500/1200 ms, auto and medium 350/800 ms, high 250/500 ms")
     serve.add_argument("--silence-ms", type=int, default=500, help="server_vad: silence that ends a turn")
     serve.add_argument("--prefix-padding-ms", type=int, default=300)
     serve.add_argument("--min-speech-ms", type=int, default=160, help="speech needed to open a turn")

@@ -15,7 +15,7 @@ SUPPORTED_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer"
 
 
 # semantic_vad: (silence that ends a turn whose transcript reads as finished, silence that ends any turn)
-SEMANTIC_WINDOWS_MS = {"low": (400, 1200), "medium": (250, 700), "auto": (250, 700), "high": (200, 400)}
+SEMANTIC_WINDOWS_MS = {"low": (500, 1200), "medium": (350, 800), "auto": (350, 800), "high": (250, 500)}
 
 
 @dataclass(frozen=True)

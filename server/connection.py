@@ -187,8 +187,13 @@ class Connection:
         future.add_done_callback(done)
 
     async def _transcribe(self, effect: Transcribe) -> None:
+        if not effect.final and not effect.speculative and self.engine.asr_busy:
+            # Partial transcripts only feed the display: under load they give way to turn-ending work.
+            self._apply(self.session.receive_transcript(
+                TranscriptReady(effect.item_id, "", final=False, error="skipped: ASR busy"), time.monotonic()))
+            return
         try:
-            text = await self._loop.run_in_executor(self.engine.executor, self.engine.asr.transcribe, effect.audio)
+            text = await self._loop.run_in_executor(self.engine.executor, self.engine.transcribe, effect.audio)
             result = TranscriptReady(effect.item_id, text, effect.final, speculative=effect.speculative,
                                      voiced_end_ms=effect.voiced_end_ms)
         except Exception as exc:  # noqa: BLE001 - a failed transcription ends the turn, not the session

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+
+import numpy as np
 
 from voice import models
 from voice.asr.base import Transcriber
@@ -31,6 +34,8 @@ class EngineConfig:
     """Model name to ask that server for (default: the first it lists)."""
     llm_api_key: str | None = None
     llm_context: int = 4096
+    llm_parallel: int = 2
+    """llama.cpp contexts serving replies at the same time (in-process LLM only)."""
     tts_voice: str = models.DEFAULT
     """Piper voice: `bundled`, an .onnx path, or a voice name."""
     threads: int = 2
@@ -53,7 +58,8 @@ def build_llm(config: EngineConfig) -> ChatModel:
         return OpenAICompatibleChat(config.llm_url, model=config.llm_name, api_key=config.llm_api_key)
     from voice.llm.llamacpp import LlamaCppChat
 
-    return LlamaCppChat(models.gguf_model(config.llm_model), n_ctx=config.llm_context, n_threads=config.threads)
+    return LlamaCppChat(models.gguf_model(config.llm_model), n_ctx=config.llm_context, n_threads=config.threads,
+                        parallel=config.llm_parallel)
 
 
 def build_tts(config: EngineConfig) -> Synthesizer:
@@ -73,6 +79,23 @@ class Engine:
         self.tts = tts
         self.vad = vad
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="model")
+        self._asr_jobs = 0
+        self._asr_lock = threading.Lock()
+
+    @property
+    def asr_busy(self) -> bool:
+        """Whether a transcription is running (partial transcripts are skipped then)."""
+        return self._asr_jobs > 0
+
+    def transcribe(self, audio: np.ndarray) -> str:
+        """Run the ASR stage (in a worker thread), counting the jobs under way."""
+        with self._asr_lock:
+            self._asr_jobs += 1
+        try:
+            return self.asr.transcribe(audio)
+        finally:
+            with self._asr_lock:
+                self._asr_jobs -= 1
 
     @classmethod
     def load(cls, config: EngineConfig) -> Engine:

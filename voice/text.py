@@ -32,7 +32,7 @@ class SpeechChunker:
     speech starts sooner; later chunks are cut only when a sentence runs past `max_words`.
     """
 
-    def __init__(self, first_clause_words: int = 3, first_chunk_max_words: int = 6, max_words: int = 30) -> None:
+    def __init__(self, first_clause_words: int = 2, first_chunk_max_words: int = 4, max_words: int = 30) -> None:
         self.first_clause_words = first_clause_words
         self.first_chunk_max_words = first_chunk_max_words
         self.max_words = max_words
