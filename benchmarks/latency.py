@@ -64,8 +64,9 @@ def summarise(results: list[TurnResult]) -> dict[str, Any]:
     }
 
 
-def offline_wer(clips: list[Clip]) -> float:
-    """Whisper offline (faster-whisper's standard 30 s path) on the whole clips, for reference."""
+def asr_comparison(clips: list[Clip], repeats: int = 3) -> dict[str, Any]:
+    """Whisper offline (faster-whisper's standard 30 s windows) against the short-window path the
+    server uses, on the whole clips: word error rate and median time per clip."""
     import jiwer
 
     from voice.asr.hallucination import normalise
@@ -73,12 +74,21 @@ def offline_wer(clips: list[Clip]) -> float:
     from voice.audio import ASR_RATE, WIRE_RATE, pcm16_to_float, resample
     from voice.models import whisper_model
 
-    model = WhisperTranscriber(whisper_model(None), short_window=False)
-    refs, hyps = [], []
-    for clip in clips:
-        refs.append(normalise(clip.reference))
-        hyps.append(normalise(model.transcribe(resample(pcm16_to_float(clip.pcm), WIRE_RATE, ASR_RATE))) or "-")
-    return float(jiwer.wer(refs, hyps))
+    result: dict[str, Any] = {}
+    for name, short in (("offline_30s_window", False), ("short_window", True)):
+        model = WhisperTranscriber(whisper_model(None), short_window=short)
+        refs, hyps, times = [], [], []
+        for clip in clips:
+            audio = resample(pcm16_to_float(clip.pcm), WIRE_RATE, ASR_RATE)
+            model.transcribe(audio)  # warm
+            for _ in range(repeats):
+                started = time.perf_counter()
+                text = model.transcribe(audio)
+                times.append((time.perf_counter() - started) * 1000)
+            refs.append(normalise(clip.reference))
+            hyps.append(normalise(text) or "-")
+        result[name] = {"wer": float(jiwer.wer(refs, hyps)), "median_ms": statistics.median(times)}
+    return result
 
 
 async def measure(server: RunningServer, clips: list[Clip], runs: int, pause_s: float) -> list[TurnResult]:
@@ -153,7 +163,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     report["turns"][f"cascade-x{sessions}"] = [r.as_dict() for r in results]
                     print(f"cascade x{sessions}: {json.dumps(summary['voice_to_voice_ms'])} "
                           f"failed={summary['failed']}", flush=True)
-    report["offline_whisper_wer"] = offline_wer(clips)
+    report["asr"] = asr_comparison(clips)
+    report["offline_whisper_wer"] = report["asr"]["offline_30s_window"]["wer"]
     cascade = report["pipelines"].get("cascade", {}).get("voice_to_voice_ms", {}).get("median")
     naive = report["pipelines"].get("naive", {}).get("voice_to_voice_ms", {}).get("median")
     if cascade and naive:

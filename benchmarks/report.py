@@ -51,8 +51,10 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     lines.append("")
     if "naive_over_cascade_median" in report:
         lines.append(f"Naive / cascade median voice-to-voice: **{report['naive_over_cascade_median']:.2f}x**.")
-    lines.append(f"Whisper offline (30 s windows, whole clips) WER on the same clips: "
-                 f"{100 * report['offline_whisper_wer']:.1f}%.")
+    offline, short = report["asr"]["offline_30s_window"], report["asr"]["short_window"]
+    lines.append(f"Whisper on the whole clips: offline (30 s windows) WER {100 * offline['wer']:.1f}%, "
+                 f"{offline['median_ms']:.0f} ms median per clip; short window (the server's) "
+                 f"WER {100 * short['wer']:.1f}%, {short['median_ms']:.0f} ms.")
     failures = {name: s["failures"] for name, s in {**report["pipelines"], **{
         f"x{k}": v for k, v in report["concurrency"].items()}}.items() if s["failures"]}
     if failures:

@@ -78,7 +78,6 @@ async def test_no_key_or_a_wrong_key_is_refused_before_any_work(guarded_server):
             await websockets.connect(url(port), additional_headers=headers)
         assert refused.value.response.status_code == 401
     assert metrics(port)['voice_sessions_refused_total{reason="auth"}'] >= 2
-    assert metrics(port)["voice_sessions_total"] == 0 or True  # other tests may have run first
 
 
 async def test_key_as_bearer_header_sdk_and_browser_subprotocol(guarded_server):

@@ -18,6 +18,16 @@ _KNOWN_PHRASES = {
     "so",
     "oh",
     "woohoo",
+    "whoo",
+    "woo",
+    "whoa",
+    "ooh",
+    "ah",
+    "hmm",
+    "mm",
+    "uh",
+    "um",
+    "huh",
     "music",
     "applause",
     "silence",
@@ -40,13 +50,15 @@ def strip_non_speech(text: str) -> str:
 def is_hallucination(text: str, speech_seconds: float) -> bool:
     """True for a transcript that is very likely invented rather than heard.
 
-    A known filler phrase from a short or quiet stretch of audio is rejected; the same
-    words inside a longer transcript are kept.
+    A transcript that is nothing but a known filler phrase is rejected when it comes from a short
+    stretch of audio, or from a long one that should have held far more words; the same words
+    inside a longer transcript are kept.
     """
     words = normalise(text)
     if not words:
         return True
-    return words in _KNOWN_PHRASES and speech_seconds < 3.0
+    sparse = len(words.split()) / max(speech_seconds, 1e-3) < 0.5
+    return words in _KNOWN_PHRASES and (speech_seconds < 3.0 or sparse)
 
 
 def has_repetition_loop(text: str, max_repeats: int = 4) -> bool:

@@ -133,10 +133,8 @@ class WhisperTranscriber:
         segments: list[_Segment] = []
         start: float | None = None
         text_tokens: list[int] = []
-        closed = False
         for token in tokens:
             if token == eot:
-                closed = True
                 break
             if token >= begin:
                 stamp = (token - begin) * _SECONDS_PER_TIMESTAMP
@@ -151,11 +149,9 @@ class WhisperTranscriber:
             if start is None:
                 start = segments[-1].end if segments and segments[-1].end is not None else 0.0
             text_tokens.append(token)
-        if text_tokens:
+        if text_tokens:  # text after the last timestamp: the decoder stopped mid-segment
             text = self._tokenizer.decode(text_tokens).strip()
             if text:
                 segments.append(_Segment(start or 0.0, None, text))
-            closed = closed and False
-        elif start is None or closed:
-            closed = True
-        return segments, closed
+            return segments, False
+        return segments, True

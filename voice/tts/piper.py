@@ -23,6 +23,7 @@ class PiperSynthesizer:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        options.enable_cpu_mem_arena = False  # sentence lengths vary: an arena would keep the largest forever
         self._voice = PiperVoice(
             session=onnxruntime.InferenceSession(str(model_path), sess_options=options,
                                                  providers=["CPUExecutionProvider"]),
