@@ -38,6 +38,17 @@ def guarded_server(artifacts):
     stop(process)
 
 
+@pytest.fixture
+async def guarded_server_idle(guarded_server):
+    """The guarded server once the sessions of earlier tests have finished closing on its side."""
+    port, _ = guarded_server
+    for _ in range(100):
+        if metrics(port).get("voice_sessions_active", 0) == 0:
+            break
+        await asyncio.sleep(0.1)
+    return guarded_server
+
+
 def url(port: int) -> str:
     return f"ws://127.0.0.1:{port}/v1/realtime"
 
@@ -71,8 +82,8 @@ def metrics(port: int) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------- access
-async def test_no_key_or_a_wrong_key_is_refused_before_any_work(guarded_server):
-    port, _ = guarded_server
+async def test_no_key_or_a_wrong_key_is_refused_before_any_work(guarded_server_idle):
+    port, _ = guarded_server_idle
     for headers in (None, {"Authorization": "Bearer wrong"}):
         with pytest.raises(InvalidStatus) as refused:
             await websockets.connect(url(port), additional_headers=headers)
@@ -80,8 +91,8 @@ async def test_no_key_or_a_wrong_key_is_refused_before_any_work(guarded_server):
     assert metrics(port)['voice_sessions_refused_total{reason="auth"}'] >= 2
 
 
-async def test_key_as_bearer_header_sdk_and_browser_subprotocol(guarded_server):
-    port, _ = guarded_server
+async def test_key_as_bearer_header_sdk_and_browser_subprotocol(guarded_server_idle):
+    port, _ = guarded_server_idle
     websocket = await connect(port)
     await websocket.close()
     websocket = await connect(port, additional_headers=None,
@@ -95,8 +106,8 @@ async def test_key_as_bearer_header_sdk_and_browser_subprotocol(guarded_server):
         assert (await connection.recv()).type == "session.created"
 
 
-async def test_browser_origins_are_checked(guarded_server):
-    port, _ = guarded_server
+async def test_browser_origins_are_checked(guarded_server_idle):
+    port, _ = guarded_server_idle
     with pytest.raises(InvalidStatus) as refused:
         await connect(port, origin="http://evil.example")
     assert refused.value.response.status_code == 403
@@ -104,8 +115,8 @@ async def test_browser_origins_are_checked(guarded_server):
     await websocket.close()
 
 
-async def test_session_limit_refuses_clearly(guarded_server):
-    port, _ = guarded_server
+async def test_session_limit_refuses_clearly(guarded_server_idle):
+    port, _ = guarded_server_idle
     first, second = await connect(port), await connect(port)
     third = await websockets.connect(url(port), additional_headers={"Authorization": f"Bearer {KEY}"})
     error = json.loads(await third.recv())
@@ -118,8 +129,8 @@ async def test_session_limit_refuses_clearly(guarded_server):
 
 
 # ---------------------------------------------------------------- limits
-async def test_oversized_messages_and_overfull_buffers_get_errors_and_the_session_goes_on(guarded_server):
-    port, _ = guarded_server
+async def test_oversized_messages_and_overfull_buffers_get_errors_and_the_session_goes_on(guarded_server_idle):
+    port, _ = guarded_server_idle
     websocket = await connect(port)
     await websocket.send(json.dumps({"type": "input_audio_buffer.append", "event_id": "big",
                                      "audio": base64.b64encode(bytes(180_000)).decode()}))
@@ -138,8 +149,8 @@ async def test_oversized_messages_and_overfull_buffers_get_errors_and_the_sessio
     await websocket.close()
 
 
-async def test_an_idle_session_is_closed_with_a_reason(guarded_server):
-    port, _ = guarded_server
+async def test_an_idle_session_is_closed_with_a_reason(guarded_server_idle):
+    port, _ = guarded_server_idle
     websocket = await connect(port)
     error = await until(websocket, "error", timeout=30)
     assert error["error"]["code"] == "idle_timeout"
@@ -147,8 +158,8 @@ async def test_an_idle_session_is_closed_with_a_reason(guarded_server):
         await asyncio.wait_for(websocket.recv(), 10)
 
 
-async def test_a_client_that_does_not_read_is_closed_and_others_are_fine(guarded_server):
-    port, _ = guarded_server
+async def test_a_client_that_does_not_read_is_closed_and_others_are_fine(guarded_server_idle):
+    port, _ = guarded_server_idle
     before = metrics(port).get("voice_slow_clients_closed_total", 0)
     # A tiny receive queue and no reading: the server's send buffer fills up.
     slow = await connect(port, max_queue=1)
@@ -175,8 +186,8 @@ async def test_a_client_that_does_not_read_is_closed_and_others_are_fine(guarded
     await healthy.close()
 
 
-async def test_a_disconnect_mid_reply_stops_all_its_work(guarded_server):
-    port, process = guarded_server
+async def test_a_disconnect_mid_reply_stops_all_its_work(guarded_server_idle):
+    port, process = guarded_server_idle
 
     def threads() -> int:
         status = open(f"/proc/{process.pid}/status").read()
