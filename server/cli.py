@@ -33,7 +33,8 @@ def _serve(args: argparse.Namespace) -> None:
 
     engine_config = EngineConfig(
         asr_model=args.asr_model, llm_model=args.llm_model, llm_url=args.llm_url, llm_name=args.llm_name,
-        llm_api_key=args.llm_api_key, llm_context=args.llm_context, llm_parallel=args.llm_parallel,
+        llm_api_key=args.llm_api_key, llm_timeout_s=args.llm_timeout, llm_context=args.llm_context,
+        llm_parallel=args.llm_parallel,
         tts_voice=args.tts_voice, threads=args.threads, asr_short_window=not args.naive,
     )
     if args.naive:
@@ -87,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="OpenAI-compatible server instead of llama.cpp in-process, e.g. http://127.0.0.1:8080/v1")
     serve.add_argument("--llm-name", default=None, help="model name to request from --llm-url")
     serve.add_argument("--llm-api-key", default=os.environ.get("VOICE_LLM_API_KEY"))
+    serve.add_argument("--llm-timeout", type=float, default=20.0,
+                       help="seconds to wait for the --llm-url server (connecting, or its next bytes)")
     serve.add_argument("--llm-context", type=int, default=4096)
     serve.add_argument("--llm-parallel", type=int, default=2, help="llama.cpp contexts answering at once")
     serve.add_argument("--tts-voice", default=models.DEFAULT,

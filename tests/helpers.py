@@ -51,20 +51,37 @@ def wait_http(url: str, process: subprocess.Popen, timeout: float = 120.0) -> No
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
-def start_voice_server(*args: str, log_path: Path | None = None) -> tuple[subprocess.Popen, int]:
-    """`voice serve` on a free loopback port; returns once /healthz answers."""
+def spawn_voice_server(*args: str, log_path: Path | None = None) -> tuple[subprocess.Popen, int]:
+    """`voice serve` on a free loopback port, without waiting for it."""
     port = free_port()
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
     process = subprocess.Popen(
         [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *args],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+    return process, port
+
+
+def start_voice_server(*args: str, log_path: Path | None = None) -> tuple[subprocess.Popen, int]:
+    """`voice serve` on a free loopback port; returns once /healthz answers (models loaded)."""
+    process, port = spawn_voice_server(*args, log_path=log_path)
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", process)
     except Exception:
         process.kill()
         raise
     return process, port
+
+
+def start_llama_server(port: int, log) -> subprocess.Popen:
+    """llama.cpp's own OpenAI-compatible server on the bundled GGUF, on loopback."""
+    from voice.models import gguf_model
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_model(None)), "--host", "127.0.0.1",
+         "--port", str(port), "--n_ctx", "2048", "--n_threads", "2"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    wait_http(f"http://127.0.0.1:{port}/v1/models", process)
+    return process
 
 
 def stop(process: subprocess.Popen) -> None:

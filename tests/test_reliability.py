@@ -6,8 +6,6 @@ import asyncio
 import base64
 import json
 import signal
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 
@@ -15,9 +13,8 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.helpers import ROOT, free_port, start_voice_server, stop, wait_http
+from tests.helpers import free_port, start_llama_server, start_voice_server, stop
 from tests.realtime_sdk import clip
-from voice.models import gguf_model
 
 KEY = "test-key-123"
 STORY = {"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [
@@ -230,14 +227,6 @@ async def test_llm_server_absent_gives_an_error_and_the_session_survives(artifac
     finally:
         stop(process)
     assert "llm_error" in (artifacts / "voice-server-no-llm.log").read_text()
-
-
-def start_llama_server(port: int, log) -> subprocess.Popen:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_model(None)), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", "2048", "--n_threads", "2"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    wait_http(f"http://127.0.0.1:{port}/v1/models", process)
-    return process
 
 
 async def test_llm_server_dying_mid_stream_then_coming_back(artifacts):

@@ -33,6 +33,8 @@ class EngineConfig:
     llm_name: str | None = None
     """Model name to ask that server for (default: the first it lists)."""
     llm_api_key: str | None = None
+    llm_timeout_s: float = 20.0
+    """How long to wait for the LLM server to connect or send its next bytes before the turn fails."""
     llm_context: int = 4096
     llm_parallel: int = 2
     """llama.cpp contexts serving replies at the same time (in-process LLM only)."""
@@ -55,7 +57,8 @@ def build_llm(config: EngineConfig) -> ChatModel:
     if config.llm_url:
         from voice.llm.openai_http import OpenAICompatibleChat
 
-        return OpenAICompatibleChat(config.llm_url, model=config.llm_name, api_key=config.llm_api_key)
+        return OpenAICompatibleChat(config.llm_url, model=config.llm_name, api_key=config.llm_api_key,
+                                    timeout=config.llm_timeout_s)
     from voice.llm.llamacpp import LlamaCppChat
 
     return LlamaCppChat(models.gguf_model(config.llm_model), n_ctx=config.llm_context, n_threads=config.threads,

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 Emit = Callable[[ResponseEvent], None]
 _DONE = object()
+_CANCEL_POLL_S = 0.02
+_PRODUCER_JOIN_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,8 @@ class ResponseRequest:
 
 def run_response(llm: ChatModel, tts: Synthesizer, request: ResponseRequest, cancel: threading.Event,
                  emit: Emit, clock: Callable[[], float] = time.monotonic) -> None:
-    """Run one response to its end, emitting events; returns early once `cancel` is set."""
+    """Run one response to its end, emitting events; returns promptly once `cancel` is set, even
+    while the LLM has not answered yet (its thread then ends on its own at its next token or timeout)."""
     chunks: queue.Queue[object] = queue.Queue()
 
     def generate() -> None:
@@ -44,6 +47,8 @@ def run_response(llm: ChatModel, tts: Synthesizer, request: ResponseRequest, can
         first = True
         try:
             for delta in llm.stream_chat(request.messages, request.options, cancel):
+                if cancel.is_set():
+                    return
                 if first:
                     emit(StageMark("llm_first_token", clock()))
                     first = False
@@ -52,7 +57,7 @@ def run_response(llm: ChatModel, tts: Synthesizer, request: ResponseRequest, can
                     continue
                 for chunk in chunker.feed(delta):
                     chunks.put(chunk)
-            if not cancel.is_set():
+            if request.audio and not cancel.is_set():
                 for chunk in chunker.flush():
                     chunks.put(chunk)
         except Exception as exc:  # noqa: BLE001 - any backend failure ends the response with an error
@@ -60,19 +65,16 @@ def run_response(llm: ChatModel, tts: Synthesizer, request: ResponseRequest, can
         finally:
             chunks.put(_DONE)
 
-    if not request.audio:
-        generate()
-        item = chunks.get()
-        emit(ResponseFinished(cancelled=cancel.is_set(), error=_describe(item)))
-        return
-
     producer = threading.Thread(target=generate, name="llm-stream", daemon=True)
     producer.start()
     error: str | None = None
     first_audio = True
-    while True:
-        item = chunks.get()
-        if item is _DONE or cancel.is_set():
+    while not cancel.is_set():
+        try:
+            item = chunks.get(timeout=_CANCEL_POLL_S)
+        except queue.Empty:
+            continue
+        if item is _DONE:
             break
         if isinstance(item, Exception):
             error = _describe(item)
@@ -90,9 +92,11 @@ def run_response(llm: ChatModel, tts: Synthesizer, request: ResponseRequest, can
                 text = ""
         except Exception as exc:  # noqa: BLE001
             error = f"tts: {exc}"
+            log.warning("response failed: %s", error)
             cancel.set()  # stop the LLM too
             break
-    producer.join()
+    # llama.cpp stops between tokens, so this is short; a remote LLM that hangs is left to its timeout.
+    producer.join(timeout=_PRODUCER_JOIN_S)
     emit(ResponseFinished(cancelled=cancel.is_set() and error is None, error=error))
 
 

@@ -13,9 +13,10 @@ from voice.llm.base import ChatMessage, GenerationOptions, LLMError
 class OpenAICompatibleChat:
     """Streams `/v1/chat/completions` from a server at `base_url` (for example http://host:8000/v1)."""
 
-    def __init__(self, base_url: str, *, model: str | None = None, api_key: str | None = None, timeout: float = 30.0):
+    def __init__(self, base_url: str, *, model: str | None = None, api_key: str | None = None, timeout: float = 20.0):
         self._client = openai.OpenAI(base_url=base_url, api_key=api_key or "none", timeout=timeout, max_retries=0)
         self._model = model
+        self._timeout = timeout
         self.name = model or base_url
 
     def _model_name(self) -> str:
@@ -46,5 +47,7 @@ class OpenAICompatibleChat:
                         return  # leaving the block closes the HTTP stream; the server stops
                     if chunk.choices and chunk.choices[0].delta.content:
                         yield chunk.choices[0].delta.content
+        except openai.APITimeoutError as exc:
+            raise LLMError(f"LLM server timed out (nothing for {self._timeout:g} s)") from exc
         except openai.OpenAIError as exc:
             raise LLMError(f"LLM server error: {exc}") from exc

@@ -1,0 +1,259 @@
+"""Faults injected around real components: a model stage that raises, an LLM server that hangs,
+keepalive pings while the models are busy, and /healthz while the models load."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import websockets
+
+from server.app import ServerOptions, VoiceServer
+from server.config import SessionConfig
+from tests.helpers import free_port, reference, spawn_voice_server, start_llama_server, start_voice_server, stop, wer
+from tests.realtime_sdk import clip
+from voice.engine import Engine, EngineConfig
+
+TEXT_TURN = [{"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [
+    {"type": "input_text", "text": "Say hello to me."}]}}]
+CLIP = "04_v2j_would_you_please_turn_on_living_room_lamp.wav"
+
+
+# ---------------------------------------------------------------- helpers
+async def connect(port: int, **kwargs: Any) -> websockets.ClientConnection:
+    websocket = await websockets.connect(f"ws://127.0.0.1:{port}/v1/realtime", max_size=None, **kwargs)
+    created = json.loads(await websocket.recv())
+    assert created["type"] == "session.created", created
+    return websocket
+
+
+async def send(websocket: websockets.ClientConnection, *events: dict) -> None:
+    for event in events:
+        await websocket.send(json.dumps(event))
+
+
+async def collect_until(websocket: websockets.ClientConnection, kind: str, timeout: float = 90.0) -> list[dict]:
+    """Every event up to and including the first of type `kind`."""
+    events: list[dict] = []
+
+    async def read() -> list[dict]:
+        while True:
+            events.append(json.loads(await websocket.recv()))
+            if events[-1]["type"] == kind:
+                return events
+    return await asyncio.wait_for(read(), timeout)
+
+
+async def drain(websocket: websockets.ClientConnection, seconds: float) -> list[dict]:
+    """Every event that arrives within `seconds`."""
+    events: list[dict] = []
+    try:
+        async with asyncio.timeout(seconds):
+            while True:
+                events.append(json.loads(await websocket.recv()))
+    except TimeoutError:
+        return events
+
+
+def of_type(events: list[dict], kind: str) -> list[dict]:
+    return [event for event in events if event["type"] == kind]
+
+
+async def speak(websocket: websockets.ClientConnection, pcm: bytes, silence_ms: int = 1500) -> None:
+    """A recording then silence, in 100 ms appends (faster than real time: the VAD runs on audio time)."""
+    pcm = pcm + bytes(48 * silence_ms)
+    for start in range(0, len(pcm), 4800):
+        await send(websocket, {"type": "input_audio_buffer.append",
+                               "audio": base64.b64encode(pcm[start:start + 4800]).decode()})
+
+
+class Fault:
+    """Makes a method of a real, loaded model stage raise while `active`; the model itself is untouched."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, stage: object, method: str, error: Exception) -> None:
+        self.active = True
+        real: Callable[..., Any] = getattr(stage, method)
+
+        def maybe_fail(*args: Any, **kwargs: Any) -> Any:
+            if self.active:
+                raise error
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(stage, method, maybe_fail)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    engine = Engine.load(EngineConfig())
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+async def in_process_server(engine):
+    server = VoiceServer(engine, SessionConfig(), ServerOptions(port=0))
+    listening = await server.start()
+    yield server
+    listening.close()
+    await listening.wait_closed()
+
+
+# ---------------------------------------------------------------- a model stage raises
+async def test_tts_failure_fails_the_turn_and_the_next_turn_works(in_process_server, monkeypatch):
+    fault = Fault(monkeypatch, in_process_server.engine.tts, "synthesize", RuntimeError("voice model crashed"))
+    websocket = await connect(in_process_server.port)
+    await send(websocket, *TEXT_TURN, {"type": "response.create"})
+    events = await collect_until(websocket, "response.done")
+    [error] = of_type(events, "error")
+    assert error["error"]["code"] == "tts_error" and "voice model crashed" in error["error"]["message"]
+    assert events[-1]["response"]["status"] == "failed"
+    assert not of_type(events, "response.output_audio.delta")
+
+    fault.active = False
+    await send(websocket, {"type": "response.create"})
+    events = await collect_until(websocket, "response.done")
+    assert events[-1]["response"]["status"] == "completed"
+    assert of_type(events, "response.output_audio.delta") and not of_type(events, "error")
+    await websocket.close()
+
+
+async def test_asr_failure_ends_the_turn_cleanly_and_the_next_turn_works(in_process_server, monkeypatch):
+    fault = Fault(monkeypatch, in_process_server.engine.asr, "transcribe", RuntimeError("decoder crashed"))
+    websocket = await connect(in_process_server.port)
+    await speak(websocket, clip(CLIP))
+    events = await collect_until(websocket, "conversation.item.input_audio_transcription.failed")
+    assert of_type(events, "input_audio_buffer.speech_stopped")
+    assert any(e["error"]["code"] == "asr_error" and "decoder crashed" in e["error"]["message"]
+               for e in of_type(events, "error"))
+    events += await drain(websocket, 1.0)  # nothing more comes of it: no reply to an unheard question
+    assert not of_type(events, "response.created")
+
+    fault.active = False
+    await speak(websocket, clip(CLIP))
+    events = await collect_until(websocket, "response.done")
+    [completed] = of_type(events, "conversation.item.input_audio_transcription.completed")
+    assert wer(reference(CLIP), completed["transcript"]) < 0.3
+    assert events[-1]["response"]["status"] == "completed"
+    assert of_type(events, "response.created") and of_type(events, "response.output_audio.delta")
+    await websocket.close()
+
+
+# ---------------------------------------------------------------- an LLM server that hangs
+class StallingProxy:
+    """A TCP proxy in front of a real server; while `stalled`, it accepts connections and never answers."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.stalled = False
+        self._held: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return self._server.sockets[0].getsockname()[1]
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.stalled:
+            self._held.append(writer)
+            return
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except ConnectionError:
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+    async def close(self) -> None:
+        for writer in self._held:
+            writer.close()
+        if self._server is not None:
+            self._server.close()
+
+
+async def test_hanging_llm_server_times_out_or_is_cancelled_and_the_next_turn_works(artifacts):
+    llm_port = free_port()
+    llm = start_llama_server(llm_port, open(artifacts / "llama-server-stall.log", "wb"))
+    proxy = StallingProxy(llm_port)
+    proxy_port = await proxy.start()
+    voice, port = start_voice_server("--llm-url", f"http://127.0.0.1:{proxy_port}/v1", "--llm-name", "smollm2",
+                                     "--llm-timeout", "3", log_path=artifacts / "voice-server-stall.log")
+    try:
+        websocket = await connect(port)
+        proxy.stalled = True
+        await send(websocket, *TEXT_TURN, {"type": "response.create"})
+        events = await collect_until(websocket, "response.done", timeout=30)
+        [error] = of_type(events, "error")
+        assert error["error"]["code"] == "llm_error" and "timed out" in error["error"]["message"]
+        assert events[-1]["response"]["status"] == "failed"
+
+        # The user gives up on a reply that does not come: it ends at once, long before the timeout.
+        await send(websocket, {"type": "response.create"})
+        await collect_until(websocket, "response.created")
+        await send(websocket, {"type": "response.cancel"})
+        events = await collect_until(websocket, "response.done", timeout=30)
+        assert events[-1]["response"]["status"] == "cancelled" and not of_type(events, "error")
+
+        proxy.stalled = False
+        await asyncio.sleep(3.5)  # the abandoned request's timeout passes without disturbing the session
+        await send(websocket, {"type": "response.create"})
+        events = await collect_until(websocket, "response.done", timeout=60)
+        assert events[-1]["response"]["status"] == "completed", events[-1]
+        assert of_type(events, "response.output_audio.delta") and not of_type(events, "error")
+        await websocket.close()
+    finally:
+        stop(voice)
+        await proxy.close()
+        stop(llm)
+    assert "timed out" in (artifacts / "voice-server-stall.log").read_text()
+
+
+# ---------------------------------------------------------------- keepalive while models are busy
+async def test_keepalive_pings_are_answered_while_every_model_is_busy(voice_server):
+    story = {"type": "session.update", "session": {"type": "realtime", "max_output_tokens": 200,
+                                                   "instructions": "You tell long stories."}}
+
+    async def talker() -> dict:
+        # Pings every 0.5 s that must be answered within 2 s, while three replies share two cores.
+        websocket = await connect(voice_server, ping_interval=0.5, ping_timeout=2)
+        await send(websocket, story, *TEXT_TURN, {"type": "response.create"})
+        events = await collect_until(websocket, "response.done", timeout=180)
+        await websocket.close()
+        return events[-1]
+
+    for done in await asyncio.gather(*(talker() for _ in range(3))):
+        assert done["response"]["status"] == "completed"
+
+
+# ---------------------------------------------------------------- health while loading
+def test_healthz_fails_until_the_models_are_loaded(artifacts):
+    process, port = spawn_voice_server(log_path=artifacts / "voice-server-loading.log")
+    statuses: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and statuses[-1:] != [200]:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                    statuses.append(response.status)
+            except urllib.error.HTTPError as refused:
+                statuses.append(refused.code)
+                assert json.loads(refused.read())["status"] == "loading models"
+            except urllib.error.URLError:
+                pass  # not listening yet
+            time.sleep(0.02)
+    finally:
+        stop(process)
+    assert statuses[0] == 503 and statuses[-1] == 200, statuses
