@@ -44,6 +44,19 @@ def test_a_short_command_is_one_turn(name, silero):
     assert 0 <= events[0].audio_start_ms < events[1].audio_end_ms <= duration_ms + FRAME_MS
 
 
+@pytest.mark.parametrize("name", SHORT_COMMANDS)
+def test_the_turn_ends_where_the_words_end_not_where_silero_forgets_them(name, silero):
+    from benchmarks.turns import last_voiced_ms
+
+    samples = load(name)
+    words_end = last_voiced_ms(samples, 16_000)
+    stopped = segment(samples, VadConfig(), silero)[-1][1]
+    ungated = segment(samples, VadConfig(tail_floor_margin_db=None, tail_peak_drop_db=None), silero)[-1][1]
+    # Within two frames of the end of the words; without the energy gate, up to 150 ms later.
+    assert abs(stopped.audio_end_ms - words_end) <= 2 * FRAME_MS, (stopped, words_end)
+    assert stopped.audio_end_ms <= ungated.audio_end_ms
+
+
 def test_noise_and_tones_open_no_turn(silero):
     assert segment(load("23_leopard_empty_synthetic_nospeech.wav"), VadConfig(), silero) == []
 

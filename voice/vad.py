@@ -5,6 +5,12 @@ broadband noise and tones for speech) and the Silero VAD network shipped with
 faster-whisper (robust to noise, about 0.2 ms a frame). The segmenter turns voiced
 frames into turns: a turn opens after `min_speech_ms` of speech and closes after
 `silence_duration_ms` without any.
+
+Silero's recurrent state decays slowly, so it keeps calling the breathy or reverberant tail of
+an utterance speech for 100-150 ms after the words end, and every millisecond of that is added to
+the reply's latency. While a turn is open, a frame must therefore also be loud enough to be
+speech: above the noise floor by `tail_floor_margin_db` and within `tail_peak_drop_db` of the
+turn's loudest frame. Opening a turn is left to the two detectors alone.
 """
 
 from __future__ import annotations
@@ -22,6 +28,14 @@ FRAME_SAMPLES = 512
 FRAME_MS = FRAME_SAMPLES * 1000 // ASR_RATE
 _WEBRTC_SAMPLES = 480  # webrtcvad takes 10, 20 or 30 ms: judge the first 30 ms of each frame
 _SILERO_CONTEXT = 64
+_SILENT_DB = -100.0
+_FLOOR_RISE_DB_PER_FRAME = 1.5 * FRAME_SAMPLES / ASR_RATE
+
+
+def _level_db(frame: np.ndarray) -> float:
+    """RMS level of a frame in dB full scale."""
+    rms = float(np.sqrt(np.mean(np.square(frame, dtype=np.float64))))
+    return max(_SILENT_DB, 20.0 * np.log10(rms + 1e-10))
 
 
 @dataclass(frozen=True)
@@ -38,6 +52,10 @@ class VadConfig:
     """Speech needed before a turn opens, so that a click or a cough does not."""
     webrtc_mode: int = 1
     """webrtcvad aggressiveness, 0 (lenient) to 3 (strict)."""
+    tail_floor_margin_db: float | None = 6.0
+    """In an open turn, a frame this close to the noise floor is silence (None: no energy gate)."""
+    tail_peak_drop_db: float | None = 32.0
+    """In an open turn, a frame this far below the turn's loudest is silence (None: no gate)."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
@@ -109,6 +127,8 @@ class VadSegmenter:
         self._last_voiced: int | None = None  # last voiced frame index
         self.last_probability = 0.0
         self._turn_silence_ms: int | None = None  # a shorter window for the open turn, if any
+        self._noise_floor_db: float | None = None
+        self._peak_db = _SILENT_DB  # loudest voiced frame of the current run or turn
 
     @property
     def position_ms(self) -> int:
@@ -129,16 +149,37 @@ class VadSegmenter:
         if not self.speaking:
             return None
         self.speaking = False
+        self._peak_db = _SILENT_DB
         return SpeechStopped(audio_end_ms=self.position_ms)
 
     def _is_voiced(self, frame: np.ndarray) -> bool:
         probability = self._silero.probability(frame)
         self.last_probability = probability
+        level = _level_db(frame)
+        floor = self._track_noise_floor(level)
         # Hysteresis: once a turn is open, a slightly weaker frame still counts as speech.
         threshold = self.config.threshold if not self.speaking else max(0.0, self.config.threshold - 0.15)
         if probability < threshold:
             return False
-        return self._webrtc.is_speech(float_to_pcm16(frame[:_WEBRTC_SAMPLES]), ASR_RATE)
+        if not self._webrtc.is_speech(float_to_pcm16(frame[:_WEBRTC_SAMPLES]), ASR_RATE):
+            return False
+        if self.speaking and not self._loud_enough(level, floor):
+            return False
+        self._peak_db = max(self._peak_db, level)
+        return True
+
+    def _track_noise_floor(self, level: float) -> float:
+        """Follows the quietest recent frames: down at once, up by 1.5 dB a second."""
+        floor = self._noise_floor_db
+        floor = level if floor is None or level < floor else min(level, floor + _FLOOR_RISE_DB_PER_FRAME)
+        self._noise_floor_db = max(floor, _SILENT_DB)
+        return self._noise_floor_db
+
+    def _loud_enough(self, level: float, floor: float) -> bool:
+        config = self.config
+        if config.tail_floor_margin_db is not None and level < floor + config.tail_floor_margin_db:
+            return False
+        return config.tail_peak_drop_db is None or level >= self._peak_db - config.tail_peak_drop_db
 
     def process(self, samples: np.ndarray) -> list[VadEvent]:
         """Consume samples; return the events whose frames are complete."""
@@ -172,6 +213,7 @@ class VadSegmenter:
                     return SpeechStarted(audio_start_ms=start_ms)
             elif self._run_start is not None and (index - (self._last_voiced or 0)) * FRAME_MS > 100:
                 self._run_start = None  # a short blip, not the start of speech
+                self._peak_db = _SILENT_DB
             return None
         assert self._last_voiced is not None
         if voiced:
@@ -180,5 +222,6 @@ class VadSegmenter:
         if (index - self._last_voiced) * FRAME_MS >= window:
             self.speaking = False
             self._turn_silence_ms = None
+            self._peak_db = _SILENT_DB
             return SpeechStopped(audio_end_ms=(self._last_voiced + 1) * FRAME_MS)
         return None
