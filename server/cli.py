@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from server.logs import setup_logging
@@ -41,6 +42,8 @@ def _serve(args: argparse.Namespace) -> None:
         args.silence_ms, args.turn_detection = 500, "server_vad"
     vad = VadConfig(threshold=args.vad_threshold, silence_duration_ms=args.silence_ms,
                     prefix_padding_ms=args.prefix_padding_ms, min_speech_ms=args.min_speech_ms)
+    if args.naive:  # plain VAD decisions, as simple implementations make them
+        vad = replace(vad, tail_floor_margin_db=None, tail_peak_drop_db=None)
     if args.turn_detection == "semantic_vad":
         detection = TurnDetection.semantic(args.eagerness, threshold=args.vad_threshold,
                                            prefix_padding_ms=args.prefix_padding_ms, min_speech_ms=args.min_speech_ms)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import os
 import socket
@@ -30,6 +31,18 @@ def reference(name: str) -> str:
 def wer(reference_text: str, hypothesis: str) -> float:
     ref, hyp = normalise(reference_text), normalise(hypothesis)
     return jiwer.wer(ref, hyp) if hyp else 1.0
+
+
+async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    """Copy one direction of a proxied TCP connection until it closes."""
+    try:
+        while data := await source.read(65536):
+            sink.write(data)
+            await sink.drain()
+    except OSError:
+        pass
+    finally:
+        sink.close()
 
 
 def free_port() -> int:

@@ -21,7 +21,7 @@ import soundfile
 import soxr
 from playwright.async_api import async_playwright
 
-from tests.helpers import DATA, ROOT, reference, wer
+from tests.helpers import DATA, ROOT, pipe, reference, wer
 from voice.audio import float_to_pcm16, pcm16_to_float, resample, rms_dbfs
 
 CHROMIUM = Path(os.environ.get("VOICE_CHROMIUM", "/usr/bin/chromium"))
@@ -323,16 +323,6 @@ class DroppableProxy:
             return
         links = {writer.transport, upstream_writer.transport}
         self.transports |= links
-
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            try:
-                while data := await source.read(65536):
-                    sink.write(data)
-                    await sink.drain()
-            except OSError:
-                pass
-            finally:
-                sink.close()
 
         await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
         self.transports -= links

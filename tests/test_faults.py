@@ -17,7 +17,16 @@ import websockets
 
 from server.app import ServerOptions, VoiceServer
 from server.config import SessionConfig
-from tests.helpers import free_port, reference, spawn_voice_server, start_llama_server, start_voice_server, stop, wer
+from tests.helpers import (
+    free_port,
+    pipe,
+    reference,
+    spawn_voice_server,
+    start_llama_server,
+    start_voice_server,
+    stop,
+    wer,
+)
 from tests.realtime_sdk import clip
 from voice.engine import Engine, EngineConfig
 
@@ -164,16 +173,6 @@ class StallingProxy:
             self._held.append(writer)
             return
         upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            try:
-                while data := await source.read(65536):
-                    sink.write(data)
-                    await sink.drain()
-            except ConnectionError:
-                pass
-            finally:
-                sink.close()
 
         await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
 
