@@ -1,5 +1,6 @@
-"""Voice-to-voice latency benchmark: this project's cascade against a naive cascade, same clips,
-same models, same run; then a concurrency sweep. Saves JSON, a markdown table and PNG plots.
+"""Voice-to-voice latency benchmark: this project's cascade against a naive cascade and the native
+audio-token path, same clips, same models, same run; then a concurrency sweep. Saves JSON, a
+markdown table and PNG plots.
 
     python -m benchmarks.latency                       # the full run (also: voice bench)
     python -m benchmarks.latency --quick               # one clip, one run, no sweep
@@ -30,7 +31,7 @@ DEFAULT_CLIPS = [
     "06_ps_goforward.wav",
     "18_rstt_LJ001-0004.wav",
 ]
-PIPELINES: dict[str, list[str]] = {"cascade": [], "naive": ["--naive"]}
+PIPELINES: dict[str, list[str]] = {"cascade": [], "naive": ["--naive"], "native": ["--pipeline", "native"]}
 OUT = Path(__file__).resolve().parent / "results"
 
 
@@ -91,6 +92,39 @@ def asr_comparison(clips: list[Clip], repeats: int = 3) -> dict[str, Any]:
     return result
 
 
+def native_transcription(clips: list[Clip], projector: Path) -> dict[str, Any]:
+    """What the native model hears: its "repeat what I said" transcript of each clip, and the WER."""
+    import jiwer
+
+    from voice.asr.hallucination import normalise
+    from voice.audio import ASR_RATE, WIRE_RATE, pcm16_to_float, resample
+    from voice.native.model import NativeAudioChat
+
+    native = NativeAudioChat(projector)
+    try:
+        heard = [native.transcribe(resample(pcm16_to_float(c.pcm), WIRE_RATE, ASR_RATE)) for c in clips]
+    finally:
+        native.close()
+    refs = [normalise(c.reference) for c in clips]
+    return {"projector": str(projector), "wer": float(jiwer.wer(refs, [normalise(h) or "-" for h in heard])),
+            "heard": dict(zip((c.name for c in clips), heard, strict=True))}
+
+
+def native_projector(spec: str, out: Path) -> tuple[Path, bool]:
+    """The projector to benchmark and whether it is trained (an untrained one still measures latency)."""
+    from voice.models import BUNDLED_PROJECTOR, ModelNotFoundError, native_projector
+    from voice.native.projector import NumpyProjector, ProjectorConfig
+
+    try:
+        path = native_projector(spec)
+        return path, path != BUNDLED_PROJECTOR or BUNDLED_PROJECTOR.is_file()
+    except ModelNotFoundError:
+        if spec != "bundled":
+            raise
+        print("no trained projector is bundled: the native path runs untrained (latency only)", flush=True)
+        return NumpyProjector.init(ProjectorConfig()).save(out / "untrained-projector.npz"), False
+
+
 async def measure(server: RunningServer, clips: list[Clip], runs: int, pause_s: float) -> list[TurnResult]:
     """`runs` sessions one after another, each speaking every clip in turn."""
     results: list[TurnResult] = []
@@ -136,7 +170,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     for pipeline in args.pipelines:
         log = args.out / f"server-{pipeline}.log"
-        with voice_server(*PIPELINES[pipeline], log=log) as server:
+        extra: list[str] = []
+        if pipeline == "native":
+            projector, trained = native_projector(args.native_projector, args.out)
+            extra = ["--native-projector", str(projector)]
+            report["native"] = {"projector": str(projector), "trained": trained}
+        with voice_server(*PIPELINES[pipeline], *extra, log=log) as server:
             await run_session(server.url, clips[:1])  # warm-up: first-call costs are not latency
             cpu_before, _ = server.usage()
             started = time.monotonic()
@@ -163,12 +202,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     report["turns"][f"cascade-x{sessions}"] = [r.as_dict() for r in results]
                     print(f"cascade x{sessions}: {json.dumps(summary['voice_to_voice_ms'])} "
                           f"failed={summary['failed']}", flush=True)
+    if "native" in report:
+        report["native"].update(native_transcription(clips, Path(report["native"]["projector"])))
     report["asr"] = asr_comparison(clips)
     report["offline_whisper_wer"] = report["asr"]["offline_30s_window"]["wer"]
     cascade = report["pipelines"].get("cascade", {}).get("voice_to_voice_ms", {}).get("median")
     naive = report["pipelines"].get("naive", {}).get("voice_to_voice_ms", {}).get("median")
     if cascade and naive:
         report["naive_over_cascade_median"] = naive / cascade
+    native = report["pipelines"].get("native", {}).get("voice_to_voice_ms", {}).get("median")
+    if cascade and native:
+        report["native_over_cascade_median"] = native / cascade
     return report
 
 
@@ -182,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma-separated session counts for the sweep ('' for none)")
     parser.add_argument("--sweep-turns", type=int, default=4, help="turns per session in the sweep")
     parser.add_argument("--pause", type=float, default=1.0, help="seconds of silence between turns")
+    parser.add_argument("--native-projector", default="bundled",
+                        help="projector for the native pipeline ('bundled': the one trained here)")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--quick", action="store_true", help="one clip, one run, cascade only, no sweep")
     return parser

@@ -51,6 +51,14 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     lines.append("")
     if "naive_over_cascade_median" in report:
         lines.append(f"Naive / cascade median voice-to-voice: **{report['naive_over_cascade_median']:.2f}x**.")
+    if "native_over_cascade_median" in report:
+        lines.append(f"Native / cascade median voice-to-voice: **{report['native_over_cascade_median']:.2f}x**.")
+    if "native" in report:
+        native = report["native"]
+        state = "trained" if native["trained"] else "UNTRAINED (latency only; its words mean nothing)"
+        wer = f", its own transcription WER {native['wer']:.1%}" if "wer" in native else ""
+        lines.append(f"Native projector: {native['projector']} ({state}){wer}. In the native rows, WER is the "
+                     "cascade ASR's transcript running beside the reply.")
     offline, short = report["asr"]["offline_30s_window"], report["asr"]["short_window"]
     lines.append(f"Whisper on the whole clips: offline (30 s windows) WER {100 * offline['wer']:.1f}%, "
                  f"{offline['median_ms']:.0f} ms median per clip; short window (the server's) "

@@ -20,6 +20,29 @@ from benchmarks.servers import voice_server
 from benchmarks.turns import TurnResult, load_clip, run_session
 
 
+def memory_growth(samples: list[tuple[float, float]], seconds: float) -> dict[str, float]:
+    """RSS growth, as robust figures: the RSS swings by a few hundred MB as sessions come and go
+    (freed memory goes back to the OS), so single samples say little. Compares the median and the
+    floor (minimum) of the last third of the run with those of the first third (after the first
+    minute, when the models have been through every code path)."""
+    settled = [(t, m) for t, m in samples if t >= 60] or samples
+    span = seconds - settled[0][0]
+    first = [m for t, m in settled if t < settled[0][0] + span / 3]
+    last = [m for t, m in settled if t >= seconds - span / 3] or [settled[-1][1]]
+
+    def percent(before: float, after: float) -> float:
+        return 100 * (after - before) / before
+
+    return {
+        "rss_median_first_third_mb": statistics.median(first),
+        "rss_median_last_third_mb": statistics.median(last),
+        "rss_median_growth_percent": percent(statistics.median(first), statistics.median(last)),
+        "rss_floor_first_third_mb": min(first),
+        "rss_floor_last_third_mb": min(last),
+        "rss_floor_growth_percent": percent(min(first), min(last)),
+    }
+
+
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
     clips = [load_clip(name) for name in args.clips]
     deadline = time.monotonic() + args.minutes * 60
@@ -67,6 +90,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         "rss_first_minute_end_mb": settled[0],
         "rss_end_mb": final_rss / 2**20,
         "rss_growth_after_first_minute_percent": 100 * (final_rss / 2**20 - settled[0]) / settled[0],
+        **memory_growth(memory, args.minutes * 60),
         "memory_samples": memory,
     }
 

@@ -11,7 +11,7 @@ import logging
 import mimetypes
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -145,7 +145,8 @@ class VoiceServer:
         self.metrics.sessions_active.inc()
         self.metrics.sessions_total.inc()
         try:
-            await Connection(websocket, self.engine, self.session_config, self.options.model_name,
+            config = replace(self.session_config, pipelines=self.engine.pipelines)
+            await Connection(websocket, self.engine, config, self.options.model_name,
                              self.options.limits, self.metrics).run()
         except Exception:  # a session's failure never reaches the server
             log.exception("session crashed")

@@ -37,6 +37,7 @@ def _serve(args: argparse.Namespace) -> None:
         llm_api_key=args.llm_api_key, llm_timeout_s=args.llm_timeout, llm_context=args.llm_context,
         llm_parallel=args.llm_parallel,
         tts_voice=args.tts_voice, threads=args.threads, asr_short_window=not args.naive,
+        native_projector=args.native_projector or ("bundled" if args.pipeline == "native" else None),
     )
     if args.naive:
         args.silence_ms, args.turn_detection = 500, "server_vad"
@@ -49,7 +50,7 @@ def _serve(args: argparse.Namespace) -> None:
                                            prefix_padding_ms=args.prefix_padding_ms, min_speech_ms=args.min_speech_ms)
     else:
         detection = TurnDetection(vad=vad)
-    session = SessionConfig(turn_detection=detection, max_output_tokens=args.max_tokens,
+    session = SessionConfig(turn_detection=detection, max_output_tokens=args.max_tokens, pipeline=args.pipeline,
                             streaming_asr=not args.naive,
                             **({"instructions": args.instructions} if args.instructions else {}))
     limits = ConnectionLimits(max_message_bytes=args.max_message_bytes, idle_timeout_s=args.idle_timeout,
@@ -95,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds to wait for the --llm-url server (connecting, or its next bytes)")
     serve.add_argument("--llm-context", type=int, default=4096)
     serve.add_argument("--llm-parallel", type=int, default=2, help="llama.cpp contexts answering at once")
+    serve.add_argument("--pipeline", choices=["cascade", "native"], default="cascade",
+                       help="the default path of a turn: cascade (ASR -> LLM) or native (speech embeddings -> LLM)")
+    serve.add_argument("--native-projector", default=None,
+                       help="projector .npz that offers the native pipeline ('bundled': the one trained here); "
+                            "default: native off unless --pipeline native")
     serve.add_argument("--tts-voice", default=models.DEFAULT,
                        help="Piper voice: 'bundled' (en_US-joe-medium), an .onnx path or a voice name")
     serve.add_argument("--instructions", default=None, help="system prompt for every session")

@@ -68,6 +68,10 @@ class SessionConfig:
     """Whether the user's transcript is sent to the client (the cascade always transcribes)."""
     streaming_asr: bool = True
     """Partial and speculative transcription while the user speaks (off for the naive baseline)."""
+    pipeline: str = "cascade"
+    """`cascade` (ASR -> LLM on the transcript) or `native` (the speech's embeddings straight into the LLM)."""
+    pipelines: tuple[str, ...] = ("cascade",)
+    """The pipelines this server offers (`native` only with a native model loaded)."""
     max_output_tokens: int | None = 160
     temperature: float = 0.7
     speed: float = 1.0

@@ -208,6 +208,12 @@ class Connection:
             cancel.set()
         self._cancels[effect.response_id] = cancel
         request = ResponseRequest(effect.messages, effect.options, effect.audio)
+        llm = self.engine.llm
+        if effect.user_audio is not None:
+            from voice.native.model import NativeTurn
+
+            assert self.engine.native is not None  # sessions are offered native only when it is loaded
+            llm = NativeTurn(self.engine.native, effect.user_audio)
 
         def emit(event: ResponseEvent) -> None:  # called from worker threads
             if not self._loop.is_closed():
@@ -216,7 +222,7 @@ class Connection:
         async def job() -> None:
             try:
                 responder = run_response_naive if self.limits.naive else run_response
-                await self._loop.run_in_executor(self.engine.executor, responder, self.engine.llm,
+                await self._loop.run_in_executor(self.engine.executor, responder, llm,
                                                  self.engine.tts, request, cancel, emit)
             finally:
                 self._cancels.pop(effect.response_id, None)

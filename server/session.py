@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 _AUDIO_DELTA_BYTES = WIRE_RATE * 2 // 5  # 200 ms of PCM16 per output_audio.delta
 _IDLE_KEEP_MS = 2000  # audio kept before a speech start, for the prefix padding
 _TAIL_MS = 120  # audio after the last voiced frame given to the transcription of a turn
-_SPECULATE_AFTER_MS = 128  # silence after which the turn is transcribed speculatively (4 VAD frames)
+_SPECULATE_AFTER_MS = 96  # silence after which the turn is transcribed speculatively (3 VAD frames)
 _MIN_COMMIT_MS = 100
 
 
@@ -52,6 +52,8 @@ class StartResponse:
     messages: list[ChatMessage]
     options: GenerationOptions
     audio: bool
+    user_audio: np.ndarray | None = None
+    """Native pipeline: the user's speech (16 kHz), answered without a transcript."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,8 @@ class RealtimeSession:
         self._response: ActiveResponse | None = None
         self._held: HeldResponse | None = None
         self._response_wanted: dict[str, Any] | None = None  # response.create waiting for transcripts
+        self._last_user_audio: tuple[str, np.ndarray] | None = None  # native: the latest committed speech
+        self._answered_natively: set[str] = set()  # user items whose reply did not wait for the transcript
         self._out = Output()
 
     # ------------------------------------------------------------------ public API
@@ -306,6 +310,9 @@ class RealtimeSession:
         speech = self._stream_samples - self._speech_start
         if speech - self._partial_samples < ASR_RATE // 2:
             return
+        voiced_end = self._vad.last_voiced_end_ms if self._vad is not None else None
+        if voiced_end is not None and self._vad is not None and self._vad.position_ms > voiced_end:
+            return  # the user has paused: keep the ASR free for the speculative pass that is coming
         self._partial_in_flight = True
         self._partial_samples = speech
         audio = self._audio_between(self._speech_start, self._stream_samples)
@@ -318,7 +325,7 @@ class RealtimeSession:
         """Once the user has been silent briefly, transcribe the turn as if it had ended, so that
         the transcript is ready (or nearly) when the silence window does close the turn."""
         assert self._vad is not None and self._speech_item is not None
-        if not self.config.streaming_asr:
+        if not self.config.streaming_asr or self.config.pipeline == "native":
             return
         voiced_end = self._vad.last_voiced_end_ms
         if voiced_end is None or self._vad.position_ms - voiced_end < _SPECULATE_AFTER_MS:
@@ -342,6 +349,12 @@ class RealtimeSession:
         audio = self._turn_audio(event.audio_end_ms)
         self._drop_before((event.audio_end_ms + _TAIL_MS) * ASR_RATE // 1000)
         speculation = self._speculations.pop(item_id, None)
+        if self.config.pipeline == "native":
+            self._commit(item_id, audio)  # the ASR runs beside the reply: transcript and history
+            detection = self.config.turn_detection
+            if detection is not None and detection.create_response and self._response is None:
+                self._start_native_response({}, item_id, audio, now)
+            return
         if speculation is None or speculation[0] != event.audio_end_ms:
             self._commit(item_id, audio)
             return
@@ -412,6 +425,7 @@ class RealtimeSession:
         self._emit("conversation.item.added", previous_item_id=previous, item=item.to_wire())
         self._pending_transcripts[item_id] = self._turn
         self._speculations.pop(item_id, None)
+        self._last_user_audio = (item_id, audio) if self.config.pipeline == "native" else None
         if transcribe:
             self._out.effects.append(Transcribe(item_id, audio, final=True))
 
@@ -461,10 +475,14 @@ class RealtimeSession:
         if turn is not None:
             turn.transcript = now
         detection = self.config.turn_detection
+        answered = result.item_id in self._answered_natively  # its reply is already under way or done
+        self._answered_natively.discard(result.item_id)
         if self._pending_transcripts:
             return
         held, self._held = self._held, None
-        if self._response_wanted is not None:
+        if answered:
+            pass
+        elif self._response_wanted is not None:
             request, self._response_wanted = self._response_wanted, None
             self._start_response(request, turn or TurnClock(), now)
         elif detection is not None and detection.create_response and item.text and turn is not None \
@@ -571,16 +589,27 @@ class RealtimeSession:
             raise ProtocolError("response.metadata must map strings to strings", param="response.metadata",
                                 event_id=event.event_id)
         self._drop_held()
+        last = self.conversation.items[-1] if self.conversation.items else None
+        if self.config.pipeline == "native" and last is not None and self._last_user_audio is not None \
+                and self._last_user_audio[0] == last.id:
+            self._start_native_response(request, last.id, self._last_user_audio[1], now)
+            return
         if self._pending_transcripts:
             self._response_wanted = request
             return
-        last = self.conversation.items[-1] if self.conversation.items else None
         turn = self._turn if last is not None and last.role == "user" and last.content_type == "input_audio" \
             else TurnClock()
         self._start_response(request, turn, now)
 
+    def _start_native_response(self, request: dict[str, Any], item_id: str, audio: np.ndarray, now: float) -> None:
+        """Answer the user's speech itself, without waiting for its transcript."""
+        self._answered_natively.add(item_id)
+        self._last_user_audio = None
+        request = {**request, "metadata": {**(request.get("metadata") or {}), "pipeline": "native"}}
+        self._start_response(request, self._turn, now, user_audio=audio)
+
     def _start_response(self, request: dict[str, Any], turn: TurnClock, now: float,
-                        adopt: HeldResponse | None = None) -> None:
+                        adopt: HeldResponse | None = None, user_audio: np.ndarray | None = None) -> None:
         config = self.config
         modalities = tuple(request.get("output_modalities") or config.output_modalities)
         audio = "audio" in modalities
@@ -607,7 +636,7 @@ class RealtimeSession:
                 self._on_response_event(self._response, event, now)
             return
         options = GenerationOptions(max_tokens=max_tokens or 1024, temperature=config.temperature)
-        self._out.effects.append(StartResponse(response_id, messages, options, audio))
+        self._out.effects.append(StartResponse(response_id, messages, options, audio, user_audio))
 
     def _on_response_cancel(self, event: ClientEvent, now: float) -> None:
         wanted = event.data.get("response_id")

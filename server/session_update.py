@@ -109,6 +109,10 @@ def apply_session_update(config: SessionConfig, session: Any, event_id: str | No
                                                         event_id)
     if "temperature" in session:
         changes["temperature"] = _number(session["temperature"], "session.temperature", event_id, 0.0, 2.0)
+    if "pipeline" in session:  # an extension of the Realtime API: the path a turn takes
+        if session["pipeline"] not in config.pipelines:
+            raise _fail(f"'pipeline' must be one of: {', '.join(config.pipelines)}", "session.pipeline", event_id)
+        changes["pipeline"] = session["pipeline"]
     audio = _object(session.get("audio") or {}, "session.audio", event_id)
     audio_in = _object(audio.get("input") or {}, "session.audio.input", event_id)
     audio_out = _object(audio.get("output") or {}, "session.audio.output", event_id)
@@ -154,6 +158,8 @@ def session_to_wire(config: SessionConfig, session_id: str, model: str) -> dict[
                        "speed": config.speed},
         },
         "max_output_tokens": config.max_output_tokens if config.max_output_tokens is not None else "inf",
+        "pipeline": config.pipeline,
+        "pipelines": list(config.pipelines),
         "tools": [],
         "tool_choice": "auto",
     }

@@ -16,9 +16,22 @@ def artifacts() -> Path:
 
 
 @pytest.fixture(scope="session")
-def voice_server(artifacts: Path):
-    """One `voice serve` on the bundled models for the whole test session; yields its port."""
-    process, port = start_voice_server(log_path=artifacts / "voice-server.log")
+def native_projector(artifacts: Path) -> Path:
+    """The bundled trained projector, or (before one is trained) an untrained one of the same shape."""
+    from voice.models import BUNDLED_PROJECTOR
+    from voice.native.projector import NumpyProjector, ProjectorConfig
+
+    if BUNDLED_PROJECTOR.is_file():
+        return BUNDLED_PROJECTOR
+    return NumpyProjector.init(ProjectorConfig()).save(artifacts / "untrained-projector.npz")
+
+
+@pytest.fixture(scope="session")
+def voice_server(artifacts: Path, native_projector: Path):
+    """One `voice serve` on the bundled models (offering both pipelines, cascade by default) for
+    the whole test session; yields its port."""
+    process, port = start_voice_server("--native-projector", str(native_projector),
+                                       log_path=artifacts / "voice-server.log")
     yield port
     stop(process)
 

@@ -180,24 +180,21 @@ async def test_typed_message_and_instructions(browser_page):
     page, frames, errors = browser_page
     await page.locator("#open-settings").click()
     assert await page.locator("#settings").is_visible()
-    # One pipeline on offer (cascade): the control stays hidden until the server offers more.
-    assert await page.locator("#pipeline-field").is_hidden()
-    await page.keyboard.press("Escape")
-    # The server cannot offer a second pipeline yet: hand the page the session object it will send
-    # then, to check that the control appears and asks for the chosen one.
-    await page.evaluate("""() => window.voice.onServerEvent({type: "session.updated", session: {
-        ...window.voice.session, pipelines: ["cascade", "native"], pipeline: "cascade"}})""")
-    await page.locator("#open-settings").click()
+    # The server offers both pipelines: the control shows them and switches the session for real.
     assert await page.locator("#pipeline-field").is_visible()
     assert await page.locator("#pipeline option").all_inner_texts() == ["Cascade", "Native"]
+    assert await page.locator("#pipeline").input_value() == "cascade"
     await page.locator("#pipeline").select_option("native")
     await page.locator("#apply-settings").click()
     sent = await until(lambda: [e for e in frames.of("session.update", sent=True) if "pipeline" in e["session"]])
     assert sent[0]["session"] == {"type": "realtime", "pipeline": "native"}
-    await page.wait_for_function("!('pipelines' in window.voice.session)")  # the real server's answer
+    await page.wait_for_function("window.voice.session.pipeline === 'native'")  # the server's answer
+    await page.locator("#open-settings").click()
+    await page.locator("#pipeline").select_option("cascade")
+    await page.locator("#apply-settings").click()
+    await page.wait_for_function("window.voice.session.pipeline === 'cascade'")
     await page.evaluate("localStorage.clear()")
     await page.locator("#open-settings").click()
-    assert await page.locator("#pipeline-field").is_hidden()
     instructions = "You are a cheerful assistant. Always answer in one short sentence."
     await page.locator("#instructions").fill(instructions)
     await page.locator("#apply-settings").click()

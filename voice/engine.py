@@ -7,6 +7,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,6 +15,9 @@ from voice import models
 from voice.asr.base import Transcriber
 from voice.llm.base import ChatModel
 from voice.tts.base import Synthesizer
+
+if TYPE_CHECKING:
+    from voice.native.model import NativeAudioChat
 from voice.vad import SileroModel
 
 log = logging.getLogger(__name__)
@@ -38,6 +42,8 @@ class EngineConfig:
     llm_context: int = 4096
     llm_parallel: int = 2
     """llama.cpp contexts serving replies at the same time (in-process LLM only)."""
+    native_projector: str | None = None
+    """Trained projector (.npz) for the native pipeline: a path, `bundled`, or None (cascade only)."""
     tts_voice: str = models.DEFAULT
     """Piper voice: `bundled`, an .onnx path, or a voice name."""
     threads: int = 2
@@ -65,6 +71,19 @@ def build_llm(config: EngineConfig) -> ChatModel:
                         parallel=config.llm_parallel)
 
 
+def build_native(config: EngineConfig, asr: Transcriber) -> NativeAudioChat | None:
+    """The native pipeline's model, sharing the ASR's Whisper encoder when it has one."""
+    if config.native_projector is None:
+        return None
+    from voice.native.model import NativeAudioChat
+
+    projector = models.native_projector(config.native_projector)
+    llm = None if config.llm_url else config.llm_model
+    return NativeAudioChat(projector, llm_model=None if llm == models.DEFAULT else llm,
+                           encoder=getattr(asr, "whisper_model", None), n_threads=config.threads,
+                           parallel=config.llm_parallel)
+
+
 def build_tts(config: EngineConfig) -> Synthesizer:
     from voice.tts.piper import PiperSynthesizer
 
@@ -76,14 +95,20 @@ class Engine:
     """The shared model stages and the worker threads that run them."""
 
     def __init__(self, asr: Transcriber, llm: ChatModel, tts: Synthesizer, vad: SileroModel,
-                 workers: int = 16) -> None:
+                 workers: int = 16, native: NativeAudioChat | None = None) -> None:
         self.asr = asr
+        self.native = native
         self.llm = llm
         self.tts = tts
         self.vad = vad
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="model")
         self._asr_jobs = 0
         self._asr_lock = threading.Lock()
+
+    @property
+    def pipelines(self) -> tuple[str, ...]:
+        """The pipelines sessions may choose."""
+        return ("cascade", "native") if self.native is not None else ("cascade",)
 
     @property
     def asr_busy(self) -> bool:
@@ -103,10 +128,13 @@ class Engine:
     @classmethod
     def load(cls, config: EngineConfig) -> Engine:
         started = time.perf_counter()
-        engine = cls(build_asr(config), build_llm(config), build_tts(config), SileroModel())
+        asr = build_asr(config)
+        engine = cls(asr, build_llm(config), build_tts(config), SileroModel(), native=build_native(config, asr))
         log.info("models loaded in %.1f s (asr=%s, llm=%s, tts=%s)", time.perf_counter() - started,
                  config.asr_model, engine.llm.name, engine.tts.name)
         return engine
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.native is not None:
+            self.native.close()

@@ -63,3 +63,16 @@ def piper_voice(spec: str | None, download_dir: str | Path | None = None) -> tup
         except Exception as exc:  # network errors, unknown names
             raise ModelNotFoundError(f"cannot fetch Piper voice {spec!r}: {exc}") from exc
     return model, Path(f"{model}.json")
+
+
+BUNDLED_PROJECTOR = Path(__file__).resolve().parent / "native" / "weights" / "projector.npz"
+"""The projector trained in this repository for the bundled Whisper encoder and SmolLM2."""
+
+
+def native_projector(spec: str | None) -> Path:
+    """A native-pipeline projector (.npz with its .json): `bundled` or a path."""
+    path = BUNDLED_PROJECTOR if spec in (None, "", DEFAULT) else Path(spec).expanduser()
+    if not path.is_file():
+        hint = " (train one: python -m voice.native.train)" if path == BUNDLED_PROJECTOR else ""
+        raise ModelNotFoundError(f"native projector not found: {path}{hint}")
+    return path

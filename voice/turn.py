@@ -27,6 +27,7 @@ Emit = Callable[[ResponseEvent], None]
 _DONE = object()
 _CANCEL_POLL_S = 0.02
 _PRODUCER_JOIN_S = 1.0
+_FIRST_AUDIO_HOLD_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,14 @@ def run_response(llm: ChatModel, tts: Synthesizer, request: ResponseRequest, can
     """Run one response to its end, emitting events; returns promptly once `cancel` is set, even
     while the LLM has not answered yet (its thread then ends on its own at its next token or timeout)."""
     chunks: queue.Queue[object] = queue.Queue()
+    first_spoken = threading.Event()
+
+    def hold_until_first_audio() -> None:
+        # On a small CPU, generating on while the first chunk is synthesised slows both: the
+        # first audio matters most, so the LLM waits for it (briefly; the rest is not late).
+        deadline = time.monotonic() + _FIRST_AUDIO_HOLD_S
+        while not first_spoken.wait(0.01) and not cancel.is_set() and time.monotonic() < deadline:
+            pass
 
     def generate() -> None:
         chunker = SpeechChunker()
@@ -57,6 +66,8 @@ def run_response(llm: ChatModel, tts: Synthesizer, request: ResponseRequest, can
                     continue
                 for chunk in chunker.feed(delta):
                     chunks.put(chunk)
+                    if not first_spoken.is_set():
+                        hold_until_first_audio()
             if request.audio and not cancel.is_set():
                 for chunk in chunker.flush():
                     chunks.put(chunk)
@@ -90,11 +101,13 @@ def run_response(llm: ChatModel, tts: Synthesizer, request: ResponseRequest, can
                     first_audio = False
                 emit(SpeechSegment(text=text, audio=audio))
                 text = ""
+            first_spoken.set()
         except Exception as exc:  # noqa: BLE001
             error = f"tts: {exc}"
             log.warning("response failed: %s", error)
             cancel.set()  # stop the LLM too
             break
+    first_spoken.set()
     # llama.cpp stops between tokens, so this is short; a remote LLM that hangs is left to its timeout.
     producer.join(timeout=_PRODUCER_JOIN_S)
     emit(ResponseFinished(cancelled=cancel.is_set() and error is None, error=error))

@@ -69,6 +69,11 @@ class WhisperTranscriber:
                                     language=language or ("en" if not multilingual else None))
         self.fallbacks = 0  # how often the fast path had to be redone the standard way
 
+    @property
+    def whisper_model(self):  # noqa: ANN201 - faster_whisper.WhisperModel, imported lazily
+        """The loaded faster-whisper model (the native path shares its encoder)."""
+        return self._model
+
     def transcribe(self, audio: np.ndarray) -> str:
         audio = np.asarray(audio, dtype=np.float32)
         seconds = audio.size / ASR_RATE

@@ -1,0 +1,165 @@
+"""The native audio-token path: Whisper encoder -> projector -> llama.cpp fed with embeddings, and training."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+import soundfile
+
+from tests.helpers import DATA
+from voice import models
+from voice.llm.base import ChatMessage, GenerationOptions
+from voice.native.encoder import WhisperEncoder
+from voice.native.llama_embeddings import EmbeddingContext, token_embedding_matrix
+from voice.native.model import NativeAudioChat, prompt_texts
+from voice.native.projector import NumpyProjector, ProjectorConfig, stack_frames
+
+CLIP = "04_v2j_would_you_please_turn_on_living_room_lamp.wav"  # 3.5 s
+
+
+@pytest.fixture(scope="module")
+def audio() -> np.ndarray:
+    samples, rate = soundfile.read(DATA / CLIP, dtype="float32")
+    assert rate == 16_000
+    return samples
+
+
+@pytest.fixture(scope="module")
+def encoder() -> WhisperEncoder:
+    from faster_whisper import WhisperModel
+
+    # The way the server would share it: the WhisperModel its ASR already loaded.
+    return WhisperEncoder(WhisperModel(models.whisper_model(None), device="cpu", compute_type="int8", cpu_threads=2),
+                          name="faster-whisper:bundled")
+
+
+@pytest.fixture(scope="module")
+def context():
+    context = EmbeddingContext(models.gguf_model(None), n_ctx=512, n_batch=8)  # small batches: prompts take several
+    yield context
+    context.close()
+
+
+def test_embeddings_reproduce_the_token_path(context):
+    pytest.importorskip("gguf")
+    matrix = token_embedding_matrix(models.gguf_model(None))
+    assert matrix.shape == (context.n_vocab, context.n_embd)
+    before, after = prompt_texts([ChatMessage("system", "Answer in one short sentence.")])
+    tokens = context.tokenize(before + "What is the capital of France?" + after)
+    assert len(tokens) > 3 * context.n_batch
+
+    def run(pieces) -> tuple[np.ndarray, list[int]]:
+        context.reset()
+        context.feed(pieces)
+        return context.logits(), list(context.generate(12))
+
+    by_tokens = run([tokens])
+    by_embeddings = run([matrix[tokens]])
+    mixed = run([tokens[:5], matrix[tokens[5:20]], tokens[20:]])  # text, "audio", text: the native prompt's shape
+    assert len(by_tokens[1]) >= 6
+    for logits, generated in (by_embeddings, mixed):
+        assert generated == by_tokens[1]
+        np.testing.assert_allclose(logits, by_tokens[0], atol=0.05)
+        assert logits.argmax() == by_tokens[0].argmax()
+
+    # A new prompt keeps the KV cache of the leading tokens it shares with the previous one.
+    context.reset()
+    assert context.start([tokens[:20], matrix[tokens[20:]]]) == 0
+    assert list(context.generate(12)) == by_tokens[1]
+    assert context.start([tokens[:20], matrix[tokens[20:]]]) == 20
+    assert list(context.generate(12)) == by_tokens[1]
+    assert context.start([tokens]) == 20
+    np.testing.assert_allclose(context.logits(), by_tokens[0], atol=0.05)
+    assert list(context.generate(12)) == by_tokens[1]
+
+
+def test_encoder_gives_50_frames_a_second_without_padding(encoder, audio):
+    features = encoder.encode(audio)
+    seconds = audio.size / 16_000
+    assert features.dtype == np.float32
+    assert features.shape[1] == encoder.dim == 384
+    assert abs(features.shape[0] - 50 * seconds) <= 2  # not 1500 frames (a padded 30 s window)
+    assert encoder.encode(audio[:16_000]).shape == (50, 384)
+
+
+def test_projector_stacks_frames_and_saves(tmp_path):
+    features = np.arange(10 * 3, dtype=np.float32).reshape(10, 3)
+    stacked = stack_frames(features, 4)
+    assert stacked.shape == (3, 12)
+    np.testing.assert_array_equal(stacked[0], features[:4].reshape(-1))
+    np.testing.assert_array_equal(stacked[2], np.concatenate([features[8:].reshape(-1), np.zeros(6)]))
+
+    projector = NumpyProjector.init(ProjectorConfig(hidden_dim=32), seed=3)
+    path = projector.save(tmp_path / "p.npz")
+    assert json.loads(path.with_suffix(".json").read_text())["stack"] == 4
+    loaded = NumpyProjector.load(path)
+    encoded = np.random.default_rng(0).standard_normal((150, 384)).astype(np.float32)
+    assert loaded(encoded).shape == (38, 576)
+    np.testing.assert_array_equal(loaded(encoded), projector(encoded))
+
+
+@pytest.mark.parametrize("activation", ["gelu_tanh", "silu"])
+def test_numpy_projector_matches_torch(activation):
+    torch = pytest.importorskip("torch")
+    from voice.native.train import TorchProjector
+
+    projector = NumpyProjector.init(ProjectorConfig(hidden_dim=256, activation=activation), seed=1)
+    module = TorchProjector.from_numpy(projector)
+    features = np.random.default_rng(1).standard_normal((151, 384)).astype(np.float32)
+    with torch.no_grad():
+        expected = module(module.stack(torch.from_numpy(features))).numpy()
+    np.testing.assert_allclose(projector(features), expected, atol=1e-4, rtol=1e-4)
+    np.testing.assert_array_equal(module.to_numpy().weights["w1"], projector.weights["w1"])
+
+
+def test_stream_reply_stops_when_cancelled(encoder, audio):
+    chat = NativeAudioChat(NumpyProjector.init(ProjectorConfig(hidden_dim=64)), encoder=encoder)
+    options = GenerationOptions(max_tokens=40, temperature=0.0)
+    cancel = threading.Event()
+    cancel.set()
+    assert list(chat.stream_reply(audio, [], options, cancel)) == []
+    cancel = threading.Event()
+    deltas = []
+    for delta in chat.stream_reply(audio, [], options, cancel):
+        deltas.append(delta)
+        cancel.set()
+    assert len(deltas) == 1
+    chat.close()
+
+
+def test_training_end_to_end(tmp_path, encoder, audio):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from voice.native import data, train
+
+    data_dir, run = tmp_path / "data", tmp_path / "run"
+    data.main(["--count", "3", "--out", str(data_dir), "--reply-max-tokens", "12"])
+    data.main(["--count", "4", "--out", str(data_dir), "--reply-max-tokens", "12"])  # completes the set
+    examples = data.load_manifest(data_dir)
+    assert [example["id"] for example in examples] == ["000000", "000001", "000002", "000003"]
+    assert len((data_dir / "replies.jsonl").read_text().splitlines()) == 4  # each reply generated once
+    for example in examples:
+        features = data.load_features(data_dir, example)
+        assert features.shape[1] == 384 and abs(features.shape[0] - 50 * example["seconds"]) <= 2
+        assert example["reply"] and len(example["reply_ids"]) <= 12
+
+    common = ["--data-dir", str(data_dir), "--out", str(run), "--batch-size", "2", "--checkpoint-every", "1",
+              "--val-fraction", "0.25", "--warmup", "1", "--hidden-dim", "128"]
+    train.main([*common, "--steps", "2"])
+    assert (run / "checkpoint.pt").is_file() and (run / "projector.json").is_file()
+    train.main([*common, "--steps", "3"])  # resumes at step 2
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert [record["step"] for record in log] == [1, 2, 3]
+    assert all(np.isfinite(record["loss"]) for record in log) and "val_reply" in log[-1]
+
+    chat = NativeAudioChat(run / "projector.npz", encoder=encoder)
+    assert chat.projector.config.hidden_dim == 128
+    system = ChatMessage("system", "You are a friendly voice assistant.")
+    reply = "".join(chat.stream_reply(audio, [system], GenerationOptions(max_tokens=8, temperature=0.0),
+                                      threading.Event()))
+    assert reply.strip()  # any text: a projector trained for three steps understands nothing
+    assert isinstance(chat.transcribe(audio, max_tokens=8), str)
+    chat.close()

@@ -1,0 +1,224 @@
+"""llama.cpp fed with input embeddings as well as token ids (llama-cpp-python's low-level API).
+
+A llama.cpp batch carries either token ids or embeddings (`llama_batch_init(n, n_embd, 1)` fills
+`batch.embd`), so a prompt with audio in the middle is decoded as three batches into the same KV
+cache: the chat-template text before the audio (tokens), the projected audio (embeddings), the
+text after it (tokens). Sampling then runs token by token with llama.cpp's sampler chain.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from voice.llm.base import LLMError
+
+Piece = Sequence[int] | np.ndarray
+"""Part of a prompt: token ids, or embeddings (n, n_embd) float32."""
+
+
+def token_embedding_matrix(gguf_path: str | Path) -> np.ndarray:
+    """The LLM's input token embeddings (n_vocab, n_embd), float32, dequantized from the GGUF file
+    (needs the `gguf` package: the `train` extra)."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(gguf_path))
+    for tensor in reader.tensors:
+        if tensor.name == "token_embd.weight":
+            matrix = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+            return np.ascontiguousarray(matrix.reshape(-1, int(tensor.shape[0])), dtype=np.float32)
+    raise LLMError(f"{gguf_path} has no token_embd.weight tensor")
+
+
+class EmbeddingContext:
+    """One llama.cpp context (model weights memory-mapped, so several contexts share them).
+    Not thread-safe: one prompt at a time (voice/native/model.py keeps a pool)."""
+
+    def __init__(self, model_path: str | Path, *, n_ctx: int = 2048, n_threads: int = 2, n_batch: int = 512) -> None:
+        import llama_cpp
+        from llama_cpp import Llama
+
+        self._lib = llama_cpp
+        self.llama = Llama(model_path=str(model_path), n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch,
+                           n_threads=n_threads, verbose=False)
+        self.n_ctx = self.llama.n_ctx()
+        self.n_embd = self.llama.n_embd()
+        self.n_vocab = self.llama.n_vocab()
+        self.n_batch = n_batch
+        self.n_past = 0
+        self._cached: list[int] = []  # the leading token ids of the last `start`, still in the KV cache
+        self._vocab = llama_cpp.llama_model_get_vocab(self.llama.model)
+        self._memory = llama_cpp.llama_get_memory(self.llama.ctx)
+        self._tokens = _Batch(llama_cpp, n_batch, 0)
+        self._embeds = _Batch(llama_cpp, n_batch, self.n_embd)
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids for `text`, parsing special tokens such as <|im_start|>; no BOS added."""
+        return self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def piece(self, token: int) -> bytes:
+        """The bytes one generated token stands for (control tokens: empty)."""
+        buffer = ctypes.create_string_buffer(64)
+        n = self._lib.llama_token_to_piece(self._vocab, token, buffer, 64, 0, False)
+        if n < 0:
+            buffer = ctypes.create_string_buffer(-n)
+            n = self._lib.llama_token_to_piece(self._vocab, token, buffer, -n, 0, False)
+        return buffer.raw[:n]
+
+    def is_end(self, token: int) -> bool:
+        return bool(self._lib.llama_vocab_is_eog(self._vocab, token))
+
+    def reset(self) -> None:
+        """Forget the previous prompt (clears the KV cache)."""
+        self._lib.llama_memory_clear(self._memory, True)
+        self.n_past = 0
+        self._cached = []
+
+    def start(self, pieces: Sequence[Piece]) -> int:
+        """Decode a new prompt (see `feed`), keeping what the KV cache already holds of its leading
+        token ids (the system prompt and history of the previous prompt); returns how many positions
+        were reused."""
+        pieces = [piece for piece in pieces if len(piece)]
+        first = list(pieces[0]) if pieces and not _is_embeddings(pieces[0]) else []
+        reuse = 0
+        for cached, token in zip(self._cached, first, strict=False):
+            if cached != token:
+                break
+            reuse += 1
+        if reuse == len(first) and len(pieces) == 1:
+            reuse -= 1  # decode at least one position: its logits start the reply
+        if reuse <= 0:
+            self.reset()
+        else:
+            self._lib.llama_memory_seq_rm(self._memory, 0, reuse, -1)
+            self.n_past = reuse
+            self._cached = first[:reuse]  # what stays true should the decode below fail
+            pieces = [first[reuse:], *pieces[1:]]
+        self.feed(pieces)
+        self._cached = first
+        return max(0, reuse)
+
+    def feed(self, pieces: Sequence[Piece]) -> None:
+        """Decode token and embedding pieces after what the context holds, in order; the logits of
+        the last position are then available (`logits`, `generate`)."""
+        pieces = [piece for piece in pieces if len(piece)]
+        if not pieces:
+            raise ValueError("empty prompt")
+        for index, piece in enumerate(pieces):
+            last = index == len(pieces) - 1
+            if _is_embeddings(piece):
+                self.feed_embeddings(piece, logits=last)
+            else:
+                self.feed_tokens(piece, logits=last)
+
+    def feed_tokens(self, tokens: Sequence[int], *, logits: bool = True) -> None:
+        tokens = np.asarray(tokens, dtype=np.int32).reshape(-1)
+        self._check_room(tokens.size)
+        for start in range(0, tokens.size, self.n_batch):
+            chunk = tokens[start:start + self.n_batch]
+            self._tokens.fill(self.n_past, chunk.size, logits and start + chunk.size == tokens.size)
+            self._tokens.token[: chunk.size] = chunk
+            self._decode(self._tokens, chunk.size)
+
+    def feed_embeddings(self, embeddings: np.ndarray, *, logits: bool = True) -> None:
+        embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.n_embd:
+            raise ValueError(f"embeddings must be (n, {self.n_embd}), got {embeddings.shape}")
+        self._check_room(embeddings.shape[0])
+        for start in range(0, embeddings.shape[0], self.n_batch):
+            chunk = embeddings[start:start + self.n_batch]
+            self._embeds.fill(self.n_past, chunk.shape[0], logits and start + chunk.shape[0] == embeddings.shape[0])
+            ctypes.memmove(self._embeds.batch.embd, chunk.ctypes.data, chunk.nbytes)
+            self._decode(self._embeds, chunk.shape[0])
+
+    def logits(self) -> np.ndarray:
+        """A copy of the logits at the last decoded position (n_vocab,)."""
+        pointer = self._lib.llama_get_logits_ith(self.llama.ctx, -1)
+        return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)).copy()
+
+    def generate(self, max_tokens: int, temperature: float = 0.0, *, seed: int | None = None,
+                 cancel: threading.Event | None = None) -> Iterator[int]:
+        """Sample tokens after `feed`, one by one (greedy at temperature 0), until an end-of-generation
+        token, `max_tokens`, the context's end, or `cancel`; the end token is not yielded."""
+        sampler = _sampler(self._lib, temperature, seed)
+        try:
+            for count in range(1, max_tokens + 1):
+                if cancel is not None and cancel.is_set():
+                    return
+                token = int(self._lib.llama_sampler_sample(sampler, self.llama.ctx, -1))
+                if self.is_end(token):
+                    return
+                yield token
+                if count == max_tokens or self.n_past >= self.n_ctx or (cancel is not None and cancel.is_set()):
+                    return
+                self.feed_tokens([token])
+        finally:
+            self._lib.llama_sampler_free(sampler)
+
+    def close(self) -> None:
+        self._tokens.free()
+        self._embeds.free()
+        self.llama.close()
+
+    def _check_room(self, n: int) -> None:
+        if self.n_past + n > self.n_ctx:
+            raise LLMError(f"prompt of {self.n_past + n} positions does not fit the context ({self.n_ctx})")
+
+    def _decode(self, batch: _Batch, n: int) -> None:
+        batch.batch.n_tokens = n
+        code = self._lib.llama_decode(self.llama.ctx, batch.batch)
+        if code != 0:
+            raise LLMError(f"llama_decode returned {code}")
+        self.n_past += n
+
+
+def _is_embeddings(piece: Piece) -> bool:
+    return isinstance(piece, np.ndarray) and piece.ndim == 2
+
+
+class _Batch:
+    """A llama_batch allocated once (token ids, or embeddings when n_embd > 0), one sequence."""
+
+    def __init__(self, lib, size: int, n_embd: int) -> None:
+        self._lib = lib
+        self.batch = lib.llama_batch_init(size, n_embd, 1)
+        self.size = size
+        self.token = None if n_embd else np.ctypeslib.as_array(self.batch.token, shape=(size,))
+        self.pos = np.ctypeslib.as_array(self.batch.pos, shape=(size,))
+        self.logits = np.ctypeslib.as_array(self.batch.logits, shape=(size,))
+        np.ctypeslib.as_array(self.batch.n_seq_id, shape=(size,))[:] = 1
+        for i in range(size):
+            self.batch.seq_id[i][0] = 0
+
+    def fill(self, start: int, n: int, logits_last: bool) -> None:
+        self.pos[:n] = np.arange(start, start + n, dtype=np.int32)
+        self.logits[:n] = 0
+        self.logits[n - 1] = 1 if logits_last else 0
+
+    def free(self) -> None:
+        if self.batch is not None:
+            self._lib.llama_batch_free(self.batch)
+            self.batch = None
+
+    def __del__(self) -> None:
+        self.free()
+
+
+def _sampler(lib, temperature: float, seed: int | None):
+    """A llama.cpp sampler chain: greedy, or top-k 40 / top-p 0.95 / min-p 0.05 / temperature
+    (the defaults of llama-cpp-python's chat completions)."""
+    chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+    if temperature <= 0:
+        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
+        return chain
+    lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_k(40))
+    lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_p(0.95, 1))
+    lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_min_p(0.05, 1))
+    lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(temperature))
+    seed = lib.LLAMA_DEFAULT_SEED if seed is None else seed
+    lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(seed))
+    return chain

@@ -1,0 +1,145 @@
+"""The native audio-token path: Whisper encoder -> trained projector -> LLM fed with embeddings.
+
+The user's speech never becomes text: its encoder states, projected to the LLM's embedding size,
+stand in the chat prompt where the user's message would be (the LLaVA / Ultravox recipe), and the
+LLM answers it directly. The prompt follows the ChatML template of SmolLM2 (and Qwen):
+
+    <|im_start|>system\\n{system}<|im_end|>\\n ... history ...
+    <|im_start|>user\\n[{instruction}\\n]{AUDIO}<|im_end|>\\n<|im_start|>assistant\\n
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from voice import models
+from voice.llm.base import ChatMessage, GenerationOptions
+from voice.native.encoder import WhisperEncoder
+from voice.native.llama_embeddings import EmbeddingContext
+from voice.native.projector import NumpyProjector
+
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+"""What SmolLM2's chat template puts in when the conversation has no system message."""
+REPEAT_INSTRUCTION = "Repeat exactly what I said."
+"""The instruction of the transcription task (the same text in training and at inference)."""
+
+
+def prompt_texts(messages: list[ChatMessage], instruction: str | None = None) -> tuple[str, str]:
+    """The chat-template text before and after the user's audio: `messages` are the conversation
+    so far, the audio is the user's next turn (after `instruction` when one is given)."""
+    parts: list[str] = []
+    if not messages or messages[0].role != "system":
+        parts.append(f"<|im_start|>system\n{DEFAULT_SYSTEM}<|im_end|>\n")
+    for message in messages:
+        parts.append(f"<|im_start|>{message.role}\n{message.content}<|im_end|>\n")
+    parts.append("<|im_start|>user\n" + (f"{instruction}\n" if instruction else ""))
+    return "".join(parts), "<|im_end|>\n<|im_start|>assistant\n"
+
+
+class NativeAudioChat:
+    """Speech in, reply text out, with no transcript in between. Loaded once and shared: the
+    encoder and projector are thread-safe, and `parallel` llama.cpp contexts serve that many
+    replies at the same time (others wait for a free one)."""
+
+    def __init__(self, projector: NumpyProjector | str | Path, *, llm_model: str | Path | None = None,
+                 encoder: WhisperEncoder | WhisperModel | str | None = None, n_ctx: int = 2048,
+                 n_threads: int = 2, parallel: int = 1) -> None:
+        self.projector = projector if isinstance(projector, NumpyProjector) else NumpyProjector.load(projector)
+        self.encoder = encoder if isinstance(encoder, WhisperEncoder) else WhisperEncoder(encoder,
+                                                                                         cpu_threads=n_threads)
+        model_path = models.gguf_model(str(llm_model) if llm_model else None)
+        self.name = f"native:{model_path.name}"
+        config = self.projector.config
+        if self.encoder.dim != config.encoder_dim:
+            raise ValueError(f"projector expects {config.encoder_dim}-dim encoder states, the encoder "
+                             f"{self.encoder.name} gives {self.encoder.dim}")
+        if config.llm != model_path.name:
+            log.warning("projector was trained for %s, running with %s", config.llm, model_path.name)
+        self._free: queue.Queue[EmbeddingContext] = queue.Queue()
+        for _ in range(max(1, parallel)):
+            context = EmbeddingContext(model_path, n_ctx=n_ctx, n_threads=n_threads)
+            if context.n_embd != config.llm_dim:
+                raise ValueError(f"projector gives {config.llm_dim}-dim embeddings, {model_path.name} "
+                                 f"takes {context.n_embd}")
+            self._free.put(context)
+
+    def audio_embeddings(self, audio_16k: np.ndarray) -> np.ndarray:
+        """The LLM input embeddings (positions, n_embd) standing for the audio."""
+        return self.projector(self.encoder.encode(audio_16k))
+
+    def stream_reply(self, audio_16k: np.ndarray, messages: list[ChatMessage], options: GenerationOptions,
+                     cancel: threading.Event) -> Iterator[str]:
+        """Stream the assistant's reply (text deltas) to the user's speech, after the conversation
+        `messages` (system prompt first); stops between tokens once `cancel` is set."""
+        yield from self._stream(audio_16k, messages, None, options, cancel)
+
+    def transcribe(self, audio_16k: np.ndarray, cancel: threading.Event | None = None, max_tokens: int = 96) -> str:
+        """What the native model hears: it is asked to repeat what the user said."""
+        options = GenerationOptions(max_tokens=max_tokens, temperature=0.0)
+        return "".join(self._stream(audio_16k, [], REPEAT_INSTRUCTION, options, cancel or threading.Event())).strip()
+
+    def close(self) -> None:
+        while not self._free.empty():
+            self._free.get_nowait().close()
+
+    def _stream(self, audio_16k: np.ndarray, messages: list[ChatMessage], instruction: str | None,
+                options: GenerationOptions, cancel: threading.Event) -> Iterator[str]:
+        if cancel.is_set():
+            return
+        embeddings = self.audio_embeddings(audio_16k)
+        before, after = prompt_texts(messages, instruction)
+        context = self._acquire(cancel)
+        if context is None:
+            return
+        tokens = None
+        try:
+            context.start([context.tokenize(before), embeddings, context.tokenize(after)])
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            tokens = context.generate(options.max_tokens, options.temperature, cancel=cancel)
+            for token in tokens:
+                text = decoder.decode(context.piece(token))
+                if text:
+                    yield text
+            tail = decoder.decode(b"", final=True)
+            if tail and not cancel.is_set():
+                yield tail
+        finally:
+            if tokens is not None:
+                tokens.close()  # frees the sampler before the context serves someone else
+            self._free.put(context)
+
+    def _acquire(self, cancel: threading.Event) -> EmbeddingContext | None:
+        """A free context, first come first served; None when cancelled while waiting."""
+        while not cancel.is_set():
+            try:
+                return self._free.get(timeout=0.05)
+            except queue.Empty:
+                continue
+        return None
+
+
+class NativeTurn:
+    """One native turn behind the ChatModel interface: the user's speech is the next message, so
+    the cascade's response runner (clauses -> TTS, cancellation, timings) serves both paths."""
+
+    def __init__(self, native: NativeAudioChat, audio_16k: np.ndarray) -> None:
+        self.native = native
+        self.audio = audio_16k
+        self.name = native.name
+
+    def stream_chat(self, messages: list[ChatMessage], options: GenerationOptions,
+                    cancel: threading.Event) -> Iterator[str]:
+        return self.native.stream_reply(self.audio, messages, options, cancel)

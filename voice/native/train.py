@@ -1,0 +1,306 @@
+"""Train the projector: the LLM and the encoder stay frozen, only the projector learns.
+
+Each example is the chat prompt with the projected audio where the user's text would be, then the
+target: the LLM's own reply to the text (distillation) or, for the "repeat what I said" task, the
+utterance itself. Loss: next-token cross-entropy on the target tokens only. The LLM is the same
+GGUF llama.cpp runs, loaded into torch by transformers (dequantized); tokens come from llama.cpp's
+tokenizer, so training and inference see the same ids. Needs the `train` extra (torch,
+transformers, gguf, accelerate).
+
+    python -m voice.native.train --data-dir data/native --out runs/native --steps 2000 --batch-size 8
+
+Writes to --out: checkpoint.pt (resumable: run the same command again to go on), projector.npz
+and projector.json (what NativeAudioChat loads), train_log.jsonl (loss, learning rate, timing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from voice import models
+from voice.llm.base import ChatMessage
+from voice.native.data import load_manifest
+from voice.native.model import REPEAT_INSTRUCTION, prompt_texts
+from voice.native.projector import NumpyProjector, ProjectorConfig
+
+CHECKPOINT = "checkpoint.pt"
+EXPORT = "projector.npz"
+LOG = "train_log.jsonl"
+
+
+class TorchProjector(nn.Module):
+    """The projector in torch, for training; `to_numpy` gives the inference one (same weights)."""
+
+    def __init__(self, config: ProjectorConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.fc1 = nn.Linear(config.in_dim, config.hidden_dim)
+        self.act = nn.GELU(approximate="tanh") if config.activation == "gelu_tanh" else nn.SiLU()
+        self.fc2 = nn.Linear(config.hidden_dim, config.llm_dim)
+
+    def stack(self, features: torch.Tensor) -> torch.Tensor:
+        """(frames, dim) -> (ceil(frames / stack), stack * dim), zero-padded like projector.stack_frames."""
+        frames, dim = features.shape
+        k = self.config.stack
+        positions = max(1, -(-frames // k))
+        padded = torch.zeros(positions * k, dim, dtype=features.dtype)
+        padded[:frames] = features
+        return padded.reshape(positions, k * dim)
+
+    def forward(self, stacked: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(stacked)))
+
+    def to_numpy(self) -> NumpyProjector:
+        weights = {"w1": self.fc1.weight.T, "b1": self.fc1.bias, "w2": self.fc2.weight.T, "b2": self.fc2.bias}
+        return NumpyProjector(self.config, {k: v.detach().cpu().numpy().astype(np.float32) for k, v in weights.items()})
+
+    @classmethod
+    def from_numpy(cls, projector: NumpyProjector) -> TorchProjector:
+        module = cls(projector.config)
+        w = projector.weights
+        with torch.no_grad():
+            module.fc1.weight.copy_(torch.from_numpy(w["w1"].T.copy()))
+            module.fc1.bias.copy_(torch.from_numpy(w["b1"]))
+            module.fc2.weight.copy_(torch.from_numpy(w["w2"].T.copy()))
+            module.fc2.bias.copy_(torch.from_numpy(w["b2"]))
+        return module
+
+
+@functools.cache
+def load_llm(model_path: Path):
+    """The GGUF as a frozen transformers causal LM (float32), loaded once per process."""
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    llm = AutoModelForCausalLM.from_pretrained(str(model_path.parent), gguf_file=model_path.name,
+                                               dtype=torch.float32)
+    llm.eval()
+    llm.requires_grad_(False)
+    return llm
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One training sequence: prompt ids before the audio, the audio's features, ids after it, target ids."""
+
+    before: list[int]
+    features: np.ndarray
+    after: list[int]
+    target: list[int]
+
+
+class Samples:
+    """Turns manifest examples into token sequences for either task (tokenized with llama.cpp)."""
+
+    def __init__(self, data_dir: Path, examples: list[dict], model_path: Path, max_target: int) -> None:
+        from llama_cpp import Llama
+
+        self._vocab = Llama(model_path=str(model_path), vocab_only=True, verbose=False)
+        end = self.tokenize("<|im_end|>")
+        if len(end) != 1:
+            raise ValueError("the LLM's chat template is not ChatML (<|im_end|> is not one token)")
+        self.end = end[0]
+        self.examples = examples
+        self.features = [np.load(data_dir / example["features"]) for example in examples]  # float16, in memory
+        self.max_target = max_target
+        self._prompts: dict[tuple[str | None, str | None], tuple[list[int], list[int]]] = {}
+
+    def tokenize(self, text: str) -> list[int]:
+        return self._vocab.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def get(self, index: int, repeat: bool) -> Sample:
+        example = self.examples[index]
+        if repeat:
+            key = (None, REPEAT_INSTRUCTION)
+            target = self.tokenize(example["text"]) + [self.end]
+        else:
+            key = (example["system"], None)
+            target = list(example["reply_ids"]) + ([self.end] if example["finished"] else [])
+        if key not in self._prompts:
+            messages = [ChatMessage("system", key[0])] if key[0] else []
+            before, after = prompt_texts(messages, key[1])
+            self._prompts[key] = (self.tokenize(before), self.tokenize(after))
+        before, after = self._prompts[key]
+        return Sample(before, self.features[index].astype(np.float32), after, target[: self.max_target])
+
+
+def batch_loss(llm, projector: TorchProjector, samples: list[Sample]) -> tuple[torch.Tensor, int]:
+    """Mean next-token cross-entropy over the batch's target tokens (and how many there were)."""
+    table = llm.get_input_embeddings()
+
+    def embed(tokens: list[int]) -> torch.Tensor:
+        return table(torch.tensor(tokens, dtype=torch.long))
+
+    audio = [projector(projector.stack(torch.from_numpy(sample.features))) for sample in samples]
+    sequences: list[torch.Tensor] = []
+    rows: list[int] = []
+    columns: list[int] = []
+    labels: list[int] = []
+    for row, (sample, projected) in enumerate(zip(samples, audio, strict=True)):
+        parts = [embed(sample.before), projected, embed(sample.after)]
+        if len(sample.target) > 1:
+            parts.append(embed(sample.target[:-1]))
+        sequence = torch.cat(parts)
+        first = len(sample.before) + projected.shape[0] + len(sample.after) - 1  # predicts target[0]
+        rows += [row] * len(sample.target)
+        columns += range(first, first + len(sample.target))
+        labels += sample.target
+        sequences.append(sequence)
+    length = max(sequence.shape[0] for sequence in sequences)
+    inputs = torch.zeros(len(sequences), length, sequences[0].shape[1])
+    mask = torch.zeros(len(sequences), length, dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        inputs[row, : sequence.shape[0]] = sequence
+        mask[row, : sequence.shape[0]] = 1
+    hidden = llm.model(inputs_embeds=inputs, attention_mask=mask).last_hidden_state
+    logits = llm.lm_head(hidden[torch.tensor(rows), torch.tensor(columns)])
+    return nn.functional.cross_entropy(logits, torch.tensor(labels)), len(labels)
+
+
+def learning_rate(step: int, args: argparse.Namespace) -> float:
+    """Linear warm-up, then cosine decay to a tenth."""
+    if step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    progress = (step - args.warmup) / max(1, args.steps - args.warmup)
+    return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def save_checkpoint(out: Path, step: int, projector: TorchProjector, optimizer: torch.optim.Optimizer) -> None:
+    state = {"step": step, "config": projector.config.to_dict(), "projector": projector.state_dict(),
+             "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
+    temporary = out / f"{CHECKPOINT}.tmp"
+    torch.save(state, temporary)
+    os.replace(temporary, out / CHECKPOINT)
+    projector.to_numpy().save(out / EXPORT)
+
+
+def evaluate(llm, projector: TorchProjector, samples: Samples, indices: list[int], batch_size: int) -> dict:
+    """Validation loss per task on held-out examples."""
+    result = {}
+    with torch.no_grad():
+        for task, repeat in (("reply", False), ("repeat", True)):
+            total, count = 0.0, 0
+            for start in range(0, len(indices), batch_size):
+                batch = [samples.get(i, repeat) for i in indices[start:start + batch_size]]
+                loss, n = batch_loss(llm, projector, batch)
+                total, count = total + float(loss) * n, count + n
+            result[f"val_{task}"] = round(total / max(1, count), 4)
+    return result
+
+
+def train(args: argparse.Namespace) -> Path:
+    """Run (or resume) a training run; returns the exported projector .npz."""
+    torch.set_num_threads(args.threads)
+    data_dir, out = Path(args.data_dir), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    examples = load_manifest(data_dir)
+    if not examples:
+        raise SystemExit(f"no examples in {data_dir} (make some with python -m voice.native.data)")
+    info = json.loads((data_dir / "info.json").read_text(encoding="utf-8"))
+    model_path = models.gguf_model(args.llm_model)
+    if info.get("llm") != model_path.name:
+        print(f"warning: the replies in {data_dir} were written by {info.get('llm')}, training for {model_path.name}")
+    llm = load_llm(model_path)
+    samples = Samples(data_dir, examples, model_path, args.max_target_tokens)
+    order = random.Random(args.seed).sample(range(len(examples)), len(examples))
+    val_indices = sorted(order[: int(len(examples) * args.val_fraction)])
+    train_indices = sorted(order[len(val_indices):]) or val_indices
+
+    checkpoint = out / CHECKPOINT
+    state = torch.load(checkpoint, weights_only=False) if checkpoint.is_file() and not args.restart else None
+    if state is not None:
+        config = ProjectorConfig.from_dict(state["config"])
+    else:
+        config = ProjectorConfig(stack=args.stack, encoder_dim=int(info["encoder_dim"]), hidden_dim=args.hidden_dim,
+                                 llm_dim=llm.config.hidden_size, activation=args.activation,
+                                 encoder=info["encoder"], llm=model_path.name)
+    torch.manual_seed(args.seed)
+    projector = TorchProjector.from_numpy(NumpyProjector.load(args.init)) if args.init else TorchProjector(config)
+    optimizer = torch.optim.AdamW(projector.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    step = 0
+    if state is not None:
+        projector.load_state_dict(state["projector"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        step = int(state["step"])
+        print(f"resuming {checkpoint} at step {step}")
+    print(f"{len(train_indices)} training and {len(val_indices)} validation examples; projector "
+          f"{sum(p.numel() for p in projector.parameters()):,} parameters; {args.steps} steps of {args.batch_size}")
+
+    with open(out / LOG, "a", encoding="utf-8") as log:
+        while step < args.steps:
+            started = time.perf_counter()
+            rng = random.Random(f"{args.seed}-{step}")  # the batch depends on the step only: resumes reproduce
+            batch = [samples.get(rng.choice(train_indices), rng.random() < args.repeat_share)
+                     for _ in range(args.batch_size)]
+            lr = learning_rate(step, args)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss, n_tokens = batch_loss(llm, projector, batch)
+            optimizer.zero_grad()
+            loss.backward()
+            norm = nn.utils.clip_grad_norm_(projector.parameters(), args.clip)
+            optimizer.step()
+            step += 1
+            record = {"step": step, "loss": round(loss.item(), 4), "lr": lr, "grad_norm": round(float(norm), 3),
+                      "tokens": n_tokens, "seconds": round(time.perf_counter() - started, 3)}
+            if step % args.checkpoint_every == 0 or step == args.steps:
+                save_checkpoint(out, step, projector, optimizer)
+                if val_indices:
+                    record.update(evaluate(llm, projector, samples, val_indices, args.batch_size))
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            if step % args.log_every == 0 or step == args.steps or "val_reply" in record:
+                print(" ".join(f"{key}={value}" for key, value in record.items()), flush=True)
+    if not (out / EXPORT).is_file():  # resumed a finished run: nothing was trained, export the checkpoint anyway
+        projector.to_numpy().save(out / EXPORT)
+    return out / EXPORT
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m voice.native.train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data-dir", required=True, help="made by python -m voice.native.data")
+    p.add_argument("--out", required=True, help="run directory: checkpoint.pt, projector.npz/.json, train_log.jsonl")
+    p.add_argument("--steps", type=int, default=2000, help="total optimizer steps (a resumed run goes on to this)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--warmup", type=int, default=100, help="warm-up steps")
+    p.add_argument("--clip", type=float, default=1.0, help="gradient norm clipping")
+    p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (and exports)")
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--repeat-share", type=float, default=0.3, help="share of 'repeat what I said' examples")
+    p.add_argument("--val-fraction", type=float, default=0.02, help="held out, evaluated at each checkpoint")
+    p.add_argument("--max-target-tokens", type=int, default=64)
+    p.add_argument("--stack", type=int, default=4, help="encoder frames per LLM position")
+    p.add_argument("--hidden-dim", type=int, default=1024)
+    p.add_argument("--activation", choices=["gelu_tanh", "silu"], default="gelu_tanh")
+    p.add_argument("--init", default=None, help="start from this projector .npz instead of random weights")
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --out")
+    p.add_argument("--llm-model", default=None, help="GGUF of the frozen LLM (default: bundled SmolLM2)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(argv: list[str] | None = None) -> Path:
+    return train(parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
