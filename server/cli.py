@@ -38,6 +38,7 @@ def _serve(args: argparse.Namespace) -> None:
         llm_parallel=args.llm_parallel,
         tts_voice=args.tts_voice, threads=args.threads, asr_short_window=not args.naive,
         native_projector=args.native_projector or ("bundled" if args.pipeline == "native" else None),
+        native_url=args.native_url, native_name=args.native_name, native_api_key=args.native_api_key,
     )
     if args.naive:
         args.silence_ms, args.turn_detection = 500, "server_vad"
@@ -61,6 +62,18 @@ def _serve(args: argparse.Namespace) -> None:
                             max_sessions=args.max_sessions, limits=limits)
     server = VoiceServer(None, session, options)
     asyncio.run(server.serve_forever(lambda: Engine.load(engine_config)))
+
+
+def _audio_api(args: argparse.Namespace) -> None:
+    _limit_malloc_arenas()
+    from server.audio_chat_api import serve
+    from voice.native.model import NativeAudioChat
+
+    native = NativeAudioChat(models.native_projector(args.native_projector),
+                             llm_model=None if args.llm_model == models.DEFAULT else args.llm_model,
+                             encoder=None if args.asr_model == models.DEFAULT else args.asr_model,
+                             n_threads=args.threads, parallel=args.parallel)
+    serve(native, args.model_id or native.name, args.host, args.port, api_key=args.api_key or None)
 
 
 def _talk(args: argparse.Namespace) -> None:
@@ -101,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--native-projector", default=None,
                        help="projector .npz that offers the native pipeline ('bundled': the one trained here); "
                             "default: native off unless --pipeline native")
+    serve.add_argument("--native-url", default=None,
+                       help="OpenAI-compatible server that takes audio (vLLM with Ultravox, voice audio-api) "
+                            "answering the native turns, e.g. http://gpu-host:8000/v1")
+    serve.add_argument("--native-name", default=None, help="model name to request from --native-url")
+    serve.add_argument("--native-api-key", default=os.environ.get("VOICE_NATIVE_API_KEY"))
     serve.add_argument("--tts-voice", default=models.DEFAULT,
                        help="Piper voice: 'bundled' (en_US-joe-medium), an .onnx path or a voice name")
     serve.add_argument("--instructions", default=None, help="system prompt for every session")
@@ -142,6 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
     talk.add_argument("--api-key", default=os.environ.get("VOICE_API_KEY"))
     talk.add_argument("--speed", type=float, default=1.0, help="streaming pace (1.0 = real time)")
     talk.set_defaults(func=_talk)
+
+    api = commands.add_parser("audio-api", help="the embedded native model as an OpenAI-compatible "
+                                                "chat-completions server taking input_audio")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8001)
+    api.add_argument("--native-projector", default="bundled", help="projector .npz ('bundled': the one trained here)")
+    api.add_argument("--llm-model", default=models.DEFAULT, help="GGUF the projector was trained for")
+    api.add_argument("--asr-model", default=models.DEFAULT, help="Whisper model whose encoder hears the audio")
+    api.add_argument("--model-id", default=None, help="the id /v1/models lists (default: native:GGUF-NAME)")
+    api.add_argument("--parallel", type=int, default=2, help="replies generated at the same time")
+    api.add_argument("--threads", type=int, default=2)
+    api.add_argument("--api-key", default=os.environ.get("VOICE_API_KEY"), help="require Bearer KEY")
+    api.set_defaults(func=_audio_api)
 
     bench = commands.add_parser("bench", help="latency benchmark (options: voice bench -- --help)",
                                 add_help=False)

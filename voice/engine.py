@@ -17,7 +17,7 @@ from voice.llm.base import ChatModel
 from voice.tts.base import Synthesizer
 
 if TYPE_CHECKING:
-    from voice.native.model import NativeAudioChat
+    from voice.native.base import AudioChatModel
 from voice.vad import SileroModel
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,11 @@ class EngineConfig:
     """llama.cpp contexts serving replies at the same time (in-process LLM only)."""
     native_projector: str | None = None
     """Trained projector (.npz) for the native pipeline: a path, `bundled`, or None (cascade only)."""
+    native_url: str | None = None
+    """Base URL of an OpenAI-compatible server taking audio (vLLM with Ultravox, `voice audio-api`):
+    the native pipeline's model instead of the embedded one."""
+    native_name: str | None = None
+    native_api_key: str | None = None
     tts_voice: str = models.DEFAULT
     """Piper voice: `bundled`, an .onnx path, or a voice name."""
     threads: int = 2
@@ -71,8 +76,14 @@ def build_llm(config: EngineConfig) -> ChatModel:
                         parallel=config.llm_parallel)
 
 
-def build_native(config: EngineConfig, asr: Transcriber) -> NativeAudioChat | None:
-    """The native pipeline's model, sharing the ASR's Whisper encoder when it has one."""
+def build_native(config: EngineConfig, asr: Transcriber) -> AudioChatModel | None:
+    """The native pipeline's model: served (`native_url`), or embedded, sharing the ASR's Whisper
+    encoder when it has one."""
+    if config.native_url:
+        from voice.native.served import ServedAudioChat
+
+        return ServedAudioChat(config.native_url, model=config.native_name, api_key=config.native_api_key,
+                               timeout=config.llm_timeout_s)
     if config.native_projector is None:
         return None
     from voice.native.model import NativeAudioChat
@@ -95,7 +106,7 @@ class Engine:
     """The shared model stages and the worker threads that run them."""
 
     def __init__(self, asr: Transcriber, llm: ChatModel, tts: Synthesizer, vad: SileroModel,
-                 workers: int = 16, native: NativeAudioChat | None = None) -> None:
+                 workers: int = 16, native: AudioChatModel | None = None) -> None:
         self.asr = asr
         self.native = native
         self.llm = llm

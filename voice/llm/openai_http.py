@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import openai
 
@@ -33,10 +34,15 @@ class OpenAICompatibleChat:
     def stream_chat(
         self, messages: list[ChatMessage], options: GenerationOptions, cancel: threading.Event
     ) -> Iterator[str]:
+        return self.stream_messages([m.as_dict() for m in messages], options, cancel)
+
+    def stream_messages(self, messages: list[dict[str, Any]], options: GenerationOptions,
+                        cancel: threading.Event) -> Iterator[str]:
+        """Stream a reply to chat messages in the wire format (content may be a list of parts)."""
         try:
             stream = self._client.chat.completions.create(
                 model=self._model_name(),
-                messages=[m.as_dict() for m in messages],  # type: ignore[misc]
+                messages=messages,  # type: ignore[arg-type]
                 max_tokens=options.max_tokens,
                 temperature=options.temperature,
                 stream=True,

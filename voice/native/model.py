@@ -22,6 +22,7 @@ import numpy as np
 
 from voice import models
 from voice.llm.base import ChatMessage, GenerationOptions
+from voice.native.base import AudioChatModel, transcribe
 from voice.native.encoder import WhisperEncoder
 from voice.native.llama_embeddings import EmbeddingContext
 from voice.native.projector import NumpyProjector
@@ -33,8 +34,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 """What SmolLM2's chat template puts in when the conversation has no system message."""
-REPEAT_INSTRUCTION = "Repeat exactly what I said."
-"""The instruction of the transcription task (the same text in training and at inference)."""
 
 
 def prompt_texts(messages: list[ChatMessage], instruction: str | None = None) -> tuple[str, str]:
@@ -81,15 +80,14 @@ class NativeAudioChat:
         return self.projector(self.encoder.encode(audio_16k))
 
     def stream_reply(self, audio_16k: np.ndarray, messages: list[ChatMessage], options: GenerationOptions,
-                     cancel: threading.Event) -> Iterator[str]:
+                     cancel: threading.Event, instruction: str | None = None) -> Iterator[str]:
         """Stream the assistant's reply (text deltas) to the user's speech, after the conversation
         `messages` (system prompt first); stops between tokens once `cancel` is set."""
-        yield from self._stream(audio_16k, messages, None, options, cancel)
+        yield from self._stream(audio_16k, messages, instruction, options, cancel)
 
     def transcribe(self, audio_16k: np.ndarray, cancel: threading.Event | None = None, max_tokens: int = 96) -> str:
         """What the native model hears: it is asked to repeat what the user said."""
-        options = GenerationOptions(max_tokens=max_tokens, temperature=0.0)
-        return "".join(self._stream(audio_16k, [], REPEAT_INSTRUCTION, options, cancel or threading.Event())).strip()
+        return transcribe(self, audio_16k, cancel, max_tokens)
 
     def close(self) -> None:
         while not self._free.empty():
@@ -135,7 +133,7 @@ class NativeTurn:
     """One native turn behind the ChatModel interface: the user's speech is the next message, so
     the cascade's response runner (clauses -> TTS, cancellation, timings) serves both paths."""
 
-    def __init__(self, native: NativeAudioChat, audio_16k: np.ndarray) -> None:
+    def __init__(self, native: AudioChatModel, audio_16k: np.ndarray) -> None:
         self.native = native
         self.audio = audio_16k
         self.name = native.name

@@ -31,8 +31,9 @@ from torch import nn
 
 from voice import models
 from voice.llm.base import ChatMessage
+from voice.native.base import REPEAT_INSTRUCTION
 from voice.native.data import load_manifest
-from voice.native.model import REPEAT_INSTRUCTION, prompt_texts
+from voice.native.model import prompt_texts
 from voice.native.projector import NumpyProjector, ProjectorConfig
 
 CHECKPOINT = "checkpoint.pt"

@@ -1,0 +1,38 @@
+"""The interface every native backend implements: the user's speech in, reply text out."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Protocol
+
+import numpy as np
+
+from voice.llm.base import ChatMessage, GenerationOptions
+
+REPEAT_INSTRUCTION = "Repeat exactly what I said."
+"""The instruction of the transcription task (the same text in training and at inference)."""
+
+
+class AudioChatModel(Protocol):
+    """Answers the user's speech directly, with no transcript in between. Shared by all sessions
+    (thread-safe); stops between tokens once `cancel` is set."""
+
+    name: str
+
+    def stream_reply(self, audio_16k: np.ndarray, messages: list[ChatMessage], options: GenerationOptions,
+                     cancel: threading.Event, instruction: str | None = None) -> Iterator[str]:
+        """Text deltas of the reply to `audio_16k` (16 kHz float32) after the conversation `messages`;
+        `instruction` is text the user says before the audio in the same message."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+def transcribe(model: AudioChatModel, audio_16k: np.ndarray, cancel: threading.Event | None = None,
+               max_tokens: int = 96) -> str:
+    """What a native model hears: it is asked to repeat what the user said."""
+    options = GenerationOptions(max_tokens=max_tokens, temperature=0.0)
+    return "".join(model.stream_reply(audio_16k, [], options, cancel or threading.Event(),
+                                      instruction=REPEAT_INSTRUCTION)).strip()
