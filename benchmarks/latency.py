@@ -92,24 +92,6 @@ def asr_comparison(clips: list[Clip], repeats: int = 3) -> dict[str, Any]:
     return result
 
 
-def native_transcription(clips: list[Clip], projector: Path) -> dict[str, Any]:
-    """What the native model hears: its "repeat what I said" transcript of each clip, and the WER."""
-    import jiwer
-
-    from voice.asr.hallucination import normalise
-    from voice.audio import ASR_RATE, WIRE_RATE, pcm16_to_float, resample
-    from voice.native.model import NativeAudioChat
-
-    native = NativeAudioChat(projector)
-    try:
-        heard = [native.transcribe(resample(pcm16_to_float(c.pcm), WIRE_RATE, ASR_RATE)) for c in clips]
-    finally:
-        native.close()
-    refs = [normalise(c.reference) for c in clips]
-    return {"projector": str(projector), "wer": float(jiwer.wer(refs, [normalise(h) or "-" for h in heard])),
-            "heard": dict(zip((c.name for c in clips), heard, strict=True))}
-
-
 def native_projector(spec: str, out: Path) -> tuple[Path, bool]:
     """The projector to benchmark and whether it is trained (an untrained one still measures latency)."""
     from voice.models import BUNDLED_PROJECTOR, ModelNotFoundError, native_projector
@@ -202,8 +184,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     report["turns"][f"cascade-x{sessions}"] = [r.as_dict() for r in results]
                     print(f"cascade x{sessions}: {json.dumps(summary['voice_to_voice_ms'])} "
                           f"failed={summary['failed']}", flush=True)
-    if "native" in report:
-        report["native"].update(native_transcription(clips, Path(report["native"]["projector"])))
+    if "native" in report and not args.skip_native_eval:
+        from benchmarks.native_eval import evaluate
+        from benchmarks.native_eval import markdown as eval_markdown
+
+        evaluation = evaluate(report["native"]["projector"])
+        (args.out / "native_eval.json").write_text(json.dumps(evaluation, indent=2) + "\n", encoding="utf-8")
+        (args.out / "native_eval.md").write_text(eval_markdown(evaluation), encoding="utf-8")
+        report["native"].update({k: v for k, v in evaluation.items() if k != "rows"})
     report["asr"] = asr_comparison(clips)
     report["offline_whisper_wer"] = report["asr"]["offline_30s_window"]["wer"]
     cascade = report["pipelines"].get("cascade", {}).get("voice_to_voice_ms", {}).get("median")
@@ -228,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pause", type=float, default=1.0, help="seconds of silence between turns")
     parser.add_argument("--native-projector", default="bundled",
                         help="projector for the native pipeline ('bundled': the one trained here)")
+    parser.add_argument("--skip-native-eval", action="store_true",
+                        help="no offline understanding evaluation of the native model (benchmarks.native_eval)")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--quick", action="store_true", help="one clip, one run, cascade only, no sweep")
     return parser

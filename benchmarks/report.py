@@ -56,9 +56,15 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     if "native" in report:
         native = report["native"]
         state = "trained" if native["trained"] else "UNTRAINED (latency only; its words mean nothing)"
-        wer = f", its own transcription WER {native['wer']:.1%}" if "wer" in native else ""
-        lines.append(f"Native projector: {native['projector']} ({state}){wer}. In the native rows, WER is the "
+        lines.append(f"Native projector: {native['projector']} ({state}). In the native rows, WER is the "
                      "cascade ASR's transcript running beside the reply.")
+        if "native_transcription_wer" in native:
+            lines.append(f"Native understanding on {native['recordings']} real recordings (native_eval.md): "
+                         f"its own transcription WER {native['native_transcription_wer']:.1%} (Whisper "
+                         f"{native['whisper_wer']:.1%}); replies on topic {native['native_reply_on_topic']:.0%} "
+                         f"(cascade {native['cascade_reply_on_topic']:.0%}); same request as the cascade's reply "
+                         f"{native['native_agrees_with_cascade'] or 0:.0%} of "
+                         f"{native['cascade_on_topic_recordings']}.")
     offline, short = report["asr"]["offline_30s_window"], report["asr"]["short_window"]
     lines.append(f"Whisper on the whole clips: offline (30 s windows) WER {100 * offline['wer']:.1f}%, "
                  f"{offline['median_ms']:.0f} ms median per clip; short window (the server's) "
