@@ -80,7 +80,7 @@ def _talk(args: argparse.Namespace) -> None:
     from clients.python.talk import talk
 
     asyncio.run(talk(args.url, Path(args.file), out=Path(args.out), instructions=args.instructions,
-                     api_key=args.api_key, speed=args.speed))
+                     pipeline=args.pipeline, api_key=args.api_key, speed=args.speed))
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -157,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     talk.add_argument("--url", default="ws://127.0.0.1:8000/v1/realtime")
     talk.add_argument("--out", default="reply.wav", help="where to save the assistant's audio")
     talk.add_argument("--instructions", default=None)
+    talk.add_argument("--pipeline", choices=["cascade", "native"], default=None,
+                      help="ask for this path (the server's default if not given)")
     talk.add_argument("--api-key", default=os.environ.get("VOICE_API_KEY"))
     talk.add_argument("--speed", type=float, default=1.0, help="streaming pace (1.0 = real time)")
     talk.set_defaults(func=_talk)

@@ -325,7 +325,7 @@ class RealtimeSession:
         """Once the user has been silent briefly, transcribe the turn as if it had ended, so that
         the transcript is ready (or nearly) when the silence window does close the turn."""
         assert self._vad is not None and self._speech_item is not None
-        if not self.config.streaming_asr or self.config.pipeline == "native":
+        if not self.config.streaming_asr:
             return
         voiced_end = self._vad.last_voiced_end_ms
         if voiced_end is None or self._vad.position_ms - voiced_end < _SPECULATE_AFTER_MS:
@@ -350,15 +350,25 @@ class RealtimeSession:
         self._drop_before((event.audio_end_ms + _TAIL_MS) * ASR_RATE // 1000)
         speculation = self._speculations.pop(item_id, None)
         if self.config.pipeline == "native":
-            self._commit(item_id, audio)  # the ASR runs beside the reply: transcript and history
+            # The ASR runs beside the reply (transcript and history); a speculative pass over
+            # exactly this turn already did that work.
+            heard = speculation is not None and speculation[0] == event.audio_end_ms
+            self._commit(item_id, audio, transcribe=not heard)
             detection = self.config.turn_detection
             if detection is not None and detection.create_response and self._response is None:
                 self._start_native_response({}, item_id, audio, now)
+            if heard:
+                self._deliver_speculation(item_id, speculation, audio, now)
             return
         if speculation is None or speculation[0] != event.audio_end_ms:
             self._commit(item_id, audio)
             return
         self._commit(item_id, audio, transcribe=False)  # the speculative pass heard exactly this turn
+        self._deliver_speculation(item_id, speculation, audio, now)
+
+    def _deliver_speculation(self, item_id: str, speculation: tuple[int, str | None], audio: np.ndarray,
+                             now: float) -> None:
+        """The speculative transcript becomes the final one, now or when its pass finishes."""
         if speculation[1] is not None:
             self._on_final_transcript(TranscriptReady(item_id, speculation[1], final=True), now)
         else:
@@ -386,7 +396,7 @@ class RealtimeSession:
             if still_silent and finished_ms is not None and reads_as_finished(result.text):
                 self._vad.end_after_silence(finished_ms)
             if still_silent and result.text and detection is not None and detection.create_response \
-                    and self._response is None:
+                    and self._response is None and self.config.pipeline != "native":
                 self._start_held(result, now)
 
     def _start_held(self, result: TranscriptReady, now: float) -> None:

@@ -38,8 +38,9 @@ class _Progress:
 
 
 async def talk(url: str, wav: Path, *, out: Path | None = None, instructions: str | None = None,
-               api_key: str | None = None, speed: float = 1.0, trailing_silence_ms: int = 1500,
-               quiet_s: float = 0.5, timeout_s: float = 120.0, stream: TextIO = sys.stdout) -> TalkResult:
+               pipeline: str | None = None, api_key: str | None = None, speed: float = 1.0,
+               trailing_silence_ms: int = 1500, quiet_s: float = 0.5, timeout_s: float = 120.0,
+               stream: TextIO = sys.stdout) -> TalkResult:
     client = await RealtimeClient.connect(url, api_key)
     result = TalkResult()
     progress = _Progress()
@@ -97,9 +98,10 @@ async def talk(url: str, wav: Path, *, out: Path | None = None, instructions: st
 
     receiver = asyncio.create_task(receive())
     try:
-        if instructions:
-            await client.send({"type": "session.update", "session": {"type": "realtime",
-                                                                      "instructions": instructions}})
+        settings = {"instructions": instructions, "pipeline": pipeline}  # pipeline: this server's extension
+        settings = {key: value for key, value in settings.items() if value}
+        if settings:
+            await client.send({"type": "session.update", "session": {"type": "realtime", **settings}})
         pcm = load_wav_pcm24(wav)
         await client.stream_audio(pcm, speed=speed, trailing_silence_ms=trailing_silence_ms)
         sending_done.set()
