@@ -334,8 +334,25 @@ class RealtimeSession:
         if current is not None and current[0] == voiced_end:
             return
         self._speculations[self._speech_item] = (voiced_end, None)
-        self._out.effects.append(Transcribe(self._speech_item, self._turn_audio(voiced_end), final=False,
+        audio = self._turn_audio(voiced_end)
+        self._out.effects.append(Transcribe(self._speech_item, audio, final=False,
                                             speculative=True, voiced_end_ms=voiced_end))
+        if self.config.pipeline == "native":
+            self._start_held_native(self._speech_item, voiced_end, audio)
+
+    def _start_held_native(self, item_id: str, voiced_end: int, audio: np.ndarray) -> None:
+        """Native: answer the speech so far now, while the silence window runs (no transcript
+        needed); the reply is adopted if the turn ends exactly there."""
+        config = self.config
+        detection = config.turn_detection
+        if detection is None or not detection.create_response or self._response is not None:
+            return
+        self._drop_held()
+        response_id = self.ids.new("resp")
+        self._held = HeldResponse(response_id, item_id, voiced_end, transcript="")
+        options = GenerationOptions(max_tokens=config.max_output_tokens or 1024, temperature=config.temperature)
+        self._out.effects.append(StartResponse(response_id, self.conversation.messages(config.instructions), options,
+                                               "audio" in config.output_modalities, user_audio=audio))
 
     def _on_speech_stopped(self, event: SpeechStopped, now: float) -> None:
         item_id = self._speech_item
@@ -355,8 +372,16 @@ class RealtimeSession:
             heard = speculation is not None and speculation[0] == event.audio_end_ms
             self._commit(item_id, audio, transcribe=not heard)
             detection = self.config.turn_detection
+            held, self._held = self._held, None
             if detection is not None and detection.create_response and self._response is None:
-                self._start_native_response({}, item_id, audio, now)
+                if held is not None and held.item_id == item_id and held.voiced_end_ms == event.audio_end_ms:
+                    self._start_native_response({}, item_id, audio, now, adopt=held)
+                    held = None
+                else:
+                    self._start_native_response({}, item_id, audio, now)
+            if held is not None:
+                self._held = held
+                self._drop_held()
             if heard:
                 self._deliver_speculation(item_id, speculation, audio, now)
             return
@@ -611,12 +636,14 @@ class RealtimeSession:
             else TurnClock()
         self._start_response(request, turn, now)
 
-    def _start_native_response(self, request: dict[str, Any], item_id: str, audio: np.ndarray, now: float) -> None:
-        """Answer the user's speech itself, without waiting for its transcript."""
+    def _start_native_response(self, request: dict[str, Any], item_id: str, audio: np.ndarray, now: float,
+                               adopt: HeldResponse | None = None) -> None:
+        """Answer the user's speech itself, without waiting for its transcript (or adopt the reply
+        already started on it in the silence window)."""
         self._answered_natively.add(item_id)
         self._last_user_audio = None
         request = {**request, "metadata": {**(request.get("metadata") or {}), "pipeline": "native"}}
-        self._start_response(request, self._turn, now, user_audio=audio)
+        self._start_response(request, self._turn, now, adopt=adopt, user_audio=audio)
 
     def _start_response(self, request: dict[str, Any], turn: TurnClock, now: float,
                         adopt: HeldResponse | None = None, user_audio: np.ndarray | None = None) -> None:

@@ -403,3 +403,35 @@ def test_a_reply_prepared_for_a_pause_is_dropped_when_the_user_goes_on(driver):
     driver.stream(LAMP[36_000:])  # ...and the user goes on
     assert CancelResponse(held.response_id) in driver.effects
     assert "response.created" not in driver.types()
+
+
+def test_native_reply_starts_in_the_silence_window_and_is_adopted_when_the_turn_ends(silero):
+    driver = Driver(RealtimeSession(SessionConfig(turn_detection=TurnDetection(), pipeline="native"), silero))
+    for i in range(0, len(LAMP), 960):  # it ends with silence: once the user pauses, the native reply starts
+        driver.stream(LAMP[i:i + 960])
+        if any(isinstance(e, StartResponse) for e in driver.effects):
+            break
+    [held] = [e for e in driver.effects if isinstance(e, StartResponse)]
+    assert held.user_audio is not None and len(held.user_audio) > 16_000
+    assert not driver.of("response.created")  # the client hears nothing of it yet
+    driver.progress(held.response_id, SpeechSegment("Okay.", bytes(24_000)))
+    driver.stream(SILENCE)
+    [created] = driver.of("response.created")
+    assert created["response"]["id"] == held.response_id
+    assert len([e for e in driver.effects if isinstance(e, StartResponse)]) == 1  # adopted, not restarted
+    assert driver.of("response.output_audio.delta")  # what it made meanwhile is sent at once
+    driver.progress(held.response_id, ResponseFinished())
+    metadata = driver.of("response.done")[-1]["response"]["metadata"]
+    assert metadata["pipeline"] == "native" and metadata["speculative"] == "true"
+
+
+def test_a_native_reply_started_too_early_is_cancelled_when_the_user_goes_on(silero):
+    driver = Driver(RealtimeSession(SessionConfig(turn_detection=TurnDetection(), pipeline="native"), silero))
+    driver.stream(LAMP[:36_000] + bytes(16_800))  # a 350 ms pause, then the user goes on
+    [early] = [e for e in driver.effects if isinstance(e, StartResponse)]
+    driver.stream(LAMP[36_000:] + SILENCE)
+    assert any(isinstance(e, CancelResponse) and e.response_id == early.response_id for e in driver.effects)
+    starts = [e for e in driver.effects if isinstance(e, StartResponse)]
+    assert starts[-1].response_id != early.response_id
+    assert len(starts[-1].user_audio) > len(early.user_audio)  # the reply hears the whole turn
+    assert [e["response"]["id"] for e in driver.of("response.created")] == [starts[-1].response_id]
