@@ -337,22 +337,10 @@ class RealtimeSession:
         audio = self._turn_audio(voiced_end)
         self._out.effects.append(Transcribe(self._speech_item, audio, final=False,
                                             speculative=True, voiced_end_ms=voiced_end))
-        if self.config.pipeline == "native":
-            self._start_held_native(self._speech_item, voiced_end, audio)
-
-    def _start_held_native(self, item_id: str, voiced_end: int, audio: np.ndarray) -> None:
-        """Native: answer the speech so far now, while the silence window runs (no transcript
-        needed); the reply is adopted if the turn ends exactly there."""
-        config = self.config
-        detection = config.turn_detection
-        if detection is None or not detection.create_response or self._response is not None:
-            return
-        self._drop_held()
-        response_id = self.ids.new("resp")
-        self._held = HeldResponse(response_id, item_id, voiced_end, transcript="")
-        options = GenerationOptions(max_tokens=config.max_output_tokens or 1024, temperature=config.temperature)
-        self._out.effects.append(StartResponse(response_id, self.conversation.messages(config.instructions), options,
-                                               "audio" in config.output_modalities, user_audio=audio))
+        detection = self.config.turn_detection
+        if self.config.pipeline == "native" and detection is not None and detection.create_response \
+                and self._response is None:  # the native model needs no transcript: answer the audio now
+            self._start_held(self._speech_item, voiced_end, "", user_audio=audio)
 
     def _on_speech_stopped(self, event: SpeechStopped, now: float) -> None:
         item_id = self._speech_item
@@ -372,16 +360,15 @@ class RealtimeSession:
             heard = speculation is not None and speculation[0] == event.audio_end_ms
             self._commit(item_id, audio, transcribe=not heard)
             detection = self.config.turn_detection
-            held, self._held = self._held, None
-            if detection is not None and detection.create_response and self._response is None:
-                if held is not None and held.item_id == item_id and held.voiced_end_ms == event.audio_end_ms:
-                    self._start_native_response({}, item_id, audio, now, adopt=held)
-                    held = None
-                else:
-                    self._start_native_response({}, item_id, audio, now)
-            if held is not None:
-                self._held = held
+            answer = detection is not None and detection.create_response and self._response is None
+            held = self._held
+            fits = held is not None and held.item_id == item_id and held.voiced_end_ms == event.audio_end_ms
+            if answer and fits:
+                self._held = None  # adopted below
+            else:
                 self._drop_held()
+            if answer:
+                self._start_native_response({}, item_id, audio, now, adopt=held if fits else None)
             if heard:
                 self._deliver_speculation(item_id, speculation, audio, now)
             return
@@ -422,18 +409,19 @@ class RealtimeSession:
                 self._vad.end_after_silence(finished_ms)
             if still_silent and result.text and detection is not None and detection.create_response \
                     and self._response is None and self.config.pipeline != "native":
-                self._start_held(result, now)
+                self._start_held(result.item_id, result.voiced_end_ms, result.text)
 
-    def _start_held(self, result: TranscriptReady, now: float) -> None:
-        """Answer the speculative transcript now, while the silence window runs."""
+    def _start_held(self, item_id: str, voiced_end: int, transcript: str, user_audio: np.ndarray | None = None) -> None:
+        """Answer the turn as it stands now, while the silence window runs: its speculative
+        transcript (cascade) or its audio (native, `user_audio`)."""
         self._drop_held()
-        assert result.voiced_end_ms is not None
         response_id = self.ids.new("resp")
-        self._held = HeldResponse(response_id, result.item_id, result.voiced_end_ms, result.text)
+        self._held = HeldResponse(response_id, item_id, voiced_end, transcript)
         config = self.config
-        messages = self.conversation.messages(config.instructions, pending_user=result.text)
+        messages = self.conversation.messages(config.instructions, pending_user=transcript or None)
         options = GenerationOptions(max_tokens=config.max_output_tokens or 1024, temperature=config.temperature)
-        self._out.effects.append(StartResponse(response_id, messages, options, "audio" in config.output_modalities))
+        self._out.effects.append(StartResponse(response_id, messages, options, "audio" in config.output_modalities,
+                                               user_audio))
 
     def _drop_held(self) -> None:
         if self._held is not None:
