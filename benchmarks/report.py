@@ -24,6 +24,7 @@ def _row(name: str, summary: dict[str, Any]) -> str:
     wer = summary.get("wer")
     return (f"| {name} | {summary['turns']} | {summary['failed']} | {_ms(v2v['median'])} | {_ms(v2v['p90'])} | "
             f"{_ms(v2v['p95'])} | {_ms(stages.get('end_of_turn_ms'))} | {_ms(stages.get('transcript_ms'))} | "
+            f"{_ms(stages.get('response_start_ms'))} | "
             f"{_ms(stages.get('llm_first_token_ms'))} | {_ms(stages.get('tts_first_audio_ms'))} | "
             f"{'-' if wer is None else f'{100 * wer:.1f}%'} | {summary.get('server_cpu_percent', 0):.0f}% | "
             f"{summary.get('server_rss_mb', 0):.0f} |")
@@ -38,11 +39,12 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         "",
         "Voice-to-voice: from the last voiced sample of the user's recording (found from the audio) leaving the "
         "client, streamed at real-time pace, to the first reply audio reaching the client. Stage columns: "
-        "server-side medians in ms after the end of speech.",
+        "server-side medians in ms after the end of speech (reply start: when the reply's work began, in the "
+        "silence window for a reply started on the speculative transcript).",
         "",
-        "| pipeline | turns | failed | v2v median | p90 | p95 | end of turn | transcript | LLM 1st token | "
-        "TTS 1st audio | WER | server CPU | RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| pipeline | turns | failed | v2v median | p90 | p95 | end of turn | transcript | reply start | "
+        "LLM 1st token | TTS 1st audio | WER | server CPU | RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, summary in report["pipelines"].items():
         lines.append(_row(name, summary))

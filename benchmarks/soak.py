@@ -2,6 +2,13 @@
 turns, latency drift and memory growth.
 
     python -m benchmarks.soak --sessions 4 --minutes 10
+
+The run is a series of rounds. In a round, N sessions open at once (staggered by 0.7 s), each
+speaks a few recordings with pauses between them, and closes: sessions come and go as in real
+use. Between rounds the server is idle for a moment and its resident memory is sampled: memory
+retained by the server (a leak) shows there, while samples taken under load swing by hundreds of
+MB with whatever the sessions happen to be doing. A first round warms the server up (every code
+path, N sessions at once) and is not counted.
 """
 
 from __future__ import annotations
@@ -15,83 +22,106 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from benchmarks.latency import DEFAULT_CLIPS, OUT, machine
 from benchmarks.servers import voice_server
-from benchmarks.turns import TurnResult, load_clip, run_session
+from benchmarks.turns import Clip, TurnResult, load_clip, run_session
+
+IDLE_SETTLE_S = 2.0
+"""How long the server rests after a round before its idle memory is read."""
 
 
-def memory_growth(samples: list[tuple[float, float]], seconds: float) -> dict[str, float]:
-    """RSS growth, as robust figures: the RSS swings by a few hundred MB as sessions come and go
-    (freed memory goes back to the OS), so single samples say little. Compares the median and the
-    floor (minimum) of the last third of the run with those of the first third (after the first
-    minute, when the models have been through every code path)."""
-    settled = [(t, m) for t, m in samples if t >= 60] or samples
-    span = seconds - settled[0][0]
-    first = [m for t, m in settled if t < settled[0][0] + span / 3]
-    last = [m for t, m in settled if t >= seconds - span / 3] or [settled[-1][1]]
+def percent(before: float, after: float) -> float:
+    return 100 * (after - before) / before
 
-    def percent(before: float, after: float) -> float:
-        return 100 * (after - before) / before
 
+def idle_memory_growth(idle: list[tuple[float, float]]) -> dict[str, float]:
+    """Growth of the idle RSS (MB) over the run: end against start, the largest sample against the
+    start, and the least-squares trend per minute."""
+    times = np.array([t for t, _ in idle]) / 60
+    values = np.array([m for _, m in idle])
+    slope = float(np.polyfit(times, values, 1)[0]) if len(idle) > 2 else 0.0
     return {
-        "rss_median_first_third_mb": statistics.median(first),
-        "rss_median_last_third_mb": statistics.median(last),
-        "rss_median_growth_percent": percent(statistics.median(first), statistics.median(last)),
-        "rss_floor_first_third_mb": min(first),
-        "rss_floor_last_third_mb": min(last),
-        "rss_floor_growth_percent": percent(min(first), min(last)),
+        "rss_idle_start_mb": float(values[0]),
+        "rss_idle_end_mb": float(values[-1]),
+        "rss_idle_max_mb": float(values.max()),
+        "rss_idle_growth_percent": percent(values[0], values[-1]),
+        "rss_idle_max_growth_percent": percent(values[0], values.max()),
+        "rss_idle_trend_mb_per_minute": slope,
     }
+
+
+def load_memory(samples: list[tuple[float, float]], seconds: float) -> dict[str, float]:
+    """RSS under load (MB), first third of the run against the last: for information only, as it
+    depends on what the sessions are doing at each sample."""
+    first = [m for t, m in samples if t < seconds / 3] or [samples[0][1]]
+    last = [m for t, m in samples if t >= 2 * seconds / 3] or [samples[-1][1]]
+    return {
+        "rss_load_median_first_third_mb": statistics.median(first),
+        "rss_load_median_last_third_mb": statistics.median(last),
+        "rss_load_max_mb": max(m for _, m in samples),
+    }
+
+
+async def round_of_sessions(url: str, clips: list[Clip], sessions: int, first_clip: int, turns: int,
+                            pause_s: float) -> list[TurnResult]:
+    """`sessions` sessions at once, each speaking `turns` clips; all their turns."""
+    async def talker(index: int) -> list[TurnResult]:
+        await asyncio.sleep(index * 0.7)
+        chosen = [clips[(first_clip + index + k) % len(clips)] for k in range(turns)]
+        return await run_session(url, chosen, pause_s=pause_s)
+
+    results = await asyncio.gather(*(talker(i) for i in range(sessions)))
+    return [turn for session in results for turn in session]
 
 
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
     clips = [load_clip(name) for name in args.clips]
-    deadline = time.monotonic() + args.minutes * 60
     turns: list[tuple[float, TurnResult]] = []
-    memory: list[tuple[float, float]] = []
+    load_samples: list[tuple[float, float]] = []
+    idle_samples: list[tuple[float, float]] = []
     with voice_server(log=args.out / "server-soak.log") as server:
-        await run_session(server.url, clips[:1])  # warm-up
+        def rss_mb() -> float:
+            return server.usage()[1] / 2**20
+
+        await round_of_sessions(server.url, clips, args.sessions, 0, len(clips), args.pause)  # warm-up
+        await asyncio.sleep(IDLE_SETTLE_S)
         started = time.monotonic()
-        baseline_rss = server.usage()[1]
-
-        async def talker(index: int) -> None:
-            await asyncio.sleep(index * 0.7)
-            turn = index
-            while time.monotonic() < deadline:
-                # A session of a few turns, then a fresh one: sessions come and go as in real use.
-                chosen = [clips[(turn + k) % len(clips)] for k in range(args.turns_per_session)]
-                turn += args.turns_per_session
-                for result in await run_session(server.url, chosen, pause_s=args.pause):
-                    turns.append((time.monotonic() - started, result))
-
-        async def sampler() -> None:
-            while time.monotonic() < deadline:
-                memory.append((time.monotonic() - started, server.usage()[1] / 2**20))
-                await asyncio.sleep(5)
-
-        await asyncio.gather(sampler(), *(talker(i) for i in range(args.sessions)))
-        final_rss = server.usage()[1]
+        idle_samples.append((0.0, rss_mb()))
+        deadline = started + args.minutes * 60
+        rounds = 0
+        while time.monotonic() < deadline:
+            talking = asyncio.create_task(round_of_sessions(
+                server.url, clips, args.sessions, rounds, args.turns_per_session, args.pause))
+            while not talking.done():
+                load_samples.append((time.monotonic() - started, rss_mb()))
+                await asyncio.wait([talking], timeout=5)
+            turns += [(time.monotonic() - started, result) for result in talking.result()]
+            rounds += 1
+            await asyncio.sleep(IDLE_SETTLE_S)
+            idle_samples.append((time.monotonic() - started, rss_mb()))
+    seconds = idle_samples[-1][0]
     ok = [(t, r) for t, r in turns if r.ok]
-    third = args.minutes * 60 / 3
-    early = [r.voice_to_voice_ms for t, r in ok if t < third]
-    late = [r.voice_to_voice_ms for t, r in ok if t >= 2 * third]
-    settled = [m for t, m in memory if t >= 60] or [m for _, m in memory]
+    early = [r.voice_to_voice_ms for t, r in ok if t < seconds / 3]
+    late = [r.voice_to_voice_ms for t, r in ok if t >= 2 * seconds / 3]
     return {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": " ".join(["python -m benchmarks.soak", *sys.argv[1:]]),
         "machine": machine(),
         "sessions": args.sessions,
         "minutes": args.minutes,
+        "rounds": rounds,
         "turns": len(turns),
         "failed": len(turns) - len(ok),
         "failures": sorted({r.failure for _, r in turns if r.failure}),
+        "latency_median_ms": statistics.median(r.voice_to_voice_ms for _, r in ok) if ok else None,
         "latency_median_first_third_ms": statistics.median(early) if early else None,
         "latency_median_last_third_ms": statistics.median(late) if late else None,
-        "rss_after_warmup_mb": baseline_rss / 2**20,
-        "rss_first_minute_end_mb": settled[0],
-        "rss_end_mb": final_rss / 2**20,
-        "rss_growth_after_first_minute_percent": 100 * (final_rss / 2**20 - settled[0]) / settled[0],
-        **memory_growth(memory, args.minutes * 60),
-        "memory_samples": memory,
+        **idle_memory_growth(idle_samples),
+        **load_memory(load_samples or idle_samples, seconds),
+        "idle_samples": idle_samples,
+        "load_samples": load_samples,
     }
 
 
@@ -108,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.out.mkdir(parents=True, exist_ok=True)
     report = asyncio.run(soak(args))
     (args.out / "soak.json").write_text(json.dumps(report, indent=2))
-    summary = {k: v for k, v in report.items() if k != "memory_samples"}
+    summary = {k: v for k, v in report.items() if not k.endswith("_samples")}
     print(json.dumps(summary, indent=2))
     return report
 

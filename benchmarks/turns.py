@@ -25,7 +25,8 @@ from voice.audio import WIRE_RATE, float_to_pcm16, resample
 FRAME_MS = 20
 FRAME_BYTES = WIRE_RATE * 2 * FRAME_MS // 1000
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
-STAGES = ("end_of_turn_ms", "transcript_ms", "llm_first_token_ms", "tts_first_audio_ms", "first_audio_sent_ms")
+STAGES = ("end_of_turn_ms", "transcript_ms", "response_start_ms", "llm_first_token_ms", "tts_first_audio_ms",
+          "first_audio_sent_ms")
 
 
 @dataclass(frozen=True)

@@ -107,8 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--llm-api-key", default=os.environ.get("VOICE_LLM_API_KEY"))
     serve.add_argument("--llm-timeout", type=float, default=20.0,
                        help="seconds to wait for the --llm-url server (connecting, or its next bytes)")
-    serve.add_argument("--llm-context", type=int, default=4096)
-    serve.add_argument("--llm-parallel", type=int, default=2, help="llama.cpp contexts answering at once")
+    serve.add_argument("--llm-context", type=int, default=2048,
+                       help="tokens per llama.cpp context (the prompt's history is kept to about 1,000)")
+    serve.add_argument("--llm-parallel", type=int, default=4,
+                       help="llama.cpp contexts answering at once; each keeps one conversation cached")
     serve.add_argument("--pipeline", choices=["cascade", "native"], default="cascade",
                        help="the default path of a turn: cascade (ASR -> LLM) or native (speech embeddings -> LLM)")
     serve.add_argument("--native-projector", default=None,

@@ -187,8 +187,8 @@ class Connection:
         future.add_done_callback(done)
 
     async def _transcribe(self, effect: Transcribe) -> None:
-        if not effect.final and not effect.speculative and self.engine.asr_busy:
-            # Partial transcripts only feed the display: under load they give way to turn-ending work.
+        if not effect.final and not effect.speculative and self.engine.busy:
+            # Partial transcripts only feed the display: they run only while no other model work does.
             self._apply(self.session.receive_transcript(
                 TranscriptReady(effect.item_id, "", final=False, error="skipped: ASR busy"), time.monotonic()))
             return
@@ -222,8 +222,9 @@ class Connection:
         async def job() -> None:
             try:
                 responder = run_response_naive if self.limits.naive else run_response
-                await self._loop.run_in_executor(self.engine.executor, responder, llm,
-                                                 self.engine.tts, request, cancel, emit)
+                with self.engine.job():
+                    await self._loop.run_in_executor(self.engine.executor, responder, llm,
+                                                     self.engine.tts, request, cancel, emit)
             finally:
                 self._cancels.pop(effect.response_id, None)
 

@@ -54,9 +54,26 @@ class Item:
 class Conversation:
     """Items in order, with the chat messages derived from them."""
 
-    def __init__(self, history_chars: int = 6000) -> None:
+    def __init__(self, history_chars: int = 4000) -> None:
         self.items: list[Item] = []
         self.history_chars = history_chars
+        self._window_start: str | None = None  # id of the oldest item the prompt still includes
+
+    def _window(self) -> list[Item]:
+        """The finished items the prompt includes: all of them while they fit `history_chars`;
+        past that, the oldest are dropped in one step down to half the budget. The window's
+        start then stays put for several turns, so the prompt keeps the same beginning and the
+        LLM's cache of it stays valid (a window sliding by one item every turn would make the
+        LLM evaluate the whole history again on every turn)."""
+        items = [item for item in self.items if (item.text or "").strip() and item.status != "in_progress"]
+        start = next((k for k, item in enumerate(items) if item.id == self._window_start), 0)
+        size = sum(len(item.text.strip()) for item in items[start:])
+        if size > self.history_chars:
+            while start < len(items) - 1 and size > self.history_chars // 2:
+                size -= len(items[start].text.strip())
+                start += 1
+        self._window_start = items[start].id if items else None
+        return items[start:]
 
     def get(self, item_id: str) -> Item | None:
         return next((item for item in self.items if item.id == item_id), None)
@@ -86,19 +103,11 @@ class Conversation:
         return True
 
     def messages(self, instructions: str, pending_user: str | None = None) -> list[ChatMessage]:
-        """System prompt plus the most recent items that fit the history budget (and a user
-        utterance not yet in the conversation, for a speculative reply)."""
-        history: list[ChatMessage] = [ChatMessage("user", pending_user)] if pending_user else []
-        budget = self.history_chars
-        for item in reversed(self.items):
-            text = (item.text or "").strip()
-            if not text or item.status == "in_progress":
-                continue
-            budget -= len(text)
-            if budget < 0 and history:
-                break
-            history.append(ChatMessage(item.role, text))
-        history.reverse()
+        """System prompt plus the history window (and a user utterance not yet in the
+        conversation, for a speculative reply)."""
+        history = [ChatMessage(item.role, (item.text or "").strip()) for item in self._window()]
+        if pending_user:
+            history.append(ChatMessage("user", pending_user))
         # Chat templates want user/assistant turns after one system message.
         merged: list[ChatMessage] = [ChatMessage("system", instructions)]
         for message in history:

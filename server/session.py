@@ -106,6 +106,7 @@ class HeldResponse:
     item_id: str  # the user's turn it answers
     voiced_end_ms: int
     transcript: str
+    started: float  # when its work began (it becomes the response's start when adopted)
     events: list[ResponseEvent] = field(default_factory=list)
 
 
@@ -275,7 +276,7 @@ class RealtimeSession:
             if stopped is not None:
                 self._on_speech_stopped(stopped, now)
         else:
-            self._maybe_speculate()
+            self._maybe_speculate(now)
             self._maybe_partial()
 
     def _drop_before(self, sample: int) -> None:
@@ -321,7 +322,7 @@ class RealtimeSession:
     def _turn_audio(self, voiced_end_ms: int) -> np.ndarray:
         return self._audio_between(self._speech_start, (voiced_end_ms + _TAIL_MS) * ASR_RATE // 1000)
 
-    def _maybe_speculate(self) -> None:
+    def _maybe_speculate(self, now: float) -> None:
         """Once the user has been silent briefly, transcribe the turn as if it had ended, so that
         the transcript is ready (or nearly) when the silence window does close the turn."""
         assert self._vad is not None and self._speech_item is not None
@@ -340,7 +341,7 @@ class RealtimeSession:
         detection = self.config.turn_detection
         if self.config.pipeline == "native" and detection is not None and detection.create_response \
                 and self._response is None:  # the native model needs no transcript: answer the audio now
-            self._start_held(self._speech_item, voiced_end, "", user_audio=audio)
+            self._start_held(self._speech_item, voiced_end, "", now, user_audio=audio)
 
     def _on_speech_stopped(self, event: SpeechStopped, now: float) -> None:
         item_id = self._speech_item
@@ -409,14 +410,15 @@ class RealtimeSession:
                 self._vad.end_after_silence(finished_ms)
             if still_silent and result.text and detection is not None and detection.create_response \
                     and self._response is None and self.config.pipeline != "native":
-                self._start_held(result.item_id, result.voiced_end_ms, result.text)
+                self._start_held(result.item_id, result.voiced_end_ms, result.text, now)
 
-    def _start_held(self, item_id: str, voiced_end: int, transcript: str, user_audio: np.ndarray | None = None) -> None:
+    def _start_held(self, item_id: str, voiced_end: int, transcript: str, now: float,
+                    user_audio: np.ndarray | None = None) -> None:
         """Answer the turn as it stands now, while the silence window runs: its speculative
         transcript (cascade) or its audio (native, `user_audio`)."""
         self._drop_held()
         response_id = self.ids.new("resp")
-        self._held = HeldResponse(response_id, item_id, voiced_end, transcript)
+        self._held = HeldResponse(response_id, item_id, voiced_end, transcript, now)
         config = self.config
         messages = self.conversation.messages(config.instructions, pending_user=transcript or None)
         options = GenerationOptions(max_tokens=config.max_output_tokens or 1024, temperature=config.temperature)
@@ -647,7 +649,8 @@ class RealtimeSession:
                     text="", status="in_progress")
         messages = self.conversation.messages(instructions)
         previous = self.conversation.add(item)
-        self._response = ActiveResponse(response_id, item, audio, now, turn, metadata=request.get("metadata"))
+        started = adopt.started if adopt else now
+        self._response = ActiveResponse(response_id, item, audio, started, turn, metadata=request.get("metadata"))
         self._emit("response.created", response=self._response_wire(self._response, "in_progress", output=[]))
         self._emit("response.output_item.added", response_id=response_id, output_index=0, item=item.to_wire())
         self._emit("conversation.item.added", previous_item_id=previous, item=item.to_wire())

@@ -22,3 +22,15 @@ def test_the_benchmark_runs_and_saves_its_results(tmp_path):
     assert "| cascade |" in (tmp_path / "latency.md").read_text()
     for name in ("latency.png", "stages.png"):
         assert (tmp_path / name).stat().st_size > 1000
+
+
+def test_the_soak_runs_and_reports_memory_between_rounds(tmp_path):
+    clip = "06_ps_goforward.wav"
+    result = subprocess.run([sys.executable, "-m", "benchmarks.soak", "--sessions", "2", "--minutes", "0.01",
+                             "--clips", clip, "--turns-per-session", "1", "--out", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "soak.json").read_text())
+    assert report["rounds"] == 1 and report["turns"] == 2 and report["failed"] == 0
+    assert len(report["idle_samples"]) == 2  # after the warm-up round and after the round
+    assert report["rss_idle_start_mb"] > 0 and "rss_idle_growth_percent" in report

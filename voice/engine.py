@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -39,9 +41,10 @@ class EngineConfig:
     llm_api_key: str | None = None
     llm_timeout_s: float = 20.0
     """How long to wait for the LLM server to connect or send its next bytes before the turn fails."""
-    llm_context: int = 4096
-    llm_parallel: int = 2
-    """llama.cpp contexts serving replies at the same time (in-process LLM only)."""
+    llm_context: int = 2048
+    llm_parallel: int = 4
+    """llama.cpp contexts serving replies at the same time (in-process LLM only). Each also keeps
+    its last conversation cached, so with one per active session a turn evaluates only itself."""
     native_projector: str | None = None
     """Trained projector (.npz) for the native pipeline: a path, `bundled`, or None (cascade only)."""
     native_url: str | None = None
@@ -113,8 +116,8 @@ class Engine:
         self.tts = tts
         self.vad = vad
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="model")
-        self._asr_jobs = 0
-        self._asr_lock = threading.Lock()
+        self._jobs = 0  # model jobs under way
+        self._jobs_lock = threading.Lock()
 
     @property
     def pipelines(self) -> tuple[str, ...]:
@@ -122,19 +125,26 @@ class Engine:
         return ("cascade", "native") if self.native is not None else ("cascade",)
 
     @property
-    def asr_busy(self) -> bool:
-        """Whether a transcription is running (partial transcripts are skipped then)."""
-        return self._asr_jobs > 0
+    def busy(self) -> bool:
+        """Whether any model job (a transcription, a reply) is under way: partial transcripts,
+        which only feed the display, are skipped then, leaving the CPU to work someone waits for."""
+        return self._jobs > 0
+
+    @contextmanager
+    def job(self) -> Iterator[None]:
+        """Count a model job while it runs."""
+        with self._jobs_lock:
+            self._jobs += 1
+        try:
+            yield
+        finally:
+            with self._jobs_lock:
+                self._jobs -= 1
 
     def transcribe(self, audio: np.ndarray) -> str:
         """Run the ASR stage (in a worker thread), counting the jobs under way."""
-        with self._asr_lock:
-            self._asr_jobs += 1
-        try:
+        with self.job():
             return self.asr.transcribe(audio)
-        finally:
-            with self._asr_lock:
-                self._asr_jobs -= 1
 
     @classmethod
     def load(cls, config: EngineConfig) -> Engine:

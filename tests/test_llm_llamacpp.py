@@ -1,0 +1,59 @@
+"""The in-process llama.cpp backend: streaming, and a session's next turn on the context that
+already holds its conversation."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from voice.llm.base import ChatMessage, GenerationOptions
+from voice.llm.llamacpp import LlamaCppChat, shared_turns
+from voice.models import gguf_model
+
+OPTIONS = GenerationOptions(max_tokens=12, temperature=0.0)
+
+
+@pytest.fixture(scope="module")
+def chat() -> LlamaCppChat:
+    return LlamaCppChat(gguf_model(None), n_ctx=1024, parallel=2)
+
+
+def test_shared_turns_counts_the_leading_messages_in_common():
+    a = [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}]
+    assert shared_turns(a, [*a, {"role": "assistant", "content": "x"}]) == 2
+    assert shared_turns(a, [a[0], {"role": "user", "content": "other"}]) == 1
+    assert shared_turns([], a) == 0
+
+
+def test_a_conversation_goes_back_to_the_context_that_holds_it(chat):
+    system = ChatMessage("system", "You are a helpful voice assistant. Answer in one short sentence.")
+    first = [system, ChatMessage("user", "What colour is the sky?")]
+    reply = "".join(chat.stream_chat(first, OPTIONS, threading.Event()))
+    assert reply.strip()
+    other = [system, ChatMessage("user", "Name a fruit.")]
+    # Both contexts are free; the other conversation shares only the system prompt with either.
+    assert "".join(chat.stream_chat(other, OPTIONS, threading.Event())).strip()
+    holder = next(i for i, seen in chat._history.items() if seen[1]["content"] == "What colour is the sky?")
+
+    second = [*first, ChatMessage("assistant", reply.strip()), ChatMessage("user", "And at night?")]
+    assert "".join(chat.stream_chat(second, OPTIONS, threading.Event())).strip()
+    assert chat._history[holder][-2]["content"] == "And at night?"
+
+
+def test_a_request_cancelled_while_waiting_for_a_context_gives_up(chat):
+    taken = [chat._acquire([], threading.Event()) for _ in range(2)]
+    cancel = threading.Event()
+    replies: list[list[str]] = []
+    waiter = threading.Thread(target=lambda: replies.append(
+        list(chat.stream_chat([ChatMessage("user", "hello")], OPTIONS, cancel))))
+    try:
+        waiter.start()
+        waiter.join(0.3)
+        assert waiter.is_alive()  # no free context
+        cancel.set()
+        waiter.join(5)
+        assert replies == [[]]
+    finally:
+        for index in taken:
+            chat._release(index, [])
