@@ -23,7 +23,7 @@ import numpy as np
 
 from benchmarks.report import write_markdown, write_plots
 from benchmarks.servers import RunningServer, voice_server
-from benchmarks.turns import Clip, TurnResult, load_clip, run_session
+from benchmarks.turns import STAGES, Clip, TurnResult, load_clip, run_session
 
 DEFAULT_CLIPS = [
     "03_v2j_turn_on_living_room_lamp.wav",
@@ -47,8 +47,7 @@ def summarise(results: list[TurnResult]) -> dict[str, Any]:
     ok = [r for r in results if r.ok]
     latencies = [r.voice_to_voice_ms for r in ok if r.voice_to_voice_ms is not None]
     stages = {}
-    for stage in ("end_of_turn_ms", "transcript_ms", "llm_first_token_ms", "tts_first_audio_ms",
-                  "first_audio_sent_ms"):
+    for stage in STAGES:
         values = [r.stages[stage] for r in ok if stage in r.stages]
         stages[stage] = statistics.median(values) if values else None
     pairs = [(normalise(r.reference), normalise(r.transcript)) for r in results if normalise(r.reference)]
