@@ -61,7 +61,7 @@ def _serve(args: argparse.Namespace) -> None:
                             allowed_origins=tuple(o for o in args.allowed_origins.split(",") if o),
                             max_sessions=args.max_sessions, limits=limits)
     server = VoiceServer(None, session, options)
-    asyncio.run(server.serve_forever(lambda: Engine.load(engine_config)))
+    asyncio.run(server.serve_forever(lambda: Engine.load(engine_config).warm(session.instructions)))
 
 
 def _audio_api(args: argparse.Namespace) -> None:

@@ -57,3 +57,11 @@ def test_a_request_cancelled_while_waiting_for_a_context_gives_up(chat):
     finally:
         for index in taken:
             chat._release(index, [])
+
+
+def test_warming_puts_the_system_prompt_in_every_context(chat):
+    system = ChatMessage("system", "You are a warm voice assistant.")
+    chat.warm([system])
+    assert all(chat._history[index][0] == system.as_dict() for index in range(2))
+    new_session = [system, ChatMessage("user", "Hi there.")]
+    assert "".join(chat.stream_chat(new_session, OPTIONS, threading.Event())).strip()

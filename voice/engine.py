@@ -15,7 +15,7 @@ import numpy as np
 
 from voice import models
 from voice.asr.base import Transcriber
-from voice.llm.base import ChatModel
+from voice.llm.base import ChatMessage, ChatModel
 from voice.tts.base import Synthesizer
 
 if TYPE_CHECKING:
@@ -154,6 +154,16 @@ class Engine:
         log.info("models loaded in %.1f s (asr=%s, llm=%s, tts=%s)", time.perf_counter() - started,
                  config.asr_model, engine.llm.name, engine.tts.name)
         return engine
+
+    def warm(self, instructions: str) -> Engine:
+        """Evaluate the system prompt in every LLM context of a backend that caches prompts, so
+        that no session's first turn pays for it."""
+        warm = getattr(self.llm, "warm", None)
+        if warm is not None:
+            started = time.perf_counter()
+            warm([ChatMessage("system", instructions)])
+            log.info("LLM contexts warmed in %.1f s", time.perf_counter() - started)
+        return self
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -28,7 +28,11 @@ class LLMError(RuntimeError):
 
 
 class ChatModel(Protocol):
-    """Streams a reply token by token; stops promptly once `cancel` is set."""
+    """Streams a reply token by token; stops promptly once `cancel` is set.
+
+    A backend that caches prompts may also have `warm(messages)`, which the server calls once at
+    start-up with the system prompt.
+    """
 
     name: str
 

@@ -43,6 +43,17 @@ class LlamaCppChat:
         self._history: dict[int, list[dict[str, str]]] = {}  # context -> the conversation it last saw
         self._changed = threading.Condition()
 
+    def warm(self, messages: list[ChatMessage]) -> None:
+        """Evaluate `messages` (the system prompt) in every context now, so that no session's
+        first turn pays for it."""
+        conversation = [m.as_dict() for m in messages] + [{"role": "user", "content": "Hello."}]
+        with self._changed:
+            for index, context in enumerate(self._contexts):
+                if index in self._free:
+                    reply = context.create_chat_completion(messages=conversation, max_tokens=1, temperature=0.0)
+                    content = reply["choices"][0]["message"]["content"] or ""
+                    self._history[index] = [*conversation, {"role": "assistant", "content": content}]
+
     def _acquire(self, conversation: list[dict[str, str]], cancel: threading.Event) -> int | None:
         """The free context that knows most of `conversation`, first come first served; None if
         cancelled while waiting for one."""
