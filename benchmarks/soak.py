@@ -115,6 +115,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         "turns": len(turns),
         "failed": len(turns) - len(ok),
         "failures": sorted({r.failure for _, r in turns if r.failure}),
+        "failed_turns": [{"at_s": t, **r.as_dict()} for t, r in turns if not r.ok],
         "latency_median_ms": statistics.median(r.voice_to_voice_ms for _, r in ok) if ok else None,
         "latency_median_first_third_ms": statistics.median(early) if early else None,
         "latency_median_last_third_ms": statistics.median(late) if late else None,
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.out.mkdir(parents=True, exist_ok=True)
     report = asyncio.run(soak(args))
     (args.out / "soak.json").write_text(json.dumps(report, indent=2))
-    summary = {k: v for k, v in report.items() if not k.endswith("_samples")}
+    summary = {k: v for k, v in report.items() if not k.endswith("_samples") and k != "failed_turns"}
     print(json.dumps(summary, indent=2))
     return report
 
