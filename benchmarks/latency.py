@@ -23,7 +23,7 @@ import numpy as np
 
 from benchmarks.report import write_markdown, write_plots
 from benchmarks.servers import RunningServer, voice_server
-from benchmarks.turns import STAGES, Clip, TurnResult, load_clip, run_session
+from benchmarks.turns import STAGES, Clip, TurnResult, load_clip, run_session, sessions_at_once
 
 DEFAULT_CLIPS = [
     "03_v2j_turn_on_living_room_lamp.wav",
@@ -116,13 +116,7 @@ async def measure(server: RunningServer, clips: list[Clip], runs: int, pause_s: 
 
 async def sweep(server: RunningServer, clips: list[Clip], sessions: int, turns: int) -> list[TurnResult]:
     """`sessions` simultaneous sessions, each speaking `turns` clips with pauses between them."""
-    async def one(index: int) -> list[TurnResult]:
-        await asyncio.sleep(index * 0.45)  # people do not all start talking in the same 20 ms
-        chosen = [clips[(index + k) % len(clips)] for k in range(turns)]
-        return await run_session(server.url, chosen, pause_s=1.5)
-
-    groups = await asyncio.gather(*(one(i) for i in range(sessions)))
-    return [r for group in groups for r in group]
+    return await sessions_at_once(server.url, clips, sessions, turns)
 
 
 def machine() -> dict[str, Any]:

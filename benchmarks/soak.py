@@ -26,7 +26,7 @@ import numpy as np
 
 from benchmarks.latency import DEFAULT_CLIPS, OUT, machine
 from benchmarks.servers import voice_server
-from benchmarks.turns import Clip, TurnResult, load_clip, run_session
+from benchmarks.turns import TurnResult, load_clip, sessions_at_once
 
 IDLE_SETTLE_S = 2.0
 """How long the server rests after a round before its idle memory is read."""
@@ -64,18 +64,6 @@ def load_memory(samples: list[tuple[float, float]], seconds: float) -> dict[str,
     }
 
 
-async def round_of_sessions(url: str, clips: list[Clip], sessions: int, first_clip: int, turns: int,
-                            pause_s: float) -> list[TurnResult]:
-    """`sessions` sessions at once, each speaking `turns` clips; all their turns."""
-    async def talker(index: int) -> list[TurnResult]:
-        await asyncio.sleep(index * 0.7)
-        chosen = [clips[(first_clip + index + k) % len(clips)] for k in range(turns)]
-        return await run_session(url, chosen, pause_s=pause_s)
-
-    results = await asyncio.gather(*(talker(i) for i in range(sessions)))
-    return [turn for session in results for turn in session]
-
-
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
     clips = [load_clip(name) for name in args.clips]
     turns: list[tuple[float, TurnResult]] = []
@@ -85,15 +73,17 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         def rss_mb() -> float:
             return server.usage()[1] / 2**20
 
-        await round_of_sessions(server.url, clips, args.sessions, 0, len(clips), args.pause)  # warm-up
+        await sessions_at_once(server.url, clips, args.sessions, len(clips), stagger_s=0.7,
+                               pause_s=args.pause)  # warm-up
         await asyncio.sleep(IDLE_SETTLE_S)
         started = time.monotonic()
         idle_samples.append((0.0, rss_mb()))
         deadline = started + args.minutes * 60
         rounds = 0
         while time.monotonic() < deadline:
-            talking = asyncio.create_task(round_of_sessions(
-                server.url, clips, args.sessions, rounds, args.turns_per_session, args.pause))
+            talking = asyncio.create_task(sessions_at_once(
+                server.url, clips, args.sessions, args.turns_per_session, first_clip=rounds, stagger_s=0.7,
+                pause_s=args.pause))
             while not talking.done():
                 load_samples.append((time.monotonic() - started, rss_mb()))
                 await asyncio.wait([talking], timeout=5)

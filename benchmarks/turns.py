@@ -189,3 +189,16 @@ async def run_session(url: str, clips: list[Clip], *, pause_s: float = 0.0, api_
     finally:
         await client.close()
     return results
+
+
+async def sessions_at_once(url: str, clips: list[Clip], sessions: int, turns: int, *, first_clip: int = 0,
+                           stagger_s: float = 0.45, pause_s: float = 1.5) -> list[TurnResult]:
+    """`sessions` sessions opened together (`stagger_s` apart: people do not all start talking in
+    the same 20 ms), each speaking `turns` clips in turn, from a different clip; all their turns."""
+    async def one(index: int) -> list[TurnResult]:
+        await asyncio.sleep(index * stagger_s)
+        chosen = [clips[(first_clip + index + k) % len(clips)] for k in range(turns)]
+        return await run_session(url, chosen, pause_s=pause_s)
+
+    groups = await asyncio.gather(*(one(i) for i in range(sessions)))
+    return [turn for group in groups for turn in group]
