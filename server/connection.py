@@ -24,6 +24,7 @@ from server.metrics import Metrics
 from server.session import (
     CancelResponse,
     Output,
+    PrefillPrompt,
     RealtimeSession,
     ResponseProgress,
     StartResponse,
@@ -154,6 +155,8 @@ class Connection:
                 self._track(self._transcribe(effect))
             elif isinstance(effect, StartResponse):
                 self._start_response(effect)
+            elif isinstance(effect, PrefillPrompt):
+                self._track(self._prefill(effect))
             elif isinstance(effect, CancelResponse):
                 cancel = self._cancels.get(effect.response_id)
                 if cancel is not None:
@@ -201,6 +204,12 @@ class Connection:
             result = TranscriptReady(effect.item_id, "", effect.final, error=f"asr: {exc}",
                                      speculative=effect.speculative, voiced_end_ms=effect.voiced_end_ms)
         self._apply(self.session.receive_transcript(result, time.monotonic()))
+
+    async def _prefill(self, effect: PrefillPrompt) -> None:
+        try:
+            await self._loop.run_in_executor(self.engine.executor, self.engine.prefill, effect.messages)
+        except Exception:  # noqa: BLE001 - only an optimisation: the reply evaluates the prompt itself
+            log.warning("prompt prefill failed", exc_info=True)
 
     def _start_response(self, effect: StartResponse) -> None:
         cancel = threading.Event()

@@ -61,7 +61,15 @@ class CancelResponse:
     response_id: str
 
 
-Effect = Transcribe | StartResponse | CancelResponse
+@dataclass(frozen=True)
+class PrefillPrompt:
+    """Evaluate the prompt of a reply to the words heard so far, while the user is still speaking,
+    so that the reply evaluates only the words that come after (an optimisation: may be skipped)."""
+
+    messages: list[ChatMessage]
+
+
+Effect = Transcribe | StartResponse | CancelResponse | PrefillPrompt
 
 
 # Results the runtime feeds back.
@@ -468,10 +476,17 @@ class RealtimeSession:
         self._partial_in_flight = False
         if result.item_id != self._speech_item or result.error or self.config.transcription is None:
             return
-        delta = self._partials[result.item_id].update(result.text)
+        partial = self._partials[result.item_id]
+        delta = partial.update(result.text)
         if delta:
             self._emit("conversation.item.input_audio_transcription.delta", item_id=result.item_id,
                        content_index=0, delta=delta)
+            detection = self.config.turn_detection
+            if self.config.pipeline == "cascade" and detection is not None and detection.create_response \
+                    and self._response is None:
+                words = partial.text.rstrip(".,;:!?")  # the final transcript may go on after the word
+                messages = self.conversation.messages(self.config.instructions, pending_user=words)
+                self._out.effects.append(PrefillPrompt(messages))
 
     def _on_final_transcript(self, result: TranscriptReady, now: float) -> None:
         turn = self._pending_transcripts.pop(result.item_id, None)

@@ -24,6 +24,33 @@ def test_shared_turns_counts_the_leading_messages_in_common():
     assert shared_turns(a, [*a, {"role": "assistant", "content": "x"}]) == 2
     assert shared_turns(a, [a[0], {"role": "user", "content": "other"}]) == 1
     assert shared_turns([], a) == 0
+    # A prefilled partial utterance, then the whole of it (case and the last word may differ).
+    assert shared_turns([a[0], {"role": "user", "content": "Turn on the Living"}],
+                        [a[0], {"role": "user", "content": "Turn on the living room lamp."}]) == 1.5
+
+
+def test_a_prefilled_utterance_leaves_only_its_rest_to_evaluate(chat, monkeypatch):
+    from llama_cpp import Llama
+
+    evaluated: list[int] = []
+    real_eval = Llama.eval
+    monkeypatch.setattr(Llama, "eval", lambda self, tokens: (evaluated.append(len(tokens)), real_eval(self, tokens)))
+    system = ChatMessage("system", "You are a voice assistant. Answer in one short sentence.")
+    whole = [system, ChatMessage("user", "Would you please turn on the living room lamp?")]
+    "".join(chat.stream_chat(whole, OPTIONS, threading.Event()))
+    cold = evaluated[0]  # the utterance and the template's tail, after the system prompt
+
+    other_system = ChatMessage("system", "You are a voice assistant. Reply in one short sentence.")
+    partial = [other_system, ChatMessage("user", "Would you please turn")]
+    evaluated.clear()
+    chat.prefill(partial, threading.Event())
+    holder = next(i for i, seen in chat._history.items() if seen == [m.as_dict() for m in partial])
+    assert evaluated and chat._contexts[holder].n_tokens > 0
+    evaluated.clear()
+    complete = [other_system, ChatMessage("user", "Would you please turn on the living room lamp?")]
+    assert "".join(chat.stream_chat(complete, OPTIONS, threading.Event())).strip()
+    assert chat._history[holder][1]["content"] == complete[1].content  # the prefilled context served it
+    assert evaluated[0] < cold - 3  # "Would you please turn" was already evaluated
 
 
 def test_a_conversation_goes_back_to_the_context_that_holds_it(chat):

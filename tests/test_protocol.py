@@ -15,6 +15,7 @@ from server.conversation import Item
 from server.events import ProtocolError, parse_client_event
 from server.session import (
     CancelResponse,
+    PrefillPrompt,
     RealtimeSession,
     ResponseProgress,
     StartResponse,
@@ -23,6 +24,7 @@ from server.session import (
 )
 from tests.helpers import DATA
 from voice.events import ResponseFinished, SpeechSegment, StageMark
+from voice.llm.base import ChatMessage
 
 
 def append(pcm: bytes) -> str:
@@ -191,6 +193,23 @@ def test_a_spoken_turn_goes_through_every_stage(driver):
     assert metadata["timing_origin"] == "speech_end"
     assert float(metadata["end_of_turn_ms"]) >= 500 - 64  # the silence window, within two VAD frames
     assert {"transcript_ms", "llm_first_token_ms", "first_audio_sent_ms", "speech_end_audio_ms"} <= set(metadata)
+
+
+def test_the_words_heard_so_far_prefill_the_reply_prompt_while_the_user_speaks(driver):
+    driver.stream(LAMP[:40_000])
+    partial = next(e for e in driver.effects if isinstance(e, Transcribe) and not e.final and not e.speculative)
+    driver.transcript(partial.item_id, "Turn on the", final=False)
+    assert not [e for e in driver.effects if isinstance(e, PrefillPrompt)]  # nothing agreed on yet
+    driver.transcript(partial.item_id, "Turn on the living,", final=False)
+    prefill = [e for e in driver.effects if isinstance(e, PrefillPrompt)]
+    assert len(prefill) == 1
+    assert prefill[0].messages[0].role == "system"
+    assert prefill[0].messages[-1] == ChatMessage("user", "Turn on the")  # the committed words only
+    driver.transcript(partial.item_id, "Turn on the living,", final=False)
+    prefill = [e for e in driver.effects if isinstance(e, PrefillPrompt)]
+    assert prefill[-1].messages[-1] == ChatMessage("user", "Turn on the living")  # without its comma
+    driver.transcript(partial.item_id, "Turn on the living,", final=False)
+    assert len([e for e in driver.effects if isinstance(e, PrefillPrompt)]) == 2  # no new words: no prefill
 
 
 def test_barge_in_cancels_the_reply_and_truncation_keeps_what_was_played(driver):

@@ -146,6 +146,13 @@ class Engine:
         with self.job():
             return self.asr.transcribe(audio)
 
+    def prefill(self, messages: list[ChatMessage]) -> None:
+        """Evaluate a reply's prompt ahead of time, where the LLM backend can (in a worker thread)."""
+        prefill = getattr(self.llm, "prefill", None)
+        if prefill is not None:
+            with self.job():
+                prefill(messages, threading.Event())
+
     @classmethod
     def load(cls, config: EngineConfig) -> Engine:
         started = time.perf_counter()

@@ -31,7 +31,8 @@ class ChatModel(Protocol):
     """Streams a reply token by token; stops promptly once `cancel` is set.
 
     A backend that caches prompts may also have `warm(messages)`, which the server calls once at
-    start-up with the system prompt.
+    start-up with the system prompt, and `prefill(messages, cancel)`, which evaluates a prompt
+    ending in a user utterance still being spoken, so that the reply evaluates only the rest.
     """
 
     name: str
