@@ -130,6 +130,26 @@ def test_stream_reply_stops_when_cancelled(encoder, audio):
     chat.close()
 
 
+def test_a_native_conversation_goes_back_to_the_context_that_holds_it(encoder, audio):
+    chat = NativeAudioChat(NumpyProjector.init(ProjectorConfig(hidden_dim=64)), encoder=encoder, parallel=2)
+    options = GenerationOptions(max_tokens=4, temperature=0.0)
+    system = ChatMessage("system", "You are a voice assistant.")
+    chat.warm([system])
+    warmed = len(chat._tokenizer.tokenize(prompt_texts([system])[0]))
+    assert all(context.cached_prefix(context._cached) == warmed for context in chat._free)
+    # The KV cache holds a turn's audio, and the history holds its transcript: a conversation's
+    # cached part ends where its last user turn begins, and what is before that is reused.
+    history = [system]
+    for said in ("hello", "turn on the lamp"):
+        reply = "".join(chat.stream_reply(audio, history, options, threading.Event()))
+        history = [*history, ChatMessage("user", said), ChatMessage("assistant", reply or "ok")]
+    holder = chat._free[-1]  # the context that served the second turn, now idle the shortest
+    "".join(chat.stream_reply(audio, history, options, threading.Event()))
+    before = chat._tokenizer.tokenize(prompt_texts(history)[0])
+    assert holder.cached_prefix(before) == len(before)  # it served the third turn too
+    chat.close()
+
+
 def test_training_end_to_end(tmp_path, encoder, audio):
     pytest.importorskip("torch")
     pytest.importorskip("transformers")

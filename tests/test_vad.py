@@ -57,6 +57,18 @@ def test_the_turn_ends_where_the_words_end_not_where_silero_forgets_them(name, s
     assert stopped.audio_end_ms <= ungated.audio_end_ms
 
 
+def test_digital_silence_before_a_turn_does_not_lengthen_its_tail(silero):
+    """Zeros (padding, a muted or gated input) say nothing of the microphone's noise: the energy
+    gate still ends the turn where the words end, as in the recording on its own."""
+    from benchmarks.turns import last_voiced_ms
+
+    samples = load("04_v2j_would_you_please_turn_on_living_room_lamp.wav")
+    words_end = last_voiced_ms(samples, 16_000)
+    lead = np.zeros(16_000, dtype=np.float32)
+    stopped = segment(np.concatenate([lead, samples]), VadConfig(), silero)[-1][1]
+    assert abs(stopped.audio_end_ms - 1000 - words_end) <= 2 * FRAME_MS, (stopped, words_end)
+
+
 def test_noise_and_tones_open_no_turn(silero):
     assert segment(load("23_leopard_empty_synthetic_nospeech.wav"), VadConfig(), silero) == []
 

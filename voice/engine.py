@@ -163,13 +163,14 @@ class Engine:
         return engine
 
     def warm(self, instructions: str) -> Engine:
-        """Evaluate the system prompt in every LLM context of a backend that caches prompts, so
-        that no session's first turn pays for it."""
-        warm = getattr(self.llm, "warm", None)
-        if warm is not None:
-            started = time.perf_counter()
-            warm([ChatMessage("system", instructions)])
-            log.info("LLM contexts warmed in %.1f s", time.perf_counter() - started)
+        """Evaluate the system prompt in every LLM context of the backends that cache prompts (the
+        cascade's LLM, the embedded native model), so that no session's first turn pays for it."""
+        for backend in (self.llm, self.native):
+            warm = getattr(backend, "warm", None)
+            if warm is not None:
+                started = time.perf_counter()
+                warm([ChatMessage("system", instructions)])
+                log.info("%s contexts warmed in %.1f s", backend.name, time.perf_counter() - started)
         return self
 
     def close(self) -> None:

@@ -29,6 +29,7 @@ FRAME_MS = FRAME_SAMPLES * 1000 // ASR_RATE
 _WEBRTC_SAMPLES = 480  # webrtcvad takes 10, 20 or 30 ms: judge the first 30 ms of each frame
 _SILERO_CONTEXT = 64
 _SILENT_DB = -100.0
+_DIGITAL_SILENCE_DB = _SILENT_DB + 1.0  # quieter than this: zeros, not a microphone's noise
 _FLOOR_RISE_DB_PER_FRAME = 1.5 * FRAME_SAMPLES / ASR_RATE
 
 
@@ -169,11 +170,15 @@ class VadSegmenter:
         return True
 
     def _track_noise_floor(self, level: float) -> float:
-        """Follows the quietest recent frames: down at once, up by 1.5 dB a second."""
+        """Follows the quietest recent frames: down at once, up by 1.5 dB a second. Digital silence
+        (exact zeros: padding, a muted or gated input) says nothing of the microphone's noise and
+        is left out: counted, it would sink the floor, and with it the energy gate on the tail of
+        the next turn (a floor that has sunk takes a minute to come back up)."""
         floor = self._noise_floor_db
-        floor = level if floor is None or level < floor else min(level, floor + _FLOOR_RISE_DB_PER_FRAME)
-        self._noise_floor_db = max(floor, _SILENT_DB)
-        return self._noise_floor_db
+        if level > _DIGITAL_SILENCE_DB:
+            floor = level if floor is None or level < floor else min(level, floor + _FLOOR_RISE_DB_PER_FRAME)
+            self._noise_floor_db = floor
+        return _SILENT_DB if floor is None else floor
 
     def _loud_enough(self, level: float, floor: float) -> bool:
         config = self.config

@@ -78,17 +78,22 @@ class EmbeddingContext:
         self.n_past = 0
         self._cached = []
 
+    def cached_prefix(self, tokens: Sequence[int]) -> int:
+        """How many leading `tokens` the KV cache already holds (from the last `start`)."""
+        count = 0
+        for cached, token in zip(self._cached, tokens, strict=False):
+            if cached != token:
+                break
+            count += 1
+        return count
+
     def start(self, pieces: Sequence[Piece]) -> int:
         """Decode a new prompt (see `feed`), keeping what the KV cache already holds of its leading
         token ids (the system prompt and history of the previous prompt); returns how many positions
         were reused."""
         pieces = [piece for piece in pieces if len(piece)]
         first = list(pieces[0]) if pieces and not _is_embeddings(pieces[0]) else []
-        reuse = 0
-        for cached, token in zip(self._cached, first, strict=False):
-            if cached != token:
-                break
-            reuse += 1
+        reuse = self.cached_prefix(first)
         if reuse == len(first) and len(pieces) == 1:
             reuse -= 1  # decode at least one position: its logits start the reply
         if reuse <= 0:

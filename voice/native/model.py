@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import codecs
 import logging
-import queue
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +30,7 @@ if TYPE_CHECKING:
     from faster_whisper import WhisperModel
 
 log = logging.getLogger(__name__)
+_WAIT_POLL_S = 0.05
 
 DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 """What SmolLM2's chat template puts in when the conversation has no system message."""
@@ -67,13 +67,15 @@ class NativeAudioChat:
                              f"{self.encoder.name} gives {self.encoder.dim}")
         if config.llm != model_path.name:
             log.warning("projector was trained for %s, running with %s", config.llm, model_path.name)
-        self._free: queue.Queue[EmbeddingContext] = queue.Queue()
+        self._free: list[EmbeddingContext] = []  # idle longest first
+        self._changed = threading.Condition()
         for _ in range(max(1, parallel)):
             context = EmbeddingContext(model_path, n_ctx=n_ctx, n_threads=n_threads)
             if context.n_embd != config.llm_dim:
                 raise ValueError(f"projector gives {config.llm_dim}-dim embeddings, {model_path.name} "
                                  f"takes {context.n_embd}")
-            self._free.put(context)
+            self._free.append(context)
+        self._tokenizer = self._free[0]  # any context tokenizes alike, from any thread (the vocabulary is read-only)
 
     def audio_embeddings(self, audio_16k: np.ndarray) -> np.ndarray:
         """The LLM input embeddings (positions, n_embd) standing for the audio."""
@@ -89,9 +91,18 @@ class NativeAudioChat:
         """What the native model hears: it is asked to repeat what the user said."""
         return transcribe(self, audio_16k, cancel, max_tokens)
 
+    def warm(self, messages: list[ChatMessage]) -> None:
+        """Evaluate the text before a first turn's audio (the system prompt) in every context, so
+        that no session's first turn pays for it."""
+        with self._changed:
+            for context in self._free:
+                context.start([context.tokenize(prompt_texts(messages)[0])])
+
     def close(self) -> None:
-        while not self._free.empty():
-            self._free.get_nowait().close()
+        with self._changed:
+            for context in self._free:
+                context.close()
+            self._free.clear()
 
     def _stream(self, audio_16k: np.ndarray, messages: list[ChatMessage], instruction: str | None,
                 options: GenerationOptions, cancel: threading.Event) -> Iterator[str]:
@@ -99,12 +110,13 @@ class NativeAudioChat:
             return
         embeddings = self.audio_embeddings(audio_16k)
         before, after = prompt_texts(messages, instruction)
-        context = self._acquire(cancel)
+        before_tokens = self._tokenizer.tokenize(before)
+        context = self._acquire(before_tokens, cancel)
         if context is None:
             return
         tokens = None
         try:
-            context.start([context.tokenize(before), embeddings, context.tokenize(after)])
+            context.start([before_tokens, embeddings, context.tokenize(after)])
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             tokens = context.generate(options.max_tokens, options.temperature, cancel=cancel)
             for token in tokens:
@@ -117,16 +129,22 @@ class NativeAudioChat:
         finally:
             if tokens is not None:
                 tokens.close()  # frees the sampler before the context serves someone else
-            self._free.put(context)
+            with self._changed:
+                self._free.append(context)
+                self._changed.notify_all()
 
-    def _acquire(self, cancel: threading.Event) -> EmbeddingContext | None:
-        """A free context, first come first served; None when cancelled while waiting."""
-        while not cancel.is_set():
-            try:
-                return self._free.get(timeout=0.05)
-            except queue.Empty:
-                continue
-        return None
+    def _acquire(self, before: list[int], cancel: threading.Event) -> EmbeddingContext | None:
+        """The free context whose KV cache holds most of `before` (usually the one that served this
+        conversation's previous turn, so that only the new turn is evaluated), ties to the one idle
+        longest; None when cancelled while waiting for one."""
+        with self._changed:
+            while not self._free:
+                if cancel.is_set():
+                    return None
+                self._changed.wait(_WAIT_POLL_S)
+            best = max(self._free, key=lambda context: context.cached_prefix(before))
+            self._free.remove(best)
+            return best
 
 
 class NativeTurn:
