@@ -28,9 +28,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     parser.add_argument("--turns", type=int, default=60)
     parser.add_argument("--context", type=int, default=2048, help="tokens per context (as --llm-context)")
     parser.add_argument("--every", type=int, default=10, help="print every this many turns")
+    parser.add_argument("--touch", action="store_true",
+                        help="first decode one full batch and forget it, so that every buffer a prompt can use is "
+                             "resident before the conversation (what is left of the growth is not first touches)")
     args = parser.parse_args(argv)
     process = psutil.Process()
     chat = LlamaCppChat(gguf_model(None), n_ctx=args.context, parallel=1)
+    if args.touch:
+        context = chat._contexts[0]
+        context.eval([context.token_bos()] * context.n_batch)
+        context.reset()
     random.seed(1)
     system = ChatMessage("system", "You are a friendly voice assistant.")
     history: list[ChatMessage] = []
