@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 _AUDIO_DELTA_BYTES = WIRE_RATE * 2 // 5  # 200 ms of PCM16 per output_audio.delta
 _IDLE_KEEP_MS = 2000  # audio kept before a speech start, for the prefix padding
 _TAIL_MS = 120  # audio after the last voiced frame given to the transcription of a turn
-_SPECULATE_AFTER_MS = 96  # silence after which the turn is transcribed speculatively (3 VAD frames)
+_SPECULATE_AFTER_MS = 64  # silence after which the turn is transcribed speculatively (2 VAD frames)
 _MIN_COMMIT_MS = 100
 
 
