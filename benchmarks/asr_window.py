@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
             rows.append(measure(model, min_window, pad))
             row = rows[-1]
             print(f"window >= {min_window:g} s, pad {pad:g} s: WER {row['wer']:.1%}, {row['median_ms']:.0f} ms median, "
-                  f"{row['fallbacks']} fallbacks on {row['recordings']} recordings, {row['cut_fallbacks']} on {row['cuts']} cuts "
-                  f"of {CUT_CLIP}", flush=True)
+                  f"{row['fallbacks']} fallbacks on {row['recordings']} recordings, "
+                  f"{row['cut_fallbacks']} on {row['cuts']} cuts of {CUT_CLIP}", flush=True)
     finally:
         whisper._MIN_WINDOW_S, whisper._PAD_S = defaults
     return rows
