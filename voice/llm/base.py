@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,6 +21,17 @@ class ChatMessage:
 class GenerationOptions:
     max_tokens: int = 160
     temperature: float = 0.7
+
+
+def shared_prefix(before: Sequence[object], after: Sequence[object]) -> int:
+    """How many leading items two sequences (messages, token ids) have in common: what of a new
+    prompt a cached one already holds."""
+    count = 0
+    for old, new in zip(before, after, strict=False):
+        if old != new:
+            break
+        count += 1
+    return count
 
 
 class LLMError(RuntimeError):

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from voice.llm.base import ChatMessage, GenerationOptions, LLMError
+from voice.llm.base import ChatMessage, GenerationOptions, LLMError, shared_prefix
 
 _WAIT_POLL_S = 0.05
 _REPLY_ROOM = 256  # tokens a prefilled prompt leaves free in its context
@@ -18,14 +18,12 @@ def shared_turns(before: list[dict[str, str]], after: list[dict[str, str]]) -> f
     """How many leading messages two conversations share, plus a half where the first message
     that differs begins like its counterpart (a prefilled partial utterance, then the whole of it,
     which may differ in a word or in case)."""
-    count = 0
-    for old, new in zip(before, after, strict=False):
-        if old != new:
-            begun = os.path.commonprefix([old["content"].lower(), new["content"].lower()])
-            if old["role"] == new["role"] and old["content"] and len(begun) >= len(old["content"]) // 2:
-                return count + 0.5
-            break
-        count += 1
+    count = shared_prefix(before, after)
+    if count < min(len(before), len(after)):
+        old, new = before[count], after[count]
+        begun = os.path.commonprefix([old["content"].lower(), new["content"].lower()])
+        if old["role"] == new["role"] and old["content"] and len(begun) >= len(old["content"]) // 2:
+            return count + 0.5
     return count
 
 
@@ -94,6 +92,7 @@ class LlamaCppChat:
     def _release(self, index: int, conversation: list[dict[str, str]]) -> None:
         with self._changed:
             self._history[index] = conversation
+            self._prefilling.discard(index)
             self._free.append(index)
             self._changed.notify_all()
 
@@ -112,17 +111,11 @@ class LlamaCppChat:
             prompt = self._formatter(messages=marked).prompt.split(_CUT)[0]
             llama = self._contexts[index]
             tokens = llama.tokenize(prompt.encode("utf-8"), special=True)
-            cached = 0
-            for old, new in zip(llama._input_ids, tokens, strict=False):  # what llama.cpp would reuse
-                if old != new:
-                    break
-                cached += 1
+            cached = shared_prefix(llama._input_ids, tokens)  # what llama.cpp reuses
             if cached < len(tokens) < llama.n_ctx() - _REPLY_ROOM and not cancel.is_set():
                 llama.n_tokens = cached
                 llama.eval(tokens[cached:])  # drops the cache beyond `cached` first
         finally:
-            with self._changed:
-                self._prefilling.discard(index)
             self._release(index, conversation)
 
     def stream_chat(

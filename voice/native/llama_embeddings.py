@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voice.llm.base import LLMError
+from voice.llm.base import LLMError, shared_prefix
 
 Piece = Sequence[int] | np.ndarray
 """Part of a prompt: token ids, or embeddings (n, n_embd) float32."""
@@ -80,12 +80,7 @@ class EmbeddingContext:
 
     def cached_prefix(self, tokens: Sequence[int]) -> int:
         """How many leading `tokens` the KV cache already holds (from the last `start`)."""
-        count = 0
-        for cached, token in zip(self._cached, tokens, strict=False):
-            if cached != token:
-                break
-            count += 1
-        return count
+        return shared_prefix(self._cached, tokens)
 
     def start(self, pieces: Sequence[Piece]) -> int:
         """Decode a new prompt (see `feed`), keeping what the KV cache already holds of its leading

@@ -94,9 +94,10 @@ class NativeAudioChat:
     def warm(self, messages: list[ChatMessage]) -> None:
         """Evaluate the text before a first turn's audio (the system prompt) in every context, so
         that no session's first turn pays for it."""
+        before = self._tokenizer.tokenize(prompt_texts(messages)[0])
         with self._changed:
             for context in self._free:
-                context.start([context.tokenize(prompt_texts(messages)[0])])
+                context.start([before])
 
     def close(self) -> None:
         with self._changed:
