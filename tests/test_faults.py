@@ -133,6 +133,27 @@ async def test_tts_failure_fails_the_turn_and_the_next_turn_works(in_process_ser
     await websocket.close()
 
 
+async def test_a_reply_that_ends_at_its_first_token_is_drawn_again(in_process_server, monkeypatch):
+    # A sampled reply that ends at once (the bundled model does so about once in 60 draws) would
+    # leave the user with silence: the response draws it again from the real model.
+    llm = in_process_server.engine.llm
+    real = llm.stream_chat
+    calls: list[int] = []
+
+    def ends_at_once_the_first_time(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return iter(()) if len(calls) == 1 else real(*args, **kwargs)
+
+    monkeypatch.setattr(llm, "stream_chat", ends_at_once_the_first_time)
+    websocket = await connect(in_process_server.port)
+    await send(websocket, *TEXT_TURN, {"type": "response.create"})
+    events = await collect_until(websocket, "response.done")
+    assert len(calls) == 2
+    assert events[-1]["response"]["status"] == "completed"
+    assert of_type(events, "response.output_audio.delta") and not of_type(events, "error")
+    await websocket.close()
+
+
 async def test_asr_failure_ends_the_turn_cleanly_and_the_next_turn_works(in_process_server, monkeypatch):
     fault = Fault(monkeypatch, in_process_server.engine.asr, "transcribe", RuntimeError("decoder crashed"))
     websocket = await connect(in_process_server.port)

@@ -28,6 +28,7 @@ _DONE = object()
 _CANCEL_POLL_S = 0.02
 _PRODUCER_JOIN_S = 1.0
 _FIRST_AUDIO_HOLD_S = 1.0
+_EMPTY_REPLY_RETRIES = 2
 
 
 @dataclass(frozen=True)
@@ -52,25 +53,35 @@ def run_response(llm: ChatModel, tts: Synthesizer, request: ResponseRequest, can
             pass
 
     def generate() -> None:
-        chunker = SpeechChunker()
         first = True
         try:
-            for delta in llm.stream_chat(request.messages, request.options, cancel):
-                if cancel.is_set():
+            for attempt in range(1 + _EMPTY_REPLY_RETRIES):
+                chunker = SpeechChunker()
+                said = False
+                for delta in llm.stream_chat(request.messages, request.options, cancel):
+                    if cancel.is_set():
+                        return
+                    if first:
+                        emit(StageMark("llm_first_token", clock()))
+                        first = False
+                    if not request.audio:
+                        said = said or any(c.isalnum() for c in delta)
+                        emit(TextDelta(delta))
+                        continue
+                    for chunk in chunker.feed(delta):
+                        said = True
+                        chunks.put(chunk)
+                        if not first_spoken.is_set():
+                            hold_until_first_audio()
+                if request.audio and not cancel.is_set():
+                    for chunk in chunker.flush():
+                        said = True
+                        chunks.put(chunk)
+                if said or cancel.is_set():
                     return
-                if first:
-                    emit(StageMark("llm_first_token", clock()))
-                    first = False
-                if not request.audio:
-                    emit(TextDelta(delta))
-                    continue
-                for chunk in chunker.feed(delta):
-                    chunks.put(chunk)
-                    if not first_spoken.is_set():
-                        hold_until_first_audio()
-            if request.audio and not cancel.is_set():
-                for chunk in chunker.flush():
-                    chunks.put(chunk)
+                # A sampled reply can end at its first token (about 1 in 60 for the bundled
+                # model): the user would hear nothing, so it is drawn again.
+                log.info("the LLM's reply had nothing to say (attempt %d); drawing it again", attempt + 1)
         except Exception as exc:  # noqa: BLE001 - any backend failure ends the response with an error
             chunks.put(exc)
         finally:

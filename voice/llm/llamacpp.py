@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from voice.llm.base import ChatMessage, GenerationOptions, LLMError, shared_prefix
+from voice.models import llama_file
 
 _WAIT_POLL_S = 0.05
 _REPLY_ROOM = 256  # tokens a prefilled prompt leaves free in its context
@@ -43,7 +44,8 @@ class LlamaCppChat:
         from llama_cpp import Llama
 
         self.name = Path(model_path).name
-        self._contexts = [Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=n_threads, verbose=False)
+        weights = str(llama_file(Path(model_path)))
+        self._contexts = [Llama(model_path=weights, n_ctx=n_ctx, n_threads=n_threads, verbose=False)
                           for _ in range(max(1, parallel))]
         self._free = list(range(len(self._contexts)))
         self._history: dict[int, list[dict[str, str]]] = {}  # context -> the conversation it last saw

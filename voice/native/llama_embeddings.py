@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from voice.llm.base import LLMError, shared_prefix
+from voice.models import llama_file
 
 Piece = Sequence[int] | np.ndarray
 """Part of a prompt: token ids, or embeddings (n, n_embd) float32."""
@@ -43,7 +44,7 @@ class EmbeddingContext:
         from llama_cpp import Llama
 
         self._lib = llama_cpp
-        self.llama = Llama(model_path=str(model_path), n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch,
+        self.llama = Llama(model_path=str(llama_file(Path(model_path))), n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch,
                            n_threads=n_threads, verbose=False)
         self.n_ctx = self.llama.n_ctx()
         self.n_embd = self.llama.n_embd()
