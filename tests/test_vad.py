@@ -69,6 +69,31 @@ def test_digital_silence_before_a_turn_does_not_lengthen_its_tail(silero):
     assert abs(stopped.audio_end_ms - 1000 - words_end) <= 2 * FRAME_MS, (stopped, words_end)
 
 
+def test_a_noisier_recording_after_a_quiet_one_still_ends_where_its_words_end(silero):
+    """The noise floor learnt on a near-silent recording (03, -95 dBFS) is raised by the next
+    one's noise (04, about -46 dBFS) before its words end, not a dB or two a second."""
+    from benchmarks.turns import last_voiced_ms
+
+    quiet = load("03_v2j_turn_on_living_room_lamp.wav")
+    noisy = load("04_v2j_would_you_please_turn_on_living_room_lamp.wav")
+    gap = np.zeros(16_000, dtype=np.float32)
+    offset_ms = (quiet.size + gap.size) // 16
+    stopped = segment(np.concatenate([quiet, gap, noisy]), VadConfig(), silero)[-1][1]
+    words_end = offset_ms + last_voiced_ms(noisy, 16_000)
+    assert abs(stopped.audio_end_ms - words_end) <= 2 * FRAME_MS, (stopped, words_end)
+
+
+def test_the_floor_does_not_rise_into_a_long_turn(silero):
+    """JFK's last word is only 5-8 dB above the recording's hiss: a floor that went on rising
+    through the turn would cut it."""
+    from benchmarks.turns import last_voiced_ms
+
+    samples = load("09_jfk.wav")
+    words_end = last_voiced_ms(samples, 16_000)
+    stopped = segment(samples, VadConfig(), silero)[-1][1]
+    assert words_end - 2 * FRAME_MS <= stopped.audio_end_ms <= words_end + 3 * FRAME_MS, (stopped, words_end)
+
+
 def test_noise_and_tones_open_no_turn(silero):
     assert segment(load("23_leopard_empty_synthetic_nospeech.wav"), VadConfig(), silero) == []
 

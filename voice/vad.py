@@ -15,6 +15,7 @@ turn's loudest frame. Opening a turn is left to the two detectors alone.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,8 @@ _SILERO_CONTEXT = 64
 _SILENT_DB = -100.0
 _DIGITAL_SILENCE_DB = _SILENT_DB + 1.0  # quieter than this: zeros, not a microphone's noise
 _FLOOR_RISE_DB_PER_FRAME = 1.5 * FRAME_SAMPLES / ASR_RATE
+_NOISE_PROBABILITY = 0.1  # outside a turn, a frame Silero scores below this is noise, not speech
+_NOISE_FRAMES = 8  # 256 ms of such frames in a row give the floor a fresh estimate
 
 
 def _level_db(frame: np.ndarray) -> float:
@@ -53,7 +56,7 @@ class VadConfig:
     """Speech needed before a turn opens, so that a click or a cough does not."""
     webrtc_mode: int = 1
     """webrtcvad aggressiveness, 0 (lenient) to 3 (strict)."""
-    tail_floor_margin_db: float | None = 6.0
+    tail_floor_margin_db: float | None = 4.5
     """In an open turn, a frame this close to the noise floor is silence (None: no energy gate)."""
     tail_peak_drop_db: float | None = 32.0
     """In an open turn, a frame this far below the turn's loudest is silence (None: no gate)."""
@@ -129,6 +132,7 @@ class VadSegmenter:
         self.last_probability = 0.0
         self._turn_silence_ms: int | None = None  # a shorter window for the open turn, if any
         self._noise_floor_db: float | None = None
+        self._noise_levels: deque[float] = deque(maxlen=_NOISE_FRAMES)  # levels of the latest run of noise frames
         self._peak_db = _SILENT_DB  # loudest voiced frame of the current run or turn
 
     @property
@@ -170,13 +174,25 @@ class VadSegmenter:
         return True
 
     def _track_noise_floor(self, level: float) -> float:
-        """Follows the quietest recent frames: down at once, up by 1.5 dB a second. Digital silence
-        (exact zeros: padding, a muted or gated input) says nothing of the microphone's noise and
-        is left out: counted, it would sink the floor, and with it the energy gate on the tail of
-        the next turn (a floor that has sunk takes a minute to come back up)."""
+        """Follows the quietest recent frames: down at once; up by 1.5 dB a second between turns,
+        and at once to the quiet end (10th percentile) of the last 256 ms when all of it was
+        plainly not speech, so that a noisier microphone (or recording) is learnt before its
+        first turn ends. Within a turn the floor does not rise: a long utterance would lift it
+        into its own quiet words. Digital silence (exact zeros: padding, a muted or gated input)
+        says nothing of the microphone's noise and is left out: counted, it would sink the floor,
+        and with it the energy gate on the tail of the next turn."""
         floor = self._noise_floor_db
         if level > _DIGITAL_SILENCE_DB:
-            floor = level if floor is None or level < floor else min(level, floor + _FLOOR_RISE_DB_PER_FRAME)
+            if floor is None or level < floor:
+                floor = level
+            elif not self.speaking:
+                floor = min(level, floor + _FLOOR_RISE_DB_PER_FRAME)
+            if self.speaking or self.last_probability >= _NOISE_PROBABILITY:
+                self._noise_levels.clear()
+            else:
+                self._noise_levels.append(level)
+                if len(self._noise_levels) == self._noise_levels.maxlen:
+                    floor = max(floor, float(np.percentile(self._noise_levels, 10)))
             self._noise_floor_db = floor
         return _SILENT_DB if floor is None else floor
 
