@@ -31,6 +31,7 @@ from server.session import (
     Transcribe,
     TranscriptReady,
 )
+from voice.asr.base import TranscriptionCancelled
 from voice.engine import Engine
 from voice.events import ResponseEvent
 from voice.turn import ResponseRequest, run_response, run_response_naive
@@ -84,6 +85,7 @@ class Connection:
         self._closing = False
         self._jobs: set[asyncio.Future[Any]] = set()
         self._cancels: dict[str, threading.Event] = {}
+        self._partial_cancel = threading.Event()  # of the partial transcription under way, if any
         self._loop = asyncio.get_running_loop()
 
     async def run(self) -> None:
@@ -121,6 +123,7 @@ class Connection:
             self._apply(self.session.close())
             for cancel in self._cancels.values():
                 cancel.set()
+            self._partial_cancel.set()
             self._outgoing.put_nowait(None)
             await asyncio.gather(writer, return_exceptions=True)
             if self._jobs:
@@ -152,6 +155,8 @@ class Connection:
             self._enqueue(json.dumps(event))
         for effect in output.effects:
             if isinstance(effect, Transcribe):
+                if effect.final or effect.speculative:
+                    self._partial_cancel.set()  # the pass someone waits for goes first
                 self._track(self._transcribe(effect))
             elif isinstance(effect, StartResponse):
                 self._start_response(effect)
@@ -195,10 +200,18 @@ class Connection:
             self._apply(self.session.receive_transcript(
                 TranscriptReady(effect.item_id, "", final=False, error="skipped: ASR busy"), time.monotonic()))
             return
+        cancel = None
+        if not effect.final and not effect.speculative:
+            cancel = self._partial_cancel = threading.Event()
+            if self._closing:
+                cancel.set()
         try:
-            text = await self._loop.run_in_executor(self.engine.executor, self.engine.transcribe, effect.audio)
+            text = await self._loop.run_in_executor(self.engine.executor, self.engine.transcribe, effect.audio,
+                                                    cancel)
             result = TranscriptReady(effect.item_id, text, effect.final, speculative=effect.speculative,
                                      voiced_end_ms=effect.voiced_end_ms)
+        except TranscriptionCancelled:
+            result = TranscriptReady(effect.item_id, "", final=False, error="skipped: a turn's pass came first")
         except Exception as exc:  # noqa: BLE001 - a failed transcription ends the turn, not the session
             log.exception("transcription failed")
             result = TranscriptReady(effect.item_id, "", effect.final, error=f"asr: {exc}",

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 _AUDIO_DELTA_BYTES = WIRE_RATE * 2 // 5  # 200 ms of PCM16 per output_audio.delta
 _IDLE_KEEP_MS = 2000  # audio kept before a speech start, for the prefix padding
+_PARTIAL_MIN_PROBABILITY = 0.8  # a partial pass starts only on a frame Silero is sure is speech
 _TAIL_MS = 120  # audio after the last voiced frame given to the transcription of a turn
 _SPECULATE_AFTER_MS = 64  # silence after which the turn is transcribed speculatively (2 VAD frames)
 _MIN_COMMIT_MS = 100
@@ -322,6 +323,8 @@ class RealtimeSession:
         voiced_end = self._vad.last_voiced_end_ms if self._vad is not None else None
         if voiced_end is not None and self._vad is not None and self._vad.position_ms > voiced_end:
             return  # the user has paused: keep the ASR free for the speculative pass that is coming
+        if self._vad is not None and self._vad.last_probability < _PARTIAL_MIN_PROBABILITY:
+            return  # speech may be ending: a pass started now would hold up the speculative one
         self._partial_in_flight = True
         self._partial_samples = speech
         audio = self._audio_between(self._speech_start, self._stream_samples)

@@ -39,3 +39,16 @@ def test_the_fast_path_answered_without_falling_back(short_window):
     before = short_window.fallbacks
     short_window.transcribe(audio)
     assert short_window.fallbacks == before
+
+
+def test_a_cancelled_pass_stops_after_encoding(short_window):
+    import threading
+
+    from voice.asr.base import TranscriptionCancelled
+
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(TranscriptionCancelled):
+        short_window.transcribe(soundfile.read(DATA / "06_ps_goforward.wav", dtype="float32")[0], cancel)
+    assert "forward" in short_window.transcribe(soundfile.read(DATA / "06_ps_goforward.wav", dtype="float32")[0],
+                                      threading.Event()).lower()

@@ -141,10 +141,10 @@ class Engine:
             with self._jobs_lock:
                 self._jobs -= 1
 
-    def transcribe(self, audio: np.ndarray) -> str:
+    def transcribe(self, audio: np.ndarray, cancel: threading.Event | None = None) -> str:
         """Run the ASR stage (in a worker thread), counting the jobs under way."""
         with self.job():
-            return self.asr.transcribe(audio)
+            return self.asr.transcribe(audio, cancel)
 
     def prefill(self, messages: list[ChatMessage]) -> None:
         """Evaluate a reply's prompt ahead of time, where the LLM backend can (in a worker thread)."""

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 
+from voice.asr.base import TranscriptionCancelled
 from voice.asr.hallucination import has_repetition_loop, is_hallucination, strip_non_speech
 from voice.audio import ASR_RATE
 
@@ -33,6 +35,11 @@ _MAX_COMPRESSION = 2.4
 _SECONDS_PER_TIMESTAMP = 0.02
 _MIN_WINDOW_S = 10.0  # shorter windows make tiny.en loop (6 s: 14 of 50 cuts of one clip fell back to 30 s)
 _PAD_S = 3.0
+
+
+def _check(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise TranscriptionCancelled
 
 
 @dataclass(frozen=True)
@@ -74,17 +81,18 @@ class WhisperTranscriber:
         """The loaded faster-whisper model (the native path shares its encoder)."""
         return self._model
 
-    def transcribe(self, audio: np.ndarray) -> str:
+    def transcribe(self, audio: np.ndarray, cancel: threading.Event | None = None) -> str:
         audio = np.asarray(audio, dtype=np.float32)
         seconds = audio.size / ASR_RATE
         if audio.size < ASR_RATE // 10:
             return ""
         text = None
         if self.short_window and seconds + _PAD_S <= 30.0 and self.language:
-            text = self._transcribe_short(audio)
+            text = self._transcribe_short(audio, cancel)
             if text is None:
                 self.fallbacks += 1
         if text is None:
+            _check(cancel)
             text = self._transcribe_padded(audio)
         text = strip_non_speech(text)
         if is_hallucination(text, seconds):
@@ -109,7 +117,7 @@ class WhisperTranscriber:
             kept.append(segment.text.strip())
         return " ".join(kept)
 
-    def _transcribe_short(self, audio: np.ndarray) -> str | None:
+    def _transcribe_short(self, audio: np.ndarray, cancel: threading.Event | None = None) -> str | None:
         """Encode the utterance plus padding only; None when the result cannot be trusted."""
         seconds = audio.size / ASR_RATE
         window = min(30.0, max(_MIN_WINDOW_S, seconds + _PAD_S))
@@ -117,6 +125,7 @@ class WhisperTranscriber:
         features = self._model.feature_extractor(padded)[:, :-1]
         features = features[:, : features.shape[1] // 2 * 2]  # the encoder's stride-2 convolution
         encoded = self._model.encode(features)
+        _check(cancel)  # decoding is the other half of the pass: skip it for a pass given up
         tokenizer = self._tokenizer
         max_tokens = int(seconds * 6) + 24
         result = self._model.model.generate(
