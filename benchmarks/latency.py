@@ -16,6 +16,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,35 @@ async def sweep(server: RunningServer, clips: list[Clip], sessions: int, turns: 
     return await sessions_at_once(server.url, clips, sessions, turns)
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """Machine-wide (steal, total) CPU ticks from /proc/stat; (0, 0) where there is none.
+    Steal is time the hypervisor gave this VM's CPUs to someone else: a run with much of it
+    was slowed by its neighbours, not by this code."""
+    try:
+        with open("/proc/stat", encoding="utf-8") as handle:
+            fields = [int(v) for v in handle.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+async def measured(server: RunningServer, turns: Coroutine[Any, Any, list[TurnResult]],
+                   ) -> tuple[list[TurnResult], dict[str, Any]]:
+    """Run `turns` and summarise them with the server's CPU and memory and the machine's steal."""
+    cpu_before, _ = server.usage()
+    steal_before, total_before = cpu_ticks()
+    started = time.monotonic()
+    results = await turns
+    elapsed = time.monotonic() - started
+    cpu_after, rss = server.usage()
+    steal_after, total_after = cpu_ticks()
+    summary = summarise(results)
+    summary["server_cpu_percent"] = 100 * (cpu_after - cpu_before) / elapsed
+    summary["server_rss_mb"] = rss / 2**20
+    summary["cpu_steal_percent"] = 100 * (steal_after - steal_before) / max(1, total_after - total_before)
+    return results, summary
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or ""
     try:
@@ -152,27 +182,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             report["native"] = {"projector": str(projector), "trained": trained}
         with voice_server(*PIPELINES[pipeline], *extra, log=log) as server:
             await run_session(server.url, clips[:1])  # warm-up: first-call costs are not latency
-            cpu_before, _ = server.usage()
-            started = time.monotonic()
-            results = await measure(server, clips, args.runs, args.pause)
-            elapsed = time.monotonic() - started
-            cpu_after, rss = server.usage()
-            summary = summarise(results)
-            summary["server_cpu_percent"] = 100 * (cpu_after - cpu_before) / elapsed
-            summary["server_rss_mb"] = rss / 2**20
+            results, summary = await measured(server, measure(server, clips, args.runs, args.pause))
             report["pipelines"][pipeline] = summary
             report["turns"][pipeline] = [r.as_dict() for r in results]
             print(f"{pipeline}: {json.dumps(summary['voice_to_voice_ms'])} failed={summary['failed']}", flush=True)
             if pipeline == "cascade":
                 for sessions in args.concurrency:
-                    cpu_before, _ = server.usage()
-                    started = time.monotonic()
-                    results = await sweep(server, clips, sessions, args.sweep_turns)
-                    elapsed = time.monotonic() - started
-                    cpu_after, rss = server.usage()
-                    summary = summarise(results)
-                    summary["server_cpu_percent"] = 100 * (cpu_after - cpu_before) / elapsed
-                    summary["server_rss_mb"] = rss / 2**20
+                    results, summary = await measured(server, sweep(server, clips, sessions, args.sweep_turns))
                     report["concurrency"][str(sessions)] = summary
                     report["turns"][f"cascade-x{sessions}"] = [r.as_dict() for r in results]
                     print(f"cascade x{sessions}: {json.dumps(summary['voice_to_voice_ms'])} "

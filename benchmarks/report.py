@@ -27,7 +27,7 @@ def _row(name: str, summary: dict[str, Any]) -> str:
             f"{_ms(stages.get('response_start_ms'))} | "
             f"{_ms(stages.get('llm_first_token_ms'))} | {_ms(stages.get('tts_first_audio_ms'))} | "
             f"{'-' if wer is None else f'{100 * wer:.1f}%'} | {summary.get('server_cpu_percent', 0):.0f}% | "
-            f"{summary.get('server_rss_mb', 0):.0f} |")
+            f"{summary.get('server_rss_mb', 0):.0f} | {summary.get('cpu_steal_percent', 0):.1f}% |")
 
 
 def write_markdown(report: dict[str, Any], path: Path) -> None:
@@ -40,11 +40,13 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         "Voice-to-voice: from the last voiced sample of the user's recording (found from the audio) leaving the "
         "client, streamed at real-time pace, to the first reply audio reaching the client. Stage columns: "
         "server-side medians in ms after the end of speech (reply start: when the reply's work began, in the "
-        "silence window for a reply started on the speculative transcript).",
+        "silence window for a reply started on the speculative transcript). CPU steal: the share of the "
+        "machine's CPU time the hypervisor gave to other guests while the row ran (a noisy neighbour, not this "
+        "code).",
         "",
         "| pipeline | turns | failed | v2v median | p90 | p95 | end of turn | transcript | reply start | "
-        "LLM 1st token | TTS 1st audio | WER | server CPU | RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "LLM 1st token | TTS 1st audio | WER | server CPU | RSS MB | CPU steal |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, summary in report["pipelines"].items():
         lines.append(_row(name, summary))
