@@ -32,6 +32,18 @@ class RunningServer:
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/v1/realtime"
 
+    def anonymous_mb(self) -> float | None:
+        """Resident memory that is not a mapped file (the heaps of Python and of the native
+        libraries, not the model weights), from /proc/PID/smaps_rollup; None where it is missing."""
+        try:
+            with open(f"/proc/{self.process.pid}/smaps_rollup", encoding="utf-8") as handle:
+                for line in handle:
+                    if line.startswith("Anonymous:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return None
+
     def usage(self) -> tuple[float, int]:
         """(CPU seconds used so far, resident memory in bytes)."""
         proc = psutil.Process(self.process.pid)

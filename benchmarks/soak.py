@@ -69,6 +69,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     turns: list[tuple[float, TurnResult]] = []
     load_samples: list[tuple[float, float]] = []
     idle_samples: list[tuple[float, float]] = []
+    anonymous: list[tuple[float, float | None]] = []  # the idle samples' heap share (not mapped model files)
     with voice_server(log=args.out / "server-soak.log") as server:
         def rss_mb() -> float:
             return server.usage()[1] / 2**20
@@ -78,6 +79,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.sleep(IDLE_SETTLE_S)
         started = time.monotonic()
         idle_samples.append((0.0, rss_mb()))
+        anonymous.append((0.0, server.anonymous_mb()))
         deadline = started + args.minutes * 60
         rounds = 0
         while time.monotonic() < deadline:
@@ -91,6 +93,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             rounds += 1
             await asyncio.sleep(IDLE_SETTLE_S)
             idle_samples.append((time.monotonic() - started, rss_mb()))
+            anonymous.append((time.monotonic() - started, server.anonymous_mb()))
     seconds = idle_samples[-1][0]
     ok = [(t, r) for t, r in turns if r.ok]
     early = [r.voice_to_voice_ms for t, r in ok if t < seconds / 3]
@@ -112,6 +115,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         **idle_memory_growth(idle_samples),
         **load_memory(load_samples or idle_samples, seconds),
         "idle_samples": idle_samples,
+        "idle_anonymous_samples": anonymous,
         "load_samples": load_samples,
     }
 
