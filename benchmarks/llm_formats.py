@@ -12,7 +12,6 @@ faster format that changes the model shows it.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import statistics
 import tempfile
@@ -23,7 +22,7 @@ import numpy as np
 
 from server.config import DEFAULT_INSTRUCTIONS
 from voice import models
-from voice.llm.requantize import q8_0_copy
+from voice.llm.requantize import q8_0_copy, requantize
 from voice.native.prompts import generate_prompts
 
 _FTYPES = {"q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0", "q4_k": "LLAMA_FTYPE_MOSTLY_Q4_K_S",
@@ -32,16 +31,9 @@ _FTYPES = {"q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0", "q4_k": "LLAMA_FTYPE_MOSTLY_Q4_K_S
 
 def _requantized(source: Path, name: str, directory: Path) -> Path:
     import llama_cpp
-    from llama_cpp._utils import suppress_stdout_stderr
 
     target = directory / f"{name}.gguf"
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = getattr(llama_cpp, _FTYPES[name])
-    params.allow_requantize = True
-    with suppress_stdout_stderr(disable=False):
-        status = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
-    if status:
-        raise SystemExit(f"could not store the model as {name}")
+    requantize(source, target, getattr(llama_cpp, _FTYPES[name]))
     return target
 
 

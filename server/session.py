@@ -221,6 +221,12 @@ class RealtimeSession:
     def _session_wire(self) -> dict[str, Any]:
         return session_to_wire(self.config, self.id, self.model_name)
 
+    def _answers_now(self) -> bool:
+        """Whether a turn that ends now gets a reply by itself: turn detection creates responses
+        and none is running."""
+        detection = self.config.turn_detection
+        return detection is not None and detection.create_response and self._response is None
+
     def _reset_vad(self) -> None:
         detection = self.config.turn_detection
         self._vad = VadSegmenter(detection.vad, self._vad_model) if detection else None
@@ -349,9 +355,7 @@ class RealtimeSession:
         audio = self._turn_audio(voiced_end)
         self._out.effects.append(Transcribe(self._speech_item, audio, final=False,
                                             speculative=True, voiced_end_ms=voiced_end))
-        detection = self.config.turn_detection
-        if self.config.pipeline == "native" and detection is not None and detection.create_response \
-                and self._response is None:  # the native model needs no transcript: answer the audio now
+        if self.config.pipeline == "native" and self._answers_now():  # it needs no transcript: answer the audio
             self._start_held(self._speech_item, voiced_end, "", now, user_audio=audio)
 
     def _on_speech_stopped(self, event: SpeechStopped, now: float) -> None:
@@ -371,8 +375,7 @@ class RealtimeSession:
             # exactly this turn already did that work.
             heard = speculation is not None and speculation[0] == event.audio_end_ms
             self._commit(item_id, audio, transcribe=not heard)
-            detection = self.config.turn_detection
-            answer = detection is not None and detection.create_response and self._response is None
+            answer = self._answers_now()
             held = self._held
             fits = held is not None and held.item_id == item_id and held.voiced_end_ms == event.audio_end_ms
             if answer and fits:
@@ -419,8 +422,7 @@ class RealtimeSession:
                             and self._vad.last_voiced_end_ms == result.voiced_end_ms)
             if still_silent and finished_ms is not None and reads_as_finished(result.text):
                 self._vad.end_after_silence(finished_ms)
-            if still_silent and result.text and detection is not None and detection.create_response \
-                    and self._response is None and self.config.pipeline != "native":
+            if still_silent and result.text and self._answers_now() and self.config.pipeline != "native":
                 self._start_held(result.item_id, result.voiced_end_ms, result.text, now)
 
     def _start_held(self, item_id: str, voiced_end: int, transcript: str, now: float,
@@ -484,9 +486,7 @@ class RealtimeSession:
         if delta:
             self._emit("conversation.item.input_audio_transcription.delta", item_id=result.item_id,
                        content_index=0, delta=delta)
-            detection = self.config.turn_detection
-            if self.config.pipeline == "cascade" and detection is not None and detection.create_response \
-                    and self._response is None:
+            if self.config.pipeline == "cascade" and self._answers_now():
                 words = partial.text.rstrip(".,;:!?")  # the final transcript may go on after the word
                 messages = self.conversation.messages(self.config.instructions, pending_user=words)
                 self._out.effects.append(PrefillPrompt(messages))
@@ -517,7 +517,6 @@ class RealtimeSession:
         self._emit("conversation.item.done", item=item.to_wire())
         if turn is not None:
             turn.transcript = now
-        detection = self.config.turn_detection
         answered = result.item_id in self._answered_natively  # its reply is already under way or done
         self._answered_natively.discard(result.item_id)
         if self._pending_transcripts:
@@ -528,8 +527,8 @@ class RealtimeSession:
         elif self._response_wanted is not None:
             request, self._response_wanted = self._response_wanted, None
             self._start_response(request, turn or TurnClock(), now)
-        elif detection is not None and detection.create_response and item.text and turn is not None \
-                and turn.speech_end_audio_ms is not None and self._response is None and self._speech_item is None:
+        elif self._answers_now() and item.text and turn is not None and turn.speech_end_audio_ms is not None \
+                and self._speech_item is None:
             # (If the user already speaks again, the next turn answers both.)
             if held is not None and held.item_id == item.id and held.transcript == item.text:
                 self._start_response({}, turn, now, adopt=held)

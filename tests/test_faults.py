@@ -134,8 +134,8 @@ async def test_tts_failure_fails_the_turn_and_the_next_turn_works(in_process_ser
 
 
 async def test_a_reply_that_ends_at_its_first_token_is_drawn_again(in_process_server, monkeypatch):
-    # A sampled reply that ends at once (the bundled model does so about once in 60 draws) would
-    # leave the user with silence: the response draws it again from the real model.
+    # A sampled reply that ends at once would leave the user with silence: the response draws it
+    # again from the real model.
     llm = in_process_server.engine.llm
     real = llm.stream_chat
     calls: list[int] = []

@@ -79,8 +79,8 @@ def run_response(llm: ChatModel, tts: Synthesizer, request: ResponseRequest, can
                         chunks.put(chunk)
                 if said or cancel.is_set():
                     return
-                # A sampled reply can end at its first token (about 1 in 60 for the bundled
-                # model): the user would hear nothing, so it is drawn again.
+                # A sampled reply can end at its first token: the user would hear nothing, so it
+                # is drawn again.
                 log.info("the LLM's reply had nothing to say (attempt %d); drawing it again", attempt + 1)
         except Exception as exc:  # noqa: BLE001 - any backend failure ends the response with an error
             chunks.put(exc)

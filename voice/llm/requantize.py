@@ -19,6 +19,21 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+def requantize(source: Path, target: Path, ftype: int) -> None:
+    """Write the weights of `source` to `target` in llama.cpp's `ftype` (a LLAMA_FTYPE_* value)."""
+    import llama_cpp
+    from llama_cpp._utils import suppress_stdout_stderr
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.allow_requantize = True  # the source is already quantized: this re-stores its values
+    params.nthread = min(2, os.cpu_count() or 1)
+    with suppress_stdout_stderr(disable=False):  # llama.cpp logs every tensor it converts
+        status = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
+    if status != 0:
+        raise RuntimeError(f"llama_model_quantize returned {status}")
+
+
 def q8_0_copy(source: Path, directory: Path) -> Path:
     """The Q8_0 copy of `source` in `directory`, made the first time (a few seconds for a small
     model). Several processes may ask at once: each writes its own temporary file and the
@@ -32,16 +47,7 @@ def q8_0_copy(source: Path, directory: Path) -> Path:
     handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".part")
     os.close(handle)
     try:
-        params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
-        params.allow_requantize = True  # the source is already quantized: this only re-stores its values
-        params.nthread = min(2, os.cpu_count() or 1)
-        from llama_cpp._utils import suppress_stdout_stderr
-
-        with suppress_stdout_stderr(disable=False):  # llama.cpp logs every tensor it converts
-            status = llama_cpp.llama_model_quantize(str(source).encode(), temporary.encode(), ctypes.byref(params))
-        if status != 0:
-            raise RuntimeError(f"llama_model_quantize returned {status}")
+        requantize(source, Path(temporary), llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0)
         os.chmod(temporary, 0o644)  # mkstemp makes it private; the cache is shared like the others
         os.replace(temporary, target)
     finally:
