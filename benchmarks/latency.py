@@ -24,7 +24,7 @@ import numpy as np
 
 from benchmarks.report import write_markdown, write_plots
 from benchmarks.servers import RunningServer, voice_server
-from benchmarks.turns import STAGES, Clip, TurnResult, load_clip, run_session, sessions_at_once
+from benchmarks.turns import STAGES, STALL_HEARD_MS, Clip, TurnResult, load_clip, run_session, sessions_at_once
 
 DEFAULT_CLIPS = [
     "03_v2j_turn_on_living_room_lamp.wav",
@@ -47,6 +47,7 @@ def summarise(results: list[TurnResult]) -> dict[str, Any]:
 
     ok = [r for r in results if r.ok]
     latencies = [r.voice_to_voice_ms for r in ok if r.voice_to_voice_ms is not None]
+    stalls = [r.stall_ms for r in ok if r.stall_ms is not None]
     stages = {}
     for stage in STAGES:
         values = [r.stages[stage] for r in ok if stage in r.stages]
@@ -62,6 +63,8 @@ def summarise(results: list[TurnResult]) -> dict[str, Any]:
                               "max": max(latencies, default=None)},
         "stages_median_ms": stages,
         "wer": wer,
+        "stall_ms": {"median": percentile(stalls, 50), "p95": percentile(stalls, 95), "max": max(stalls, default=None)},
+        "stalled_turns": sum(1 for stall in stalls if stall >= STALL_HEARD_MS),
     }
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from benchmarks.turns import STALL_HEARD_MS
+
 _STAGE_PARTS = [
     ("end of turn (silence window)", None, "end_of_turn_ms"),
     ("final transcript", "end_of_turn_ms", "transcript_ms"),
@@ -27,7 +29,15 @@ def _row(name: str, summary: dict[str, Any]) -> str:
             f"{_ms(stages.get('response_start_ms'))} | "
             f"{_ms(stages.get('llm_first_token_ms'))} | {_ms(stages.get('tts_first_audio_ms'))} | "
             f"{'-' if wer is None else f'{100 * wer:.1f}%'} | {summary.get('server_cpu_percent', 0):.0f}% | "
-            f"{summary.get('server_rss_mb', 0):.0f} | {summary.get('cpu_steal_percent', 0):.1f}% |")
+            f"{summary.get('server_rss_mb', 0):.0f} | {summary.get('cpu_steal_percent', 0):.1f}% | "
+            f"{_stalls(summary)} |")
+
+
+def _stalls(summary: dict[str, Any]) -> str:
+    stall = summary.get("stall_ms") or {}
+    if stall.get("max") is None:
+        return "-"
+    return f"{summary.get('stalled_turns', 0)} ({_ms(stall['max'])})"
 
 
 def write_markdown(report: dict[str, Any], path: Path) -> None:
@@ -42,11 +52,13 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         "server-side medians in ms after the end of speech (reply start: when the reply's work began, in the "
         "silence window for a reply started on the speculative transcript). CPU steal: the share of the "
         "machine's CPU time the hypervisor gave to other guests while the row ran (a noisy neighbour, not this "
-        "code).",
+        "code). Stalls: turns whose reply, played from its first audio in real time, waits "
+        f"{STALL_HEARD_MS} ms or more for audio that has not arrived (a gap inside the reply), and the longest "
+        "wait in ms.",
         "",
         "| pipeline | turns | failed | v2v median | p90 | p95 | end of turn | transcript | reply start | "
-        "LLM 1st token | TTS 1st audio | WER | server CPU | RSS MB | CPU steal |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "LLM 1st token | TTS 1st audio | WER | server CPU | RSS MB | CPU steal | stalls |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, summary in report["pipelines"].items():
         lines.append(_row(name, summary))

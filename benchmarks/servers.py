@@ -52,11 +52,13 @@ class RunningServer:
 
 
 @contextmanager
-def voice_server(*args: str, log: Path | None = None, timeout: float = 180.0):
+def voice_server(*args: str, log: Path | None = None, timeout: float = 180.0, root: Path = ROOT):
+    """`voice serve` from the source tree `root` (another checkout, for an A/B comparison)."""
     port = free_port()
     out = open(log, "wb") if log else subprocess.DEVNULL
-    process = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port), *args], cwd=ROOT,
-                               stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(root)}
+    process = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port), *args], cwd=root,
+                               stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + timeout
         while True:

@@ -9,6 +9,7 @@ to the moment the first reply audio reaches the client.
 from __future__ import annotations
 
 import asyncio
+import base64
 import csv
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,6 +24,7 @@ from voice.asr.hallucination import normalise
 from voice.audio import WIRE_RATE, float_to_pcm16, resample
 
 FRAME_MS = 20
+STALL_HEARD_MS = 60  # a gap inside a reply a listener notices (shorter ones pass for a pause)
 FRAME_BYTES = WIRE_RATE * 2 * FRAME_MS // 1000
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 STAGES = ("end_of_turn_ms", "transcript_ms", "response_start_ms", "llm_first_token_ms", "tts_first_audio_ms",
@@ -82,6 +84,9 @@ class TurnResult:
     stages: dict[str, float] = field(default_factory=dict)
     first_audio_received_ms: float | None = None  # after speech end, by the server's clock origin
     status: str | None = None
+    stall_ms: float | None = None
+    """Silence inside the reply for a listener playing its audio from the first byte, in real time:
+    the time playback would wait for audio that has not arrived yet."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -164,8 +169,23 @@ def _summarise(clip: Clip, events: list[tuple[float, dict[str, Any]]], speech_en
         result.failure = "no reply audio"
     else:
         result.voice_to_voice_ms = (first_audio - speech_end_sent) * 1000
+        result.stall_ms = playback_stall_ms(
+            [(at, len(base64.b64decode(e["delta"])) / (2 * WIRE_RATE)) for at, e in events
+             if e["type"] == "response.output_audio.delta" and e["response_id"] == response["id"]])
         result.ok = result.failure is None
     return result
+
+
+def playback_stall_ms(deltas: list[tuple[float, float]]) -> float:
+    """How long a listener's playback waits for audio, from the first delta on, given each audio
+    delta's arrival time and duration (seconds): the reply's gaps as heard."""
+    if not deltas:
+        return 0.0
+    cursor, stalled = deltas[0][0], 0.0
+    for arrived, duration in deltas:
+        stalled += max(0.0, arrived - cursor)
+        cursor = max(cursor, arrived) + duration
+    return stalled * 1000
 
 
 async def run_session(url: str, clips: list[Clip], *, pause_s: float = 0.0, api_key: str | None = None,

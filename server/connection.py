@@ -200,6 +200,11 @@ class Connection:
             self._apply(self.session.receive_transcript(
                 TranscriptReady(effect.item_id, "", final=False, error="skipped: ASR busy"), time.monotonic()))
             return
+        if effect.early and self.engine.busy:  # it may be for a pause between words: not worth a wait
+            self._apply(self.session.receive_transcript(
+                TranscriptReady(effect.item_id, "", final=False, error="declined: models busy", speculative=True,
+                                voiced_end_ms=effect.voiced_end_ms), time.monotonic()))
+            return
         cancel = None
         if not effect.final and not effect.speculative:
             cancel = self._partial_cancel = threading.Event()

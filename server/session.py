@@ -31,6 +31,9 @@ _IDLE_KEEP_MS = 2000  # audio kept before a speech start, for the prefix padding
 _PARTIAL_MIN_PROBABILITY = 0.8  # a partial pass starts only on a frame Silero is sure is speech
 _TAIL_MS = 120  # audio after the last voiced frame given to the transcription of a turn
 _SPECULATE_AFTER_MS = 64  # silence after which the turn is transcribed speculatively (2 VAD frames)
+# After the first silent frame, the cascade asks for that pass already, to be run only if the models
+# are idle: a pause between words also gives one silent frame, and a pass for it is wasted work.
+_EARLY_SPECULATE_AFTER_MS = 32
 _MIN_COMMIT_MS = 100
 
 
@@ -45,6 +48,9 @@ class Transcribe:
     final: bool
     speculative: bool = False
     voiced_end_ms: int | None = None
+    early: bool = False
+    """A speculative pass asked for after one silent frame: run it only if no other model work is
+    under way, else decline it (an error result); the session then asks again after two."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +160,8 @@ class RealtimeSession:
         self._partials: dict[str, StablePrefix] = {}  # item id -> committed partial words
         self._partial_in_flight = False
         self._speculations: dict[str, tuple[int, str | None]] = {}  # item -> (voiced end ms, text once back)
+        self._early: dict[str, int] = {}  # item -> voiced end of its early speculative pass under way
+        self._early_declined: tuple[str, int] | None = None  # (item, voiced end) the runtime declined
         # item -> (voiced end, turn audio): the speculative pass under way becomes the final one
         self._awaiting_speculation: dict[str, tuple[int, np.ndarray]] = {}
         self._partial_samples = 0
@@ -345,18 +353,25 @@ class RealtimeSession:
         assert self._vad is not None and self._speech_item is not None
         if not self.config.streaming_asr:
             return
-        voiced_end = self._vad.last_voiced_end_ms
-        if voiced_end is None or self._vad.position_ms - voiced_end < _SPECULATE_AFTER_MS:
+        item, voiced_end = self._speech_item, self._vad.last_voiced_end_ms
+        native = self.config.pipeline == "native"
+        silence = None if voiced_end is None else self._vad.position_ms - voiced_end
+        if silence is None or silence < (_SPECULATE_AFTER_MS if native else _EARLY_SPECULATE_AFTER_MS):
             return
-        current = self._speculations.get(self._speech_item)
+        current = self._speculations.get(item)
         if current is not None and current[0] == voiced_end:
             return
-        self._speculations[self._speech_item] = (voiced_end, None)
+        early = silence < _SPECULATE_AFTER_MS
+        if early and self._early_declined == (item, voiced_end):
+            return
+        self._speculations[item] = (voiced_end, None)
+        if early:
+            self._early[item] = voiced_end
         audio = self._turn_audio(voiced_end)
-        self._out.effects.append(Transcribe(self._speech_item, audio, final=False,
-                                            speculative=True, voiced_end_ms=voiced_end))
-        if self.config.pipeline == "native" and self._answers_now():  # it needs no transcript: answer the audio
-            self._start_held(self._speech_item, voiced_end, "", now, user_audio=audio)
+        self._out.effects.append(Transcribe(item, audio, final=False, speculative=True, voiced_end_ms=voiced_end,
+                                            early=early))
+        if native and self._answers_now():  # it needs no transcript: answer the audio
+            self._start_held(item, voiced_end, "", now, user_audio=audio)
 
     def _on_speech_stopped(self, event: SpeechStopped, now: float) -> None:
         item_id = self._speech_item
@@ -402,6 +417,11 @@ class RealtimeSession:
             self._awaiting_speculation[item_id] = (speculation[0], audio)
 
     def _on_speculative_transcript(self, result: TranscriptReady, now: float) -> None:
+        early = self._early.get(result.item_id) == result.voiced_end_ms
+        if early:
+            del self._early[result.item_id]
+            if result.error:  # declined: ask again once the silence is two frames long
+                self._early_declined = (result.item_id, result.voiced_end_ms)
         awaited = self._awaiting_speculation.get(result.item_id)
         if awaited is not None and awaited[0] == result.voiced_end_ms:
             del self._awaiting_speculation[result.item_id]

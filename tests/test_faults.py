@@ -154,6 +154,33 @@ async def test_a_reply_that_ends_at_its_first_token_is_drawn_again(in_process_se
     await websocket.close()
 
 
+async def test_a_reply_caught_in_a_loop_is_ended(in_process_server, monkeypatch):
+    # SmolLM2 was seen answering "You're welcome.You're welcome.You're welcome...." (no spaces) up to
+    # its token limit: minutes of speech and a history too long for the prompt. The reply stops at
+    # the third time the same sentence comes, and the LLM is stopped with it.
+    pulled: list[str] = []
+    closed: list[bool] = []
+
+    def loops(*args: Any, **kwargs: Any) -> Any:
+        try:
+            for _ in range(200):
+                for token in ("You", "'re", " welcome", "."):
+                    pulled.append(token)
+                    yield token
+        finally:
+            closed.append(True)
+
+    monkeypatch.setattr(in_process_server.engine.llm, "stream_chat", loops)
+    websocket = await connect(in_process_server.port)
+    await send(websocket, *TEXT_TURN, {"type": "response.create"})
+    events = await collect_until(websocket, "response.done")
+    response = events[-1]["response"]
+    assert response["status"] == "completed"
+    assert response["output"][0]["content"][0]["transcript"] == "You're welcome. You're welcome."
+    assert closed and len(pulled) <= 4 * 3 + 1
+    await websocket.close()
+
+
 async def test_asr_failure_ends_the_turn_cleanly_and_the_next_turn_works(in_process_server, monkeypatch):
     fault = Fault(monkeypatch, in_process_server.engine.asr, "transcribe", RuntimeError("decoder crashed"))
     websocket = await connect(in_process_server.port)

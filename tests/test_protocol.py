@@ -345,6 +345,29 @@ def test_speculative_transcript_becomes_the_final_one_when_the_turn_ends_there(d
     assert any(isinstance(e, StartResponse) for e in driver.effects)
 
 
+def test_an_early_speculation_declined_by_busy_models_is_asked_again_a_frame_later(driver):
+    """After one silent frame the pass is asked for as `early` (run only if the models are idle);
+    declined, it is asked for once more, as a regular pass, after the second silent frame."""
+    pcm = LAMP + SILENCE
+    for i in range(0, len(pcm), 960):
+        driver.stream(pcm[i:i + 960])
+        if [e for e in driver.effects if isinstance(e, Transcribe) and e.speculative]:
+            break
+    early = [e for e in driver.effects if isinstance(e, Transcribe) and e.speculative][-1]
+    assert early.early
+    silence = driver.session._vad.position_ms - early.voiced_end_ms
+    assert 32 <= silence < 64
+    driver.session.receive_transcript(TranscriptReady(early.item_id, "", final=False, error="declined: models busy",
+                                                      speculative=True, voiced_end_ms=early.voiced_end_ms), driver.now)
+    driver.stream(pcm[i + 960:i + 960 + 960 * 3])
+    again = [e for e in driver.effects if isinstance(e, Transcribe) and e.speculative and e is not early]
+    assert len(again) == 1 and not again[0].early and again[0].voiced_end_ms == early.voiced_end_ms
+    driver.answer(again[0], "Turn on the living room lamp.")
+    driver.stream(SILENCE)
+    completed = driver.of("conversation.item.input_audio_transcription.completed")
+    assert [e["transcript"] for e in completed] == ["Turn on the living room lamp."]
+
+
 def test_a_stale_speculation_is_not_used(driver):
     driver.stream(LAMP[:36_000] + bytes(16_800))  # a 350 ms pause, then the user goes on
     stale = [e for e in driver.effects if isinstance(e, Transcribe) and e.speculative]

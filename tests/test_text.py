@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from voice.text import SpeechChunker, clean_for_speech, split_for_speech
+from voice.text import RepetitionGuard, SpeechChunker, clean_for_speech, split_for_speech
 
 
 def feed_words(text: str) -> list[str]:
@@ -25,17 +25,33 @@ def test_sentences_are_released_as_soon_as_they_end():
     assert chunker.flush() == ["Fine"]
 
 
-def test_the_first_chunk_may_end_at_a_clause():
-    chunks = feed_words("Sure thing, with a light breeze from the west, and warm.")
-    assert chunks[0] == "Sure thing,"
-    assert chunks[1:] == ["with a light breeze from the west, and warm."]
+def test_the_first_chunks_may_end_at_a_clause():
+    assert feed_words("Sure, I can do that.") == ["Sure,", "I can do that."]
+    # The second chunk ends at a clause once it is long enough to cover the first one's playback.
+    chunks = feed_words("Sure thing, with a light breeze from the west, and warm, and dry, and bright.")
+    assert chunks == ["Sure thing,", "with a light breeze from the west,", "and warm, and dry, and bright."]
+    chunks = feed_words("By turning on the lamp we are creating a space that is not only a room but a reflection.")
+    assert chunks == ["By turning on", "the lamp we are creating a space that",
+                      "is not only a room but a reflection."]
 
 
 def test_the_first_chunk_does_not_wait_for_a_long_sentence():
     chunker = SpeechChunker()
-    assert chunker.feed("I will turn on") == []  # "on" may go on ("onto")
-    assert chunker.feed(" the living room lamp for you right now.") == ["I will turn on"]
-    assert chunker.flush() == ["the living room lamp for you right now."]
+    assert chunker.feed("I will turn") == []  # "turn" may go on ("turning")
+    assert chunker.feed(" on the living room lamp for you right now.") == ["I will turn"]
+    assert chunker.flush() == ["on the living room lamp for you right now."]
+
+
+def test_a_sentence_ends_where_the_llm_left_out_the_space():
+    assert split_for_speech("Sure.You're welcome!Bye.") == ["Sure.", "You're welcome!", "Bye."]
+    chunks = split_for_speech("We went to the U.S.A and saw many cities, e.g.Paris, Texas.")
+    assert any("U.S.A and" in c for c in chunks) and any("e.g.Paris," in c for c in chunks)
+
+
+def test_a_sentence_said_a_third_time_in_a_row_is_a_loop():
+    guard = RepetitionGuard()
+    assert [guard.looping(c) for c in ["You're welcome.", "you're welcome!", "You're welcome.", "Bye."]] == [
+        False, False, True, False]
 
 
 def test_abbreviations_and_numbers_do_not_end_a_sentence():

@@ -7,7 +7,9 @@ import re
 _MARKDOWN = re.compile(r"(\*\*|__|`+|^#+\s*|^\s*[-*+]\s+|^\s*\d+\.\s+)", re.MULTILINE)
 _LINK = re.compile(r"\[([^\]]+)\]\([^)]+\)")
 _EMOJI = re.compile("[\U0001f000-\U0001faff\u2600-\u27bf\ufe0f]")
-_SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*(?=\s)|\n+")
+# A sentence ends at its punctuation and a space, or, where a small LLM left the space out
+# ("Sure.You're welcome."), at its punctuation and a capital letter.
+_SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*(?=\s)|(?<=[a-z])[.!?]+(?=[A-Z])|\n+")
 _CLAUSE_END = re.compile(r"[,;:—–]+(?=\s)")
 _ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "st", "vs", "etc", "e.g", "i.e", "no", "jr", "sr", "prof"}
 
@@ -28,13 +30,18 @@ class SpeechChunker:
     """Accumulates streamed text and releases speakable chunks.
 
     A chunk ends at a sentence end. The first chunk of a reply also ends at a clause boundary
-    once it has `first_clause_words` words, or after `first_chunk_max_words` words, so that
-    speech starts sooner; later chunks are cut only when a sentence runs past `max_words`.
+    ("Sure,"), or after `first_chunk_max_words` words, so that speech starts sooner: on a 2-core
+    CPU each LLM token costs about 20 ms, and the first audio waits for every token of the first
+    chunk. That chunk then plays for under a second, so the second one also ends at a clause
+    boundary once it has `second_clause_words` words, or after `second_chunk_max_words`, to be
+    ready before the first has been heard; later chunks are cut only when a sentence runs past
+    `max_words`.
     """
 
-    def __init__(self, first_clause_words: int = 2, first_chunk_max_words: int = 4, max_words: int = 30) -> None:
-        self.first_clause_words = first_clause_words
-        self.first_chunk_max_words = first_chunk_max_words
+    def __init__(self, first_clause_words: int = 1, first_chunk_max_words: int = 3, second_clause_words: int = 4,
+                 second_chunk_max_words: int = 8, max_words: int = 30) -> None:
+        self._clause_words = {0: first_clause_words, 1: second_clause_words}
+        self._max_words = {0: first_chunk_max_words, 1: second_chunk_max_words}
         self.max_words = max_words
         self._buffer = ""
         self._emitted = 0
@@ -65,17 +72,34 @@ class SpeechChunker:
             if match.group().startswith(".") and _is_abbreviation(text, match.start() + 1):
                 continue
             return match.end()
-        limit = self.max_words
-        if self._emitted == 0:
+        clause_words = self._clause_words.get(self._emitted)
+        if clause_words is not None:
             for match in _CLAUSE_END.finditer(text):
-                if len(text[: match.start()].split()) >= self.first_clause_words:
+                if len(text[: match.start()].split()) >= clause_words:
                     return match.end()
-            limit = self.first_chunk_max_words  # the first words are spoken without waiting for the rest
+        limit = self._max_words.get(self._emitted, self.max_words)
         # Cut after `limit` complete words (a word is complete once whitespace follows it).
         complete = list(re.finditer(r"\S+(?=\s)", text))
         if len(complete) >= limit + (0 if self._emitted == 0 else 1):
             return complete[limit - 1].end()
         return None
+
+
+class RepetitionGuard:
+    """Spots a reply caught in a loop: a small LLM sometimes says the same sentence over and over
+    until its token limit ("You're welcome. You're welcome. ..."), minutes of speech."""
+
+    def __init__(self, max_repeats: int = 2) -> None:
+        self.max_repeats = max_repeats
+        self._last = ""
+        self._run = 0
+
+    def looping(self, chunk: str) -> bool:
+        """Feed the next chunk; True once it is the same as the `max_repeats` chunks before it."""
+        key = " ".join(re.sub(r"[^\w\s']", " ", chunk.lower()).split())
+        self._run = self._run + 1 if key == self._last else 1
+        self._last = key
+        return self._run > self.max_repeats
 
 
 def split_for_speech(text: str) -> list[str]:

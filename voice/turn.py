@@ -18,7 +18,7 @@ import numpy as np
 from voice.audio import WIRE_RATE, float_to_pcm16, resample
 from voice.events import ResponseEvent, ResponseFinished, SpeechSegment, StageMark, TextDelta
 from voice.llm.base import ChatMessage, ChatModel, GenerationOptions
-from voice.text import SpeechChunker, clean_for_speech
+from voice.text import RepetitionGuard, SpeechChunker, clean_for_speech
 from voice.tts.base import Synthesizer
 
 log = logging.getLogger(__name__)
@@ -56,23 +56,32 @@ def run_response(llm: ChatModel, tts: Synthesizer, request: ResponseRequest, can
         first = True
         try:
             for attempt in range(1 + _EMPTY_REPLY_RETRIES):
-                chunker = SpeechChunker()
+                chunker, guard = SpeechChunker(), RepetitionGuard()
                 said = False
-                for delta in llm.stream_chat(request.messages, request.options, cancel):
+                stream = llm.stream_chat(request.messages, request.options, cancel)
+                for delta in stream:
                     if cancel.is_set():
                         return
                     if first:
                         emit(StageMark("llm_first_token", clock()))
                         first = False
-                    if not request.audio:
+                    complete = chunker.feed(delta)
+                    looping = next((k for k, chunk in enumerate(complete) if guard.looping(chunk)), None)
+                    if request.audio:
+                        for chunk in complete[:looping]:
+                            said = True
+                            chunks.put(chunk)
+                            if not first_spoken.is_set():
+                                hold_until_first_audio()
+                    else:
                         said = said or any(c.isalnum() for c in delta)
                         emit(TextDelta(delta))
-                        continue
-                    for chunk in chunker.feed(delta):
-                        said = True
-                        chunks.put(chunk)
-                        if not first_spoken.is_set():
-                            hold_until_first_audio()
+                    if looping is not None:
+                        log.info("the LLM's reply repeats itself: ended at %r", complete[looping][:60])
+                        close = getattr(stream, "close", None)  # a generator: closing it stops the LLM
+                        if close is not None:
+                            close()
+                        return
                 if request.audio and not cancel.is_set():
                     for chunk in chunker.flush():
                         said = True
