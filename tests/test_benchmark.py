@@ -34,3 +34,26 @@ def test_the_soak_runs_and_reports_memory_between_rounds(tmp_path):
     assert report["rounds"] == 1 and report["turns"] == 2 and report["failed"] == 0
     assert len(report["idle_samples"]) == 2  # after the warm-up round and after the round
     assert report["rss_idle_start_mb"] > 0 and "rss_idle_growth_percent" in report
+
+
+def test_the_ab_comparison_serves_a_revision_beside_this_tree(tmp_path):
+    clip = "06_ps_goforward.wav"
+    result = subprocess.run([sys.executable, "-m", "benchmarks.ab", "--base", "HEAD", "--rounds", "1", "--clips", clip,
+                             "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "ab.json").read_text())
+    assert report["a"]["turns"] == report["b"]["turns"] == 1
+    assert report["a"]["failed"] == report["b"]["failed"] == 0
+    assert report["b_minus_a"]["pairs"] == 1
+    worktrees = subprocess.run(["git", "-C", str(ROOT), "worktree", "list"], capture_output=True, text=True).stdout
+    assert len(worktrees.strip().splitlines()) == 1  # the base's checkout is removed again
+
+
+def test_playback_stalls_are_the_waits_for_audio_not_yet_arrived():
+    from benchmarks.turns import playback_stall_ms
+
+    assert playback_stall_ms([]) == 0.0
+    # 1 s of audio at t=0, the next second at t=0.5: playback never waits.
+    assert playback_stall_ms([(0.0, 1.0), (0.5, 1.0)]) == 0.0
+    # 0.3 s at t=0, then 0.2 s at t=0.5 and at t=0.6: a 200 ms wait, then none.
+    assert abs(playback_stall_ms([(0.0, 0.3), (0.5, 0.2), (0.6, 0.2)]) - 200.0) < 1e-6
