@@ -2,7 +2,7 @@
 both running, their turns interleaved on the same clips.
 
 This machine's speed drifts by more than most changes are worth (the same code measured a
-cascade median of 429 and 542 ms in runs twenty minutes apart), so two separate benchmark runs
+cascade median of 542 and of 429 ms in runs fifteen minutes apart), so two separate benchmark runs
 cannot tell a 30 ms change from the drift. Here both servers are loaded at once and take turns:
 each round speaks every clip to A and then to B (B first in odd rounds), one turn at a time, so a
 slow minute slows both. Reported: each side's median, and the paired differences (B - A) of the

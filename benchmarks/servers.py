@@ -56,7 +56,8 @@ def voice_server(*args: str, log: Path | None = None, timeout: float = 180.0, ro
     """`voice serve` from the source tree `root` (another checkout, for an A/B comparison)."""
     port = free_port()
     out = open(log, "wb") if log else subprocess.DEVNULL
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(root)}
+    path = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
     process = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port), *args], cwd=root,
                                stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
