@@ -92,8 +92,9 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             turns += [(time.monotonic() - started, result) for result in talking.result()]
             rounds += 1
             await asyncio.sleep(IDLE_SETTLE_S)
-            idle_samples.append((time.monotonic() - started, rss_mb()))
-            anonymous.append((time.monotonic() - started, server.anonymous_mb()))
+            at = time.monotonic() - started
+            idle_samples.append((at, rss_mb()))
+            anonymous.append((at, server.anonymous_mb()))
     seconds = idle_samples[-1][0]
     ok = [(t, r) for t, r in turns if r.ok]
     early = [r.voice_to_voice_ms for t, r in ok if t < seconds / 3]

@@ -195,33 +195,31 @@ class Connection:
         future.add_done_callback(done)
 
     async def _transcribe(self, effect: Transcribe) -> None:
-        if not effect.final and not effect.speculative and self.engine.busy:
-            # Partial transcripts only feed the display: they run only while no other model work does.
-            self._apply(self.session.receive_transcript(
-                TranscriptReady(effect.item_id, "", final=False, error="skipped: ASR busy"), time.monotonic()))
-            return
-        if effect.early and self.engine.busy:  # it may be for a pause between words: not worth a wait
-            self._apply(self.session.receive_transcript(
-                TranscriptReady(effect.item_id, "", final=False, error="declined: models busy", speculative=True,
-                                voiced_end_ms=effect.voiced_end_ms), time.monotonic()))
+        def result(text: str = "", error: str | None = None) -> TranscriptReady:
+            return TranscriptReady(effect.item_id, text, effect.final, error=error, speculative=effect.speculative,
+                                   voiced_end_ms=effect.voiced_end_ms, early=effect.early)
+
+        partial = not effect.final and not effect.speculative
+        if (partial or effect.early) and self.engine.busy:
+            # Partial transcripts only feed the display, and an early speculative pass may be for a
+            # pause between words: they run only while no other model work does.
+            self._apply(self.session.receive_transcript(result(error="skipped: models busy"), time.monotonic()))
             return
         cancel = None
-        if not effect.final and not effect.speculative:
+        if partial:
             cancel = self._partial_cancel = threading.Event()
             if self._closing:
                 cancel.set()
         try:
             text = await self._loop.run_in_executor(self.engine.executor, self.engine.transcribe, effect.audio,
                                                     cancel)
-            result = TranscriptReady(effect.item_id, text, effect.final, speculative=effect.speculative,
-                                     voiced_end_ms=effect.voiced_end_ms)
+            answer = result(text)
         except TranscriptionCancelled:
-            result = TranscriptReady(effect.item_id, "", final=False, error="skipped: a turn's pass came first")
+            answer = result(error="skipped: a turn's pass came first")
         except Exception as exc:  # noqa: BLE001 - a failed transcription ends the turn, not the session
             log.exception("transcription failed")
-            result = TranscriptReady(effect.item_id, "", effect.final, error=f"asr: {exc}",
-                                     speculative=effect.speculative, voiced_end_ms=effect.voiced_end_ms)
-        self._apply(self.session.receive_transcript(result, time.monotonic()))
+            answer = result(error=f"asr: {exc}")
+        self._apply(self.session.receive_transcript(answer, time.monotonic()))
 
     async def _prefill(self, effect: PrefillPrompt) -> None:
         try:

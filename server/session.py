@@ -88,6 +88,7 @@ class TranscriptReady:
     error: str | None = None
     speculative: bool = False
     voiced_end_ms: int | None = None
+    early: bool = False  # the answer to an early speculative pass (Transcribe.early)
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,6 @@ class RealtimeSession:
         self._partials: dict[str, StablePrefix] = {}  # item id -> committed partial words
         self._partial_in_flight = False
         self._speculations: dict[str, tuple[int, str | None]] = {}  # item -> (voiced end ms, text once back)
-        self._early: dict[str, int] = {}  # item -> voiced end of its early speculative pass under way
         self._early_declined: tuple[str, int] | None = None  # (item, voiced end) the runtime declined
         # item -> (voiced end, turn audio): the speculative pass under way becomes the final one
         self._awaiting_speculation: dict[str, tuple[int, np.ndarray]] = {}
@@ -365,8 +365,6 @@ class RealtimeSession:
         if early and self._early_declined == (item, voiced_end):
             return
         self._speculations[item] = (voiced_end, None)
-        if early:
-            self._early[item] = voiced_end
         audio = self._turn_audio(voiced_end)
         self._out.effects.append(Transcribe(item, audio, final=False, speculative=True, voiced_end_ms=voiced_end,
                                             early=early))
@@ -417,11 +415,8 @@ class RealtimeSession:
             self._awaiting_speculation[item_id] = (speculation[0], audio)
 
     def _on_speculative_transcript(self, result: TranscriptReady, now: float) -> None:
-        early = self._early.get(result.item_id) == result.voiced_end_ms
-        if early:
-            del self._early[result.item_id]
-            if result.error:  # declined: ask again once the silence is two frames long
-                self._early_declined = (result.item_id, result.voiced_end_ms)
+        if result.early and result.error:  # declined: ask again once the silence is two frames long
+            self._early_declined = (result.item_id, result.voiced_end_ms)
         awaited = self._awaiting_speculation.get(result.item_id)
         if awaited is not None and awaited[0] == result.voiced_end_ms:
             del self._awaiting_speculation[result.item_id]

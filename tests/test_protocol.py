@@ -62,7 +62,7 @@ class Driver:
     def answer(self, job: Transcribe, text: str):
         """Answer a transcription job as the runtime would."""
         result = TranscriptReady(job.item_id, text, job.final, speculative=job.speculative,
-                                 voiced_end_ms=job.voiced_end_ms)
+                                 voiced_end_ms=job.voiced_end_ms, early=job.early)
         return self._take(self.session.receive_transcript(result, self.now))
 
     def turn_job(self) -> Transcribe:
@@ -357,8 +357,9 @@ def test_an_early_speculation_declined_by_busy_models_is_asked_again_a_frame_lat
     assert early.early
     silence = driver.session._vad.position_ms - early.voiced_end_ms
     assert 32 <= silence < 64
-    driver.session.receive_transcript(TranscriptReady(early.item_id, "", final=False, error="declined: models busy",
-                                                      speculative=True, voiced_end_ms=early.voiced_end_ms), driver.now)
+    driver.session.receive_transcript(TranscriptReady(early.item_id, "", final=False, error="skipped: models busy",
+                                                      speculative=True, voiced_end_ms=early.voiced_end_ms, early=True),
+                                      driver.now)
     driver.stream(pcm[i + 960:i + 960 + 960 * 3])
     again = [e for e in driver.effects if isinstance(e, Transcribe) and e.speculative and e is not early]
     assert len(again) == 1 and not again[0].early and again[0].voiced_end_ms == early.voiced_end_ms

@@ -52,41 +52,47 @@ def run_response(llm: ChatModel, tts: Synthesizer, request: ResponseRequest, can
         while not first_spoken.wait(0.01) and not cancel.is_set() and time.monotonic() < deadline:
             pass
 
+    first_token = threading.Event()
+
+    def draw() -> bool:
+        """One reply from the LLM, its chunks queued for the synthesiser; False when it had nothing
+        to say (then it is drawn again), True when it is over (said, cancelled, or looping)."""
+        chunker, guard = SpeechChunker(), RepetitionGuard()
+        said = False
+        stream = llm.stream_chat(request.messages, request.options, cancel)
+        for delta in stream:
+            if cancel.is_set():
+                return True
+            if not first_token.is_set():
+                emit(StageMark("llm_first_token", clock()))
+                first_token.set()
+            complete = chunker.feed(delta)
+            looping = next((k for k, chunk in enumerate(complete) if guard.looping(chunk)), None)
+            if request.audio:
+                for chunk in complete[:looping]:
+                    said = True
+                    chunks.put(chunk)
+                    if not first_spoken.is_set():
+                        hold_until_first_audio()
+            else:
+                said = said or any(c.isalnum() for c in delta)
+                emit(TextDelta(delta))
+            if looping is not None:
+                log.info("the LLM's reply repeats itself: ended at %r", complete[looping][:60])
+                close = getattr(stream, "close", None)  # a generator: closing it stops the LLM
+                if close is not None:
+                    close()
+                return True
+        if request.audio and not cancel.is_set():
+            for chunk in chunker.flush():
+                said = True
+                chunks.put(chunk)
+        return said or cancel.is_set()
+
     def generate() -> None:
-        first = True
         try:
             for attempt in range(1 + _EMPTY_REPLY_RETRIES):
-                chunker, guard = SpeechChunker(), RepetitionGuard()
-                said = False
-                stream = llm.stream_chat(request.messages, request.options, cancel)
-                for delta in stream:
-                    if cancel.is_set():
-                        return
-                    if first:
-                        emit(StageMark("llm_first_token", clock()))
-                        first = False
-                    complete = chunker.feed(delta)
-                    looping = next((k for k, chunk in enumerate(complete) if guard.looping(chunk)), None)
-                    if request.audio:
-                        for chunk in complete[:looping]:
-                            said = True
-                            chunks.put(chunk)
-                            if not first_spoken.is_set():
-                                hold_until_first_audio()
-                    else:
-                        said = said or any(c.isalnum() for c in delta)
-                        emit(TextDelta(delta))
-                    if looping is not None:
-                        log.info("the LLM's reply repeats itself: ended at %r", complete[looping][:60])
-                        close = getattr(stream, "close", None)  # a generator: closing it stops the LLM
-                        if close is not None:
-                            close()
-                        return
-                if request.audio and not cancel.is_set():
-                    for chunk in chunker.flush():
-                        said = True
-                        chunks.put(chunk)
-                if said or cancel.is_set():
+                if draw():
                     return
                 # A sampled reply can end at its first token: the user would hear nothing, so it
                 # is drawn again.
