@@ -76,6 +76,34 @@ def test_embeddings_reproduce_the_token_path(context):
     assert list(context.generate(12)) == by_tokens[1]
 
 
+def test_batched_greedy_replies_match_one_at_a_time_and_keep_sequences_apart(context):
+    from voice.native.batch_generate import BatchedGreedy
+
+    before, after = prompt_texts([ChatMessage("system", "Answer in one short sentence.")])
+    prompts = [context.tokenize(before + question + after)
+               for question in ("What is the capital of France?", "Name a colour.", "What is two plus two?")]
+    reference = []
+    for prompt in prompts:  # the path the server's native model takes, one prompt at a time
+        context.reset()
+        context.feed([prompt])
+        reference.append(list(context.generate(10)))
+
+    single = BatchedGreedy(models.gguf_model(None), n_seq=1, seq_ctx=256)
+    assert [reply.ids for reply in single.generate(prompts, 10)] == reference
+    single.close()
+
+    batched = BatchedGreedy(models.gguf_model(None), n_seq=4, seq_ctx=256)
+    # A group of four with the shared system prompt decoded once and copied, then a group of one.
+    replies = batched.generate([prompts[0], prompts[1], prompts[0], prompts[2], prompts[1]], 10)
+    assert replies[0] == replies[2]  # the same prompt twice in one batch: the sequences do not see each other
+    assert all(0 < len(reply.ids) <= 10 and batched.detokenize(reply.ids).strip() for reply in replies)
+    capped = batched.generate(prompts, 2)
+    assert all(len(reply.ids) == 2 and not reply.finished for reply in capped)  # stopped by the limit
+    with pytest.raises(ValueError, match="do not fit"):
+        batched.generate([prompts[0]], 256)
+    batched.close()
+
+
 def test_encoder_gives_50_frames_a_second_without_padding(encoder, audio):
     features = encoder.encode(audio)
     seconds = audio.size / 16_000
@@ -150,7 +178,7 @@ def test_a_native_conversation_goes_back_to_the_context_that_holds_it(encoder, a
     chat.close()
 
 
-def test_training_end_to_end(tmp_path, encoder, audio):
+def test_training_end_to_end(tmp_path, encoder, audio, capsys):
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     from voice.native import data, train
@@ -170,10 +198,15 @@ def test_training_end_to_end(tmp_path, encoder, audio):
               "--val-fraction", "0.25", "--warmup", "1", "--hidden-dim", "128"]
     train.main([*common, "--steps", "2"])
     assert (run / "checkpoint.pt").is_file() and (run / "projector.json").is_file()
-    train.main([*common, "--steps", "3"])  # resumes at step 2
+    train.main([*common, "--steps", "3", "--dtype", "bfloat16"])  # resumes at step 2, the LLM in bfloat16
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     assert [record["step"] for record in log] == [1, 2, 3]
     assert all(np.isfinite(record["loss"]) for record in log) and "val_reply" in log[-1]
+    capsys.readouterr()
+    train.main([*common, "--steps", "3", "--evaluate-only"])  # the checkpoint's losses again, nothing trained
+    evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert evaluated["step"] == 3 and evaluated["val_repeat"] == pytest.approx(log[-1]["val_repeat"], rel=0.05)
+    assert len((run / "train_log.jsonl").read_text().splitlines()) == 3
 
     chat = NativeAudioChat(run / "projector.npz", encoder=encoder)
     assert chat.projector.config.hidden_dim == 128

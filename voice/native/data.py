@@ -37,6 +37,7 @@ import numpy as np
 from voice import models
 from voice.audio import ASR_RATE, resample, rms_dbfs
 from voice.llm.base import ChatMessage
+from voice.native.batch_generate import BatchedGreedy
 from voice.native.prompts import generate_prompts
 
 log = logging.getLogger(__name__)
@@ -156,10 +157,14 @@ def _noise(n: int, kind: str, rng: np.random.Generator) -> np.ndarray:
 
 
 class ReplyCache:
-    """The LLM's own replies to text prompts (greedy llama.cpp), generated once and kept in a jsonl file."""
+    """The LLM's own replies to text prompts (greedy llama.cpp, `group_size` prompts decoded
+    together), generated once and kept in a jsonl file."""
 
-    def __init__(self, path: Path, llm_model: str | None, max_tokens: int) -> None:
+    def __init__(self, path: Path, llm_model: str | None, max_tokens: int, *, group_size: int = 16,
+                 seq_ctx: int = 256) -> None:
         self.path = path
+        self.group_size = group_size
+        self.seq_ctx = seq_ctx
         self.model_path = models.gguf_model(llm_model)
         self.max_tokens = max_tokens
         self._entries: dict[str, dict] = {}
@@ -169,43 +174,56 @@ class ReplyCache:
                     if line.strip():
                         entry = json.loads(line)
                         self._entries[entry["key"]] = entry
-        self._context = None
+        self._generator: BatchedGreedy | None = None
+
+    def key(self, system: str | None, text: str) -> str:
+        return hashlib.sha1(json.dumps([system, text, self.max_tokens, self.model_path.name]).encode()).hexdigest()
 
     def reply(self, system: str | None, text: str) -> dict:
-        key = hashlib.sha1(json.dumps([system, text, self.max_tokens, self.model_path.name]).encode()).hexdigest()
-        if key not in self._entries:
-            entry = {"key": key, "system": system, "prompt": text, **self._generate(system, text)}
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(entry) + "\n")
-            self._entries[key] = entry
-        return self._entries[key]
+        """The cached reply, generated now if it is not there yet."""
+        self.prefetch([(system, text)])
+        return self._entries[self.key(system, text)]
 
-    def _generate(self, system: str | None, text: str) -> dict:
-        from voice.native.llama_embeddings import EmbeddingContext
+    def prefetch(self, requests: list[tuple[str | None, str]],
+                 progress: Callable[[int, int], None] | None = None) -> None:
+        """Generate the missing replies to (system, utterance) pairs, many at a time, grouped by
+        system prompt (its tokens are decoded once per group)."""
         from voice.native.model import prompt_texts
 
-        if self._context is None:
-            self._context = EmbeddingContext(self.model_path, n_ctx=1024)
-        context = self._context
-        before, after = prompt_texts([ChatMessage("system", system)] if system else [])
-        context.reset()
-        context.feed([context.tokenize(before + text + after)])
-        ids: list[int] = []
-        finished = False
-        tokens = context.generate(self.max_tokens + 1)  # one more: did it end within max_tokens?
-        for token in tokens:
-            if len(ids) == self.max_tokens:
-                tokens.close()
-                break
-            ids.append(token)
-        else:
-            finished = True
-        reply = b"".join(context.piece(token) for token in ids).decode("utf-8", errors="replace")
-        return {"reply": reply, "reply_ids": ids, "finished": finished}
+        missing: dict[str, tuple[str | None, str]] = {}
+        for system, text in requests:
+            key = self.key(system, text)
+            if key not in self._entries:
+                missing[key] = (system, text)
+        if not missing:
+            return
+        if self._generator is None:
+            self._generator = BatchedGreedy(self.model_path, n_seq=self.group_size, seq_ctx=self.seq_ctx)
+        pending = sorted(missing.items(), key=lambda item: item[1][0] or "")
+        done = 0
+        for start in range(0, len(pending), self.group_size):
+            group = pending[start:start + self.group_size]
+            prompts = []
+            for _, (system, text) in group:
+                before, after = prompt_texts([ChatMessage("system", system)] if system else [])
+                prompts.append(self._generator.tokenize(before + text + after))
+            generated = self._generator.generate(prompts, self.max_tokens)
+            with open(self.path, "a", encoding="utf-8") as handle:
+                for (key, (system, text)), reply in zip(group, generated, strict=True):
+                    entry = {"key": key, "system": system, "prompt": text,
+                             "reply": self._generator.detokenize(reply.ids), "reply_ids": reply.ids,
+                             "finished": reply.finished}
+                    handle.write(json.dumps(entry) + "\n")
+                    self._entries[key] = entry
+            done += len(group)
+            if progress:
+                progress(done, len(pending))
 
 
-def build(out: str | Path, options: DataOptions, progress: Callable[[int, int], None] | None = None) -> Path:
-    """Create (or complete: finished examples are kept) a data directory; returns the manifest path."""
+def build(out: str | Path, options: DataOptions, progress: Callable[[int, int], None] | None = None,
+          reply_progress: Callable[[int, int], None] | None = None) -> Path:
+    """Create (or complete: finished examples are kept) a data directory; returns the manifest path.
+    The replies are generated first, all of them (`reply_progress`), then the speech (`progress`)."""
     import soundfile
 
     from voice.native.encoder import WhisperEncoder
@@ -233,12 +251,16 @@ def build(out: str | Path, options: DataOptions, progress: Callable[[int, int], 
     prompts = generate_prompts(options.count, options.seed)
     systems, weights = zip(*SYSTEM_PROMPTS, strict=True)
     manifest = out / "manifest.jsonl"
-    for index, text in enumerate(prompts):
-        example_id = f"{index:06d}"
-        if example_id in done:
-            continue
+    pending = [(index, text) for index, text in enumerate(prompts) if f"{index:06d}" not in done]
+
+    def system_of(index: int) -> tuple[random.Random, str | None]:
         rng = random.Random(f"{options.seed}-{index}")
-        system = rng.choices(systems, weights=weights)[0]
+        return rng, rng.choices(systems, weights=weights)[0]
+
+    replies.prefetch([(system_of(index)[1], text) for index, text in pending], reply_progress)
+    for index, text in pending:
+        example_id = f"{index:06d}"
+        rng, system = system_of(index)
         reply = replies.reply(system, text)
         audio, voice = speaker.speak(text, rng)
         audio, augmentation = augment(audio, np.random.default_rng([options.seed, index]), options.noise_share)
@@ -280,7 +302,11 @@ def main(argv: list[str] | None = None) -> None:
         if done % 50 == 0 or done == total:
             log.info("%d/%d examples (%.1f s)", done, total, time.monotonic() - started)
 
-    manifest = build(args.out, options, progress)
+    def reply_progress(done: int, total: int) -> None:
+        if done % 400 < 16 or done == total:
+            log.info("%d/%d replies (%.1f s)", done, total, time.monotonic() - started)
+
+    manifest = build(args.out, options, progress, reply_progress)
     log.info("%d examples in %s", len(load_manifest(args.out)), manifest)
 
 

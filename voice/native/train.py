@@ -7,7 +7,10 @@ GGUF llama.cpp runs, loaded into torch by transformers (dequantized); tokens com
 tokenizer, so training and inference see the same ids. Needs the `train` extra (torch,
 transformers, gguf, accelerate).
 
-    python -m voice.native.train --data-dir data/native --out runs/native --steps 2000 --batch-size 8
+    python -m voice.native.train --data-dir data/native --out runs/native --steps 2000 --batch-size 8 --dtype bfloat16
+
+bfloat16 (the frozen LLM only; the projector learns in float32) is the fast choice on GPUs and on
+CPUs with AMX; float32 is the default.
 
 Writes to --out: checkpoint.pt (resumable: run the same command again to go on), projector.npz
 and projector.json (what NativeAudioChat loads), train_log.jsonl (loss, learning rate, timing).
@@ -39,6 +42,8 @@ from voice.native.projector import NumpyProjector, ProjectorConfig
 CHECKPOINT = "checkpoint.pt"
 EXPORT = "projector.npz"
 LOG = "train_log.jsonl"
+ATTENTION = "eager"  # sdpa's CPU backward took most of a bfloat16 step when profiled here
+SHAPE_STEP = 32
 
 
 class TorchProjector(nn.Module):
@@ -80,15 +85,16 @@ class TorchProjector(nn.Module):
 
 
 @functools.cache
-def load_llm(model_path: Path):
-    """The GGUF as a frozen transformers causal LM (float32), loaded once per process."""
+def load_llm(model_path: Path, dtype: torch.dtype = torch.float32, device: str = "cpu"):
+    """The GGUF as a frozen transformers causal LM (dequantized to `dtype`), loaded once per process."""
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    llm = AutoModelForCausalLM.from_pretrained(str(model_path.parent), gguf_file=model_path.name,
-                                               dtype=torch.float32)
+    llm = AutoModelForCausalLM.from_pretrained(str(model_path.parent), gguf_file=model_path.name, dtype=dtype,
+                                               attn_implementation=ATTENTION)
+    llm.to(device)
     llm.eval()
     llm.requires_grad_(False)
     return llm
@@ -142,11 +148,13 @@ class Samples:
 def batch_loss(llm, projector: TorchProjector, samples: list[Sample]) -> tuple[torch.Tensor, int]:
     """Mean next-token cross-entropy over the batch's target tokens (and how many there were)."""
     table = llm.get_input_embeddings()
+    device, dtype = table.weight.device, table.weight.dtype
 
     def embed(tokens: list[int]) -> torch.Tensor:
-        return table(torch.tensor(tokens, dtype=torch.long))
+        return table(torch.tensor(tokens, dtype=torch.long, device=device))
 
-    audio = [projector(projector.stack(torch.from_numpy(sample.features))) for sample in samples]
+    # The projector learns in float32; the LLM may run in bfloat16 (its matmuls are what cost).
+    audio = [projector(projector.stack(torch.from_numpy(sample.features)).to(device)).to(dtype) for sample in samples]
     sequences: list[torch.Tensor] = []
     rows: list[int] = []
     columns: list[int] = []
@@ -161,15 +169,17 @@ def batch_loss(llm, projector: TorchProjector, samples: list[Sample]) -> tuple[t
         columns += range(first, first + len(sample.target))
         labels += sample.target
         sequences.append(sequence)
-    length = max(sequence.shape[0] for sequence in sequences)
-    inputs = torch.zeros(len(sequences), length, sequences[0].shape[1])
-    mask = torch.zeros(len(sequences), length, dtype=torch.long)
+    # Padded to a multiple of 32 so that batches come in few shapes: CPU matmul kernels are
+    # prepared per shape (padding is masked, and causal attention never looks ahead at it).
+    length = -(-max(sequence.shape[0] for sequence in sequences) // SHAPE_STEP) * SHAPE_STEP
+    inputs = torch.zeros(len(sequences), length, sequences[0].shape[1], dtype=dtype, device=device)
+    mask = torch.zeros(len(sequences), length, dtype=torch.long, device=device)
     for row, sequence in enumerate(sequences):
         inputs[row, : sequence.shape[0]] = sequence
         mask[row, : sequence.shape[0]] = 1
     hidden = llm.model(inputs_embeds=inputs, attention_mask=mask).last_hidden_state
-    logits = llm.lm_head(hidden[torch.tensor(rows), torch.tensor(columns)])
-    return nn.functional.cross_entropy(logits, torch.tensor(labels)), len(labels)
+    logits = llm.lm_head(hidden[torch.tensor(rows, device=device), torch.tensor(columns, device=device)])
+    return nn.functional.cross_entropy(logits.float(), torch.tensor(labels, device=device)), len(labels)
 
 
 def learning_rate(step: int, args: argparse.Namespace) -> float:
@@ -215,7 +225,7 @@ def train(args: argparse.Namespace) -> Path:
     model_path = models.gguf_model(args.llm_model)
     if info.get("llm") != model_path.name:
         print(f"warning: the replies in {data_dir} were written by {info.get('llm')}, training for {model_path.name}")
-    llm = load_llm(model_path)
+    llm = load_llm(model_path, getattr(torch, args.dtype), args.device)
     samples = Samples(data_dir, examples, model_path, args.max_target_tokens)
     order = random.Random(args.seed).sample(range(len(examples)), len(examples))
     val_indices = sorted(order[: int(len(examples) * args.val_fraction)])
@@ -231,6 +241,7 @@ def train(args: argparse.Namespace) -> Path:
                                  encoder=info["encoder"], llm=model_path.name)
     torch.manual_seed(args.seed)
     projector = TorchProjector.from_numpy(NumpyProjector.load(args.init)) if args.init else TorchProjector(config)
+    projector.to(args.device)
     optimizer = torch.optim.AdamW(projector.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     step = 0
     if state is not None:
@@ -241,6 +252,9 @@ def train(args: argparse.Namespace) -> Path:
         print(f"resuming {checkpoint} at step {step}")
     print(f"{len(train_indices)} training and {len(val_indices)} validation examples; projector "
           f"{sum(p.numel() for p in projector.parameters()):,} parameters; {args.steps} steps of {args.batch_size}")
+    if args.evaluate_only:  # the validation losses of the checkpoint (or of --init), nothing trained or written
+        print(json.dumps({"step": step, **evaluate(llm, projector, samples, val_indices, args.batch_size)}))
+        return out / EXPORT
 
     with open(out / LOG, "a", encoding="utf-8") as log:
         while step < args.steps:
@@ -293,8 +307,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--activation", choices=["gelu_tanh", "silu"], default="gelu_tanh")
     p.add_argument("--init", default=None, help="start from this projector .npz instead of random weights")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --out")
+    p.add_argument("--evaluate-only", action="store_true",
+                   help="print the validation losses of the checkpoint in --out (or of --init with --restart)")
     p.add_argument("--llm-model", default=None, help="GGUF of the frozen LLM (default: bundled SmolLM2)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="the frozen LLM's precision (the projector learns in float32); bfloat16 is several "
+                        "times faster on GPUs and on CPUs with AMX")
     p.add_argument("--seed", type=int, default=0)
     return p
 
