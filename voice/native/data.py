@@ -251,16 +251,14 @@ def build(out: str | Path, options: DataOptions, progress: Callable[[int, int], 
     prompts = generate_prompts(options.count, options.seed)
     systems, weights = zip(*SYSTEM_PROMPTS, strict=True)
     manifest = out / "manifest.jsonl"
-    pending = [(index, text) for index, text in enumerate(prompts) if f"{index:06d}" not in done]
-
-    def system_of(index: int) -> tuple[random.Random, str | None]:
-        rng = random.Random(f"{options.seed}-{index}")
-        return rng, rng.choices(systems, weights=weights)[0]
-
-    replies.prefetch([(system_of(index)[1], text) for index, text in pending], reply_progress)
-    for index, text in pending:
+    pending = []  # (index, text, its random stream, its system prompt: the stream's first draw)
+    for index, text in enumerate(prompts):
+        if f"{index:06d}" not in done:
+            rng = random.Random(f"{options.seed}-{index}")
+            pending.append((index, text, rng, rng.choices(systems, weights=weights)[0]))
+    replies.prefetch([(system, text) for _, text, _, system in pending], reply_progress)
+    for index, text, rng, system in pending:
         example_id = f"{index:06d}"
-        rng, system = system_of(index)
         reply = replies.reply(system, text)
         audio, voice = speaker.speak(text, rng)
         audio, augmentation = augment(audio, np.random.default_rng([options.seed, index]), options.noise_share)
