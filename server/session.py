@@ -31,8 +31,9 @@ _IDLE_KEEP_MS = 2000  # audio kept before a speech start, for the prefix padding
 _PARTIAL_MIN_PROBABILITY = 0.8  # a partial pass starts only on a frame Silero is sure is speech
 _TAIL_MS = 120  # audio after the last voiced frame given to the transcription of a turn
 _SPECULATE_AFTER_MS = 64  # silence after which the turn is transcribed speculatively (2 VAD frames)
-# After the first silent frame, the cascade asks for that pass already, to be run only if the models
-# are idle: a pause between words also gives one silent frame, and a pass for it is wasted work.
+# After the first silent frame, that pass is asked for already, to be run only if the models are
+# idle: a pause between words also gives one silent frame, and a pass for it is wasted work. The
+# native pipeline starts its reply on the audio then too.
 _EARLY_SPECULATE_AFTER_MS = 32
 _MIN_COMMIT_MS = 100
 
@@ -354,22 +355,21 @@ class RealtimeSession:
         if not self.config.streaming_asr:
             return
         item, voiced_end = self._speech_item, self._vad.last_voiced_end_ms
-        native = self.config.pipeline == "native"
         silence = None if voiced_end is None else self._vad.position_ms - voiced_end
-        if silence is None or silence < (_SPECULATE_AFTER_MS if native else _EARLY_SPECULATE_AFTER_MS):
+        if silence is None or silence < _EARLY_SPECULATE_AFTER_MS:
             return
         current = self._speculations.get(item)
-        if current is not None and current[0] == voiced_end:
-            return
         early = silence < _SPECULATE_AFTER_MS
-        if early and self._early_declined == (item, voiced_end):
-            return
-        self._speculations[item] = (voiced_end, None)
-        audio = self._turn_audio(voiced_end)
-        self._out.effects.append(Transcribe(item, audio, final=False, speculative=True, voiced_end_ms=voiced_end,
-                                            early=early))
-        if native and self._answers_now():  # it needs no transcript: answer the audio
-            self._start_held(item, voiced_end, "", now, user_audio=audio)
+        if (current is None or current[0] != voiced_end) and not (early and self._early_declined == (item, voiced_end)):
+            self._speculations[item] = (voiced_end, None)
+            self._out.effects.append(Transcribe(item, self._turn_audio(voiced_end), final=False, speculative=True,
+                                                voiced_end_ms=voiced_end, early=early))
+        held = self._held
+        if self.config.pipeline == "native" and self._answers_now() \
+                and (held is None or held.item_id != item or held.voiced_end_ms != voiced_end):
+            # It needs no transcript: answer the audio from the first silent frame. (The ASR pass
+            # above goes first, so that the runtime does not decline it for this reply's work.)
+            self._start_held(item, voiced_end, "", now, user_audio=self._turn_audio(voiced_end))
 
     def _on_speech_stopped(self, event: SpeechStopped, now: float) -> None:
         item_id = self._speech_item

@@ -13,9 +13,10 @@ from tests.helpers import DATA
 from voice import models
 from voice.llm.base import ChatMessage, GenerationOptions
 from voice.native.encoder import WhisperEncoder
-from voice.native.llama_embeddings import EmbeddingContext, token_embedding_matrix
+from voice.native.llama_embeddings import EmbeddingContext
 from voice.native.model import NativeAudioChat, prompt_texts
 from voice.native.projector import NumpyProjector, ProjectorConfig, stack_frames
+from voice.native.token_embeddings import TokenEmbeddings, token_embedding_matrix
 
 CLIP = "04_v2j_would_you_please_turn_on_living_room_lamp.wav"  # 3.5 s
 
@@ -74,6 +75,32 @@ def test_embeddings_reproduce_the_token_path(context):
     assert context.start([tokens]) == 20
     np.testing.assert_allclose(context.logits(), by_tokens[0], atol=0.05)
     assert list(context.generate(12)) == by_tokens[1]
+
+
+def test_text_around_embeddings_is_decoded_with_them_in_one_batch(context):
+    lookup = TokenEmbeddings(models.gguf_model(None))
+    assert lookup([5, 9]).shape == (2, context.n_embd)
+    with pytest.raises(ValueError, match="token ids"):
+        lookup([context.n_vocab])
+    before, after = prompt_texts([ChatMessage("system", "Answer in one short sentence.")])
+    head, question, tail = (context.tokenize(text) for text in (before, "What is the capital of France?", after))
+    context.reset()
+    context.start([head, lookup(question), tail])  # three decode calls
+    reference = context.logits(), list(context.generate(12))
+
+    one_batch = EmbeddingContext(models.gguf_model(None), n_ctx=512, embed=lookup)
+    decoded: list[int] = []
+    original = one_batch._decode
+    one_batch._decode = lambda batch, n: (decoded.append(n), original(batch, n))[1]
+    try:
+        one_batch.start([head])
+        decoded.clear()
+        assert one_batch.start([head, lookup(question), tail]) == len(head)  # the cached head is kept
+        assert decoded == [len(question) + len(tail)]  # question and tail in one call
+        np.testing.assert_allclose(one_batch.logits(), reference[0], atol=0.05)
+        assert list(one_batch.generate(12)) == reference[1]
+    finally:
+        one_batch.close()
 
 
 def test_batched_greedy_replies_match_one_at_a_time_and_keep_sequences_apart(context):

@@ -468,6 +468,28 @@ def test_native_reply_starts_in_the_silence_window_and_is_adopted_when_the_turn_
     assert metadata["pipeline"] == "native" and metadata["speculative"] == "true"
 
 
+def test_native_reply_starts_after_one_silent_frame_and_outlives_a_declined_early_pass(silero):
+    driver = Driver(RealtimeSession(SessionConfig(turn_detection=TurnDetection(), pipeline="native"), silero))
+    for i in range(0, len(LAMP), 960):
+        driver.stream(LAMP[i:i + 960])
+        if any(isinstance(e, StartResponse) for e in driver.effects):
+            break
+    [early] = [e for e in driver.effects if isinstance(e, Transcribe) and e.speculative]
+    assert early.early  # the first silent frame: the ASR pass is asked for first, then the reply
+    assert isinstance(driver.effects[-1], StartResponse)
+    [held] = [e for e in driver.effects if isinstance(e, StartResponse)]
+    driver._take(driver.session.receive_transcript(
+        TranscriptReady(early.item_id, "", False, error="skipped: models busy", speculative=True,
+                        voiced_end_ms=early.voiced_end_ms, early=True), driver.now))
+    driver.stream(SILENCE[:1920])  # one more silent frame: the pass is asked for again, not the reply
+    passes = [e for e in driver.effects if isinstance(e, Transcribe) and e.speculative]
+    assert len(passes) == 2 and not passes[1].early
+    assert [e for e in driver.effects if isinstance(e, StartResponse)] == [held]
+    assert not any(isinstance(e, CancelResponse) for e in driver.effects)
+    driver.stream(SILENCE)
+    assert [e["response"]["id"] for e in driver.of("response.created")] == [held.response_id]
+
+
 def test_a_native_reply_started_too_early_is_cancelled_when_the_user_goes_on(silero):
     driver = Driver(RealtimeSession(SessionConfig(turn_detection=TurnDetection(), pipeline="native"), silero))
     driver.stream(LAMP[:36_000] + bytes(16_800))  # a 350 ms pause, then the user goes on

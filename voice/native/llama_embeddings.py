@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,24 +22,15 @@ Piece = Sequence[int] | np.ndarray
 """Part of a prompt: token ids, or embeddings (n, n_embd) float32."""
 
 
-def token_embedding_matrix(gguf_path: str | Path) -> np.ndarray:
-    """The LLM's input token embeddings (n_vocab, n_embd), float32, dequantized from the GGUF file
-    (needs the `gguf` package: the `train` extra)."""
-    import gguf
-
-    reader = gguf.GGUFReader(str(gguf_path))
-    for tensor in reader.tensors:
-        if tensor.name == "token_embd.weight":
-            matrix = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
-            return np.ascontiguousarray(matrix.reshape(-1, int(tensor.shape[0])), dtype=np.float32)
-    raise LLMError(f"{gguf_path} has no token_embd.weight tensor")
-
-
 class EmbeddingContext:
     """One llama.cpp context (model weights memory-mapped, so several contexts share them).
-    Not thread-safe: one prompt at a time (voice/native/model.py keeps a pool)."""
+    Not thread-safe: one prompt at a time (voice/native/model.py keeps a pool).
 
-    def __init__(self, model_path: str | Path, *, n_ctx: int = 2048, n_threads: int = 2, n_batch: int = 512) -> None:
+    With `embed` (token ids -> their input embeddings, voice/native/token_embeddings.py), `start`
+    decodes a prompt that holds embeddings as one batch of embeddings, text included."""
+
+    def __init__(self, model_path: str | Path, *, n_ctx: int = 2048, n_threads: int = 2, n_batch: int = 512,
+                 embed: Callable[[Sequence[int]], np.ndarray] | None = None) -> None:
         import llama_cpp
         from llama_cpp import Llama
 
@@ -50,6 +41,7 @@ class EmbeddingContext:
         self.n_embd = self.llama.n_embd()
         self.n_vocab = self.llama.n_vocab()
         self.n_batch = n_batch
+        self.embed = embed
         self.n_past = 0
         self._cached: list[int] = []  # the leading token ids of the last `start`, still in the KV cache
         self._vocab = llama_cpp.llama_model_get_vocab(self.llama.model)
@@ -99,9 +91,16 @@ class EmbeddingContext:
             self.n_past = reuse
             self._cached = first[:reuse]  # what stays true should the decode below fail
             pieces = [first[reuse:], *pieces[1:]]
-        self.feed(pieces)
+        self.feed(self._as_one_piece(pieces))
         self._cached = first
         return max(0, reuse)
+
+    def _as_one_piece(self, pieces: Sequence[Piece]) -> list[Piece]:
+        """The pieces as one embeddings piece, when they hold embeddings and `embed` is set."""
+        if self.embed is None or not any(_is_embeddings(piece) for piece in pieces):
+            return list(pieces)
+        parts = [piece if _is_embeddings(piece) else self.embed(piece) for piece in pieces if len(piece)]
+        return [np.concatenate(parts).astype(np.float32, copy=False)]
 
     def feed(self, pieces: Sequence[Piece]) -> None:
         """Decode token and embedding pieces after what the context holds, in order; the logits of

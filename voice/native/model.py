@@ -25,6 +25,7 @@ from voice.native.base import AudioChatModel, transcribe
 from voice.native.encoder import WhisperEncoder
 from voice.native.llama_embeddings import EmbeddingContext
 from voice.native.projector import NumpyProjector
+from voice.native.token_embeddings import TokenEmbeddings
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
@@ -69,8 +70,9 @@ class NativeAudioChat:
             log.warning("projector was trained for %s, running with %s", config.llm, model_path.name)
         self._free: list[EmbeddingContext] = []  # idle longest first
         self._changed = threading.Condition()
+        embed = TokenEmbeddings(model_path)  # the text around the audio joins it in one decode call
         for _ in range(max(1, parallel)):
-            context = EmbeddingContext(model_path, n_ctx=n_ctx, n_threads=n_threads)
+            context = EmbeddingContext(model_path, n_ctx=n_ctx, n_threads=n_threads, embed=embed)
             if context.n_embd != config.llm_dim:
                 raise ValueError(f"projector gives {config.llm_dim}-dim embeddings, {model_path.name} "
                                  f"takes {context.n_embd}")
