@@ -223,7 +223,8 @@ class Connection:
 
     async def _prefill(self, effect: PrefillPrompt) -> None:
         try:
-            await self._loop.run_in_executor(self.engine.executor, self.engine.prefill, effect.messages)
+            await self._loop.run_in_executor(self.engine.executor, self.engine.prefill, effect.messages,
+                                             effect.pipeline)
         except Exception:  # noqa: BLE001 - only an optimisation: the reply evaluates the prompt itself
             log.warning("prompt prefill failed", exc_info=True)
 

@@ -75,6 +75,9 @@ class PrefillPrompt:
     so that the reply evaluates only the words that come after (an optimisation: may be skipped)."""
 
     messages: list[ChatMessage]
+    pipeline: str = "cascade"
+    """The model whose prompt it is: `cascade` (the LLM) or `native` (the audio model: the
+    conversation before the user's audio)."""
 
 
 Effect = Transcribe | StartResponse | CancelResponse | PrefillPrompt
@@ -326,6 +329,13 @@ class RealtimeSession:
         detection = self.config.turn_detection
         if self._response is not None and detection is not None and detection.interrupt_response:
             self._cancel_response("turn_detected")
+        self._prefill_native()
+
+    def _prefill_native(self) -> None:
+        """While the user speaks, the native model can evaluate the conversation so far (the
+        previous turns' text), so that its reply evaluates only the user's audio."""
+        if self.config.pipeline == "native" and self._answers_now():
+            self._out.effects.append(PrefillPrompt(self.conversation.messages(self.config.instructions), "native"))
 
     def _maybe_partial(self) -> None:
         """Ask for a partial transcript every half second of new speech, one at a time."""
@@ -505,6 +515,7 @@ class RealtimeSession:
                 words = partial.text.rstrip(".,;:!?")  # the final transcript may go on after the word
                 messages = self.conversation.messages(self.config.instructions, pending_user=words)
                 self._out.effects.append(PrefillPrompt(messages))
+            self._prefill_native()  # again, should it have found the model busy at the speech start
 
     def _on_final_transcript(self, result: TranscriptReady, now: float) -> None:
         turn = self._pending_transcripts.pop(result.item_id, None)

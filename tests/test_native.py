@@ -199,9 +199,25 @@ def test_a_native_conversation_goes_back_to_the_context_that_holds_it(encoder, a
         reply = "".join(chat.stream_reply(audio, history, options, threading.Event()))
         history = [*history, ChatMessage("user", said), ChatMessage("assistant", reply or "ok")]
     holder = chat._free[-1]  # the context that served the second turn, now idle the shortest
-    "".join(chat.stream_reply(audio, history, options, threading.Event()))
+    third = "".join(chat.stream_reply(audio, history, options, threading.Event()))
     before = chat._tokenizer.tokenize(prompt_texts(history)[0])
     assert holder.cached_prefix(before) == len(before)  # it served the third turn too
+
+    # While the user speaks, the history is evaluated ahead: the reply then decodes only the audio.
+    history = [*history, ChatMessage("user", "and the kitchen"), ChatMessage("assistant", third or "ok")]
+    before = chat._tokenizer.tokenize(prompt_texts(history)[0])
+    chat.prefill(history, threading.Event())
+    assert holder.cached_prefix(before) == len(before)
+    decoded: list[int] = []
+    original = holder._decode
+    holder._decode = lambda batch, n: (decoded.append(n), original(batch, n))[1]
+    prefilled = "".join(chat.stream_reply(audio, history, options, threading.Event()))
+    assert decoded[0] == len(chat.audio_embeddings(audio)) + len(holder.tokenize(prompt_texts(history)[1]))
+    holder.reset()
+    assert "".join(chat.stream_reply(audio, history, options, threading.Event())) == prefilled  # as without
+    free, chat._free[:] = list(chat._free), []
+    chat.prefill([system, ChatMessage("user", "new")], threading.Event())  # every context busy: skipped
+    chat._free[:] = free
     chat.close()
 
 

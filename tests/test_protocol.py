@@ -500,3 +500,19 @@ def test_a_native_reply_started_too_early_is_cancelled_when_the_user_goes_on(sil
     assert starts[-1].response_id != early.response_id
     assert len(starts[-1].user_audio) > len(early.user_audio)  # the reply hears the whole turn
     assert [e["response"]["id"] for e in driver.of("response.created")] == [starts[-1].response_id]
+
+
+def test_native_history_is_evaluated_ahead_while_the_user_speaks(silero):
+    driver = Driver(RealtimeSession(SessionConfig(turn_detection=TurnDetection(), pipeline="native"), silero))
+    driver.stream(LAMP + SILENCE)
+    [first] = [e for e in driver.effects if isinstance(e, PrefillPrompt)]  # at the speech start
+    assert first.pipeline == "native" and [m.role for m in first.messages] == ["system"]
+    [start] = [e for e in driver.effects if isinstance(e, StartResponse)]
+    driver.answer(driver.turn_job(), "Turn on the living room lamp.")
+    driver.progress(start.response_id, SpeechSegment("Done.", bytes(24_000)))
+    driver.progress(start.response_id, ResponseFinished())
+    driver.stream(LAMP[:24_000])  # the next turn begins
+    prefills = [e for e in driver.effects if isinstance(e, PrefillPrompt)]
+    assert [(m.role, m.content) for m in prefills[-1].messages[1:]] == [
+        ("user", "Turn on the living room lamp."), ("assistant", "Done.")]
+    assert all(e.pipeline == "native" for e in prefills)

@@ -146,9 +146,9 @@ class Engine:
         with self.job():
             return self.asr.transcribe(audio, cancel)
 
-    def prefill(self, messages: list[ChatMessage]) -> None:
-        """Evaluate a reply's prompt ahead of time, where the LLM backend can (in a worker thread)."""
-        prefill = getattr(self.llm, "prefill", None)
+    def prefill(self, messages: list[ChatMessage], pipeline: str = "cascade") -> None:
+        """Evaluate a reply's prompt ahead of time, where the pipeline's model can (in a worker thread)."""
+        prefill = getattr(self.native if pipeline == "native" else self.llm, "prefill", None)
         if prefill is not None:
             with self.job():
                 prefill(messages, threading.Event())

@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -93,6 +94,20 @@ class NativeAudioChat:
         """What the native model hears: it is asked to repeat what the user said."""
         return transcribe(self, audio_16k, cancel, max_tokens)
 
+    def prefill(self, messages: list[ChatMessage], cancel: threading.Event) -> None:
+        """Evaluate the conversation before the user's next audio (`messages`: system prompt and
+        history) in the context that will serve the reply, while the user speaks; skipped when
+        every context is busy (the reply then evaluates it all)."""
+        before = self._tokenizer.tokenize(prompt_texts(messages)[0])
+        context = self._acquire(before, cancel, wait=False)
+        if context is None:
+            return
+        try:
+            if context.cached_prefix(before) < len(before) and not cancel.is_set():
+                context.start([before])
+        finally:
+            self._release(context)
+
     def warm(self, messages: list[ChatMessage]) -> None:
         """Evaluate the text before a first turn's audio (the system prompt) in every context, so
         that no session's first turn pays for it."""
@@ -111,7 +126,9 @@ class NativeAudioChat:
                 options: GenerationOptions, cancel: threading.Event) -> Iterator[str]:
         if cancel.is_set():
             return
+        started = time.perf_counter()
         embeddings = self.audio_embeddings(audio_16k)
+        encoded = time.perf_counter()
         before, after = prompt_texts(messages, instruction)
         before_tokens = self._tokenizer.tokenize(before)
         context = self._acquire(before_tokens, cancel)
@@ -119,7 +136,11 @@ class NativeAudioChat:
             return
         tokens = None
         try:
-            context.start([before_tokens, embeddings, context.tokenize(after)])
+            acquired = time.perf_counter()
+            reused = context.start([before_tokens, embeddings, context.tokenize(after)])
+            log.debug("native prompt: audio encoded in %.0f ms, context free after %.0f more, %d positions "
+                      "decoded in %.0f ms (%d reused)", 1e3 * (encoded - started), 1e3 * (acquired - encoded),
+                      context.n_past - reused, 1e3 * (time.perf_counter() - acquired), reused)
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             tokens = context.generate(options.max_tokens, options.temperature, cancel=cancel)
             for token in tokens:
@@ -132,17 +153,20 @@ class NativeAudioChat:
         finally:
             if tokens is not None:
                 tokens.close()  # frees the sampler before the context serves someone else
-            with self._changed:
-                self._free.append(context)
-                self._changed.notify_all()
+            self._release(context)
 
-    def _acquire(self, before: list[int], cancel: threading.Event) -> EmbeddingContext | None:
+    def _release(self, context: EmbeddingContext) -> None:
+        with self._changed:
+            self._free.append(context)
+            self._changed.notify_all()
+
+    def _acquire(self, before: list[int], cancel: threading.Event, wait: bool = True) -> EmbeddingContext | None:
         """The free context whose KV cache holds most of `before` (usually the one that served this
         conversation's previous turn, so that only the new turn is evaluated), ties to the one idle
-        longest; None when cancelled while waiting for one."""
+        longest; None when cancelled while waiting for one (or, with `wait` False, when none is free)."""
         with self._changed:
             while not self._free:
-                if cancel.is_set():
+                if cancel.is_set() or not wait:
                     return None
                 self._changed.wait(_WAIT_POLL_S)
             best = max(self._free, key=lambda context: context.cached_prefix(before))
