@@ -136,6 +136,8 @@ class NativeAudioChat:
             return
         tokens = None
         try:
+            if cancel.is_set():  # while the audio was encoded: the prompt's evaluation cannot be stopped
+                return
             acquired = time.perf_counter()
             reused = context.start([before_tokens, embeddings, context.tokenize(after)])
             log.debug("native prompt: audio encoded in %.0f ms, context free after %.0f more, %d positions "
