@@ -110,11 +110,12 @@ def native_projector(spec: str, out: Path) -> tuple[Path, bool]:
         return NumpyProjector.init(ProjectorConfig()).save(out / "untrained-projector.npz"), False
 
 
-async def measure(server: RunningServer, clips: list[Clip], runs: int, pause_s: float) -> list[TurnResult]:
+async def measure(server: RunningServer, clips: list[Clip], runs: int, pause_s: float,
+                  push_to_talk: bool = False) -> list[TurnResult]:
     """`runs` sessions one after another, each speaking every clip in turn."""
     results: list[TurnResult] = []
     for _ in range(runs):
-        results += await run_session(server.url, clips, pause_s=pause_s)
+        results += await run_session(server.url, clips, pause_s=pause_s, push_to_talk=push_to_talk)
     return results
 
 
@@ -189,6 +190,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             report["pipelines"][pipeline] = summary
             report["turns"][pipeline] = [r.as_dict() for r in results]
             print(f"{pipeline}: {json.dumps(summary['voice_to_voice_ms'])} failed={summary['failed']}", flush=True)
+            if args.push_to_talk and pipeline != "naive":
+                results, summary = await measured(server, measure(server, clips, args.runs, args.pause,
+                                                                  push_to_talk=True))
+                report["pipelines"][f"{pipeline}-ptt"] = summary
+                report["turns"][f"{pipeline}-ptt"] = [r.as_dict() for r in results]
+                print(f"{pipeline}, push-to-talk: {json.dumps(summary['voice_to_voice_ms'])} "
+                      f"failed={summary['failed']}", flush=True)
             if pipeline == "cascade":
                 for sessions in args.concurrency:
                     results, summary = await measured(server, sweep(server, clips, sessions, args.sweep_turns))
@@ -213,6 +221,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     native = report["pipelines"].get("native", {}).get("voice_to_voice_ms", {}).get("median")
     if cascade and native:
         report["native_over_cascade_median"] = native / cascade
+    cascade_ptt = report["pipelines"].get("cascade-ptt", {}).get("voice_to_voice_ms", {}).get("median")
+    native_ptt = report["pipelines"].get("native-ptt", {}).get("voice_to_voice_ms", {}).get("median")
+    if cascade_ptt and native_ptt:
+        report["native_over_cascade_push_to_talk_median"] = native_ptt / cascade_ptt
     return report
 
 
@@ -226,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma-separated session counts for the sweep ('' for none)")
     parser.add_argument("--sweep-turns", type=int, default=4, help="turns per session in the sweep")
     parser.add_argument("--pause", type=float, default=1.0, help="seconds of silence between turns")
+    parser.add_argument("--no-push-to-talk", dest="push_to_talk", action="store_false",
+                        help="no push-to-talk rows (sessions without turn detection: the client commits "
+                             "at the end of speech and asks for the reply, so no silence window is waited for)")
     parser.add_argument("--native-projector", default="bundled",
                         help="projector for the native pipeline ('bundled': the one trained here)")
     parser.add_argument("--skip-native-eval", action="store_true",

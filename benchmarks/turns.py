@@ -101,8 +101,11 @@ def word_error_rate(reference: str, hypothesis: str) -> float | None:
     return float(jiwer.wer(ref, normalise(hypothesis))) if normalise(hypothesis) else 1.0
 
 
-async def run_turn(client: RealtimeClient, clip: Clip, *, timeout_s: float = 30.0) -> TurnResult:
-    """One turn on an open session (the session must be idle)."""
+async def run_turn(client: RealtimeClient, clip: Clip, *, timeout_s: float = 30.0,
+                   push_to_talk: bool = False) -> TurnResult:
+    """One turn on an open session (the session must be idle). With `push_to_talk` (a session
+    without turn detection) the client commits the audio and asks for the response right after
+    the last voiced frame, and sends no more audio: the button is released."""
     events: list[tuple[float, dict[str, Any]]] = []
     done = asyncio.Event()
 
@@ -123,6 +126,9 @@ async def run_turn(client: RealtimeClient, clip: Clip, *, timeout_s: float = 30.
         while not done.is_set():
             if time.monotonic() - start > len(frames) * FRAME_MS / 1000 + timeout_s:
                 break
+            if push_to_talk and speech_end_sent is not None:
+                await asyncio.wait_for(done.wait(), timeout_s)
+                break
             due = start + index * FRAME_MS / 1000
             delay = due - time.monotonic()
             if delay > 0:
@@ -132,7 +138,12 @@ async def run_turn(client: RealtimeClient, clip: Clip, *, timeout_s: float = 30.
                 # The frame holds the last voiced sample; it "happened" at its position in the frame.
                 within = (clip.speech_end_ms - last_voiced_frame * FRAME_MS) / 1000
                 speech_end_sent = time.monotonic() - FRAME_MS / 1000 + within
+                if push_to_talk:
+                    await client.send({"type": "input_audio_buffer.commit"})
+                    await client.send({"type": "response.create"})
             index += 1
+    except TimeoutError:
+        pass  # no response.done: summarised as a failed turn
     finally:
         receiver.cancel()
         await asyncio.gather(receiver, return_exceptions=True)
@@ -189,21 +200,27 @@ def playback_stall_ms(deltas: list[tuple[float, float]]) -> float:
 
 
 async def run_session(url: str, clips: list[Clip], *, pause_s: float = 0.0, api_key: str | None = None,
-                      session: dict[str, Any] | None = None) -> list[TurnResult]:
-    """Several turns on one session, one after another, with a pause of silence between them."""
+                      session: dict[str, Any] | None = None, push_to_talk: bool = False) -> list[TurnResult]:
+    """Several turns on one session, one after another, with a pause of silence between them
+    (with `push_to_talk`: no turn detection, and no audio sent between turns)."""
     results: list[TurnResult] = []
     try:
         client = await RealtimeClient.connect(url, api_key)
     except Exception as exc:  # noqa: BLE001 - a refused session is a failed turn, reported
         return [TurnResult(clip=c.name, ok=False, failure=f"connect: {exc}") for c in clips]
+    if push_to_talk:
+        audio = (session or {}).get("audio", {})
+        session = {**(session or {}), "audio": {**audio, "input": {**audio.get("input", {}), "turn_detection": None}}}
     try:
         if session:
             await client.send({"type": "session.update", "session": session})
         for number, clip in enumerate(clips):
-            if number and pause_s:
+            if number and pause_s and push_to_talk:
+                await asyncio.sleep(pause_s)
+            elif number and pause_s:
                 pcm = bytes(FRAME_BYTES * int(pause_s * 1000 / FRAME_MS))
                 await client.stream_audio(pcm, frame_ms=FRAME_MS)
-            results.append(await run_turn(client, clip))
+            results.append(await run_turn(client, clip, push_to_talk=push_to_talk))
     except Exception as exc:  # noqa: BLE001
         results.append(TurnResult(clip="?", ok=False, failure=f"session: {exc}"))
     finally:

@@ -279,9 +279,12 @@ class RealtimeSession:
             raise ProtocolError("the input audio buffer is full: commit or clear it", code="input_audio_buffer_full",
                                 event_id=event.event_id)
         samples = self._resampler.process(pcm16_to_float(pcm))
+        turn_begins = self._buffer.size == 0 and samples.size > 0
         self._buffer = np.concatenate([self._buffer, samples])
         self._stream_samples += samples.size
-        if self._vad is None:
+        if self._vad is None:  # push-to-talk: the client commits the turn
+            if turn_begins:
+                self._prefill_history()
             return
         for vad_event in self._vad.process(samples):
             if isinstance(vad_event, SpeechStarted):
@@ -332,10 +335,15 @@ class RealtimeSession:
         self._prefill_native()
 
     def _prefill_native(self) -> None:
-        """While the user speaks, the native model can evaluate the conversation so far (the
-        previous turns' text), so that its reply evaluates only the user's audio."""
         if self.config.pipeline == "native" and self._answers_now():
-            self._out.effects.append(PrefillPrompt(self.conversation.messages(self.config.instructions), "native"))
+            self._prefill_history()
+
+    def _prefill_history(self) -> None:
+        """While the user speaks, the session's model can evaluate the conversation so far (the
+        previous turns' text), so that its reply evaluates only the new turn."""
+        if self.config.streaming_asr and self._response is None:
+            messages = self.conversation.messages(self.config.instructions)
+            self._out.effects.append(PrefillPrompt(messages, self.config.pipeline))
 
     def _maybe_partial(self) -> None:
         """Ask for a partial transcript every half second of new speech, one at a time."""

@@ -20,6 +20,9 @@ def test_the_benchmark_runs_and_saves_its_results(tmp_path):
     assert set(cascade["stages_median_ms"]) >= {"end_of_turn_ms", "transcript_ms", "llm_first_token_ms"}
     assert cascade["wer"] is not None and report["offline_whisper_wer"] is not None
     assert "| cascade |" in (tmp_path / "latency.md").read_text()
+    push_to_talk = report["pipelines"]["cascade-ptt"]  # committed at the end of speech, no silence window
+    assert push_to_talk["turns"] == 1 and push_to_talk["failed"] == 0
+    assert push_to_talk["voice_to_voice_ms"]["median"] > 0
     for name in ("latency.png", "stages.png"):
         assert (tmp_path / name).stat().st_size > 1000
 

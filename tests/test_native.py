@@ -11,7 +11,7 @@ import soundfile
 
 from tests.helpers import DATA
 from voice import models
-from voice.llm.base import ChatMessage, GenerationOptions
+from voice.llm.base import ChatMessage, GenerationOptions, LLMError
 from voice.native.encoder import WhisperEncoder
 from voice.native.llama_embeddings import EmbeddingContext
 from voice.native.model import NativeAudioChat, prompt_texts
@@ -99,8 +99,19 @@ def test_text_around_embeddings_is_decoded_with_them_in_one_batch(context):
         assert decoded == [len(question) + len(tail)]  # question and tail in one call
         np.testing.assert_allclose(one_batch.logits(), reference[0], atol=0.05)
         assert list(one_batch.generate(12)) == reference[1]
+
+        def broken(tokens):
+            raise LLMError("no such tensor")
+
+        one_batch.embed = broken  # a lookup that fails: the text is decoded as tokens, as before
+        decoded.clear()
+        one_batch.start([head, lookup(question), tail])
+        assert decoded == [len(question), len(tail)] and one_batch.embed is None
+        assert list(one_batch.generate(12)) == reference[1]
     finally:
         one_batch.close()
+    loading = TokenEmbeddings(models.gguf_model(None), background=True)  # read in a thread, waited for
+    np.testing.assert_array_equal(loading(question), lookup(question))
 
 
 def test_batched_greedy_replies_match_one_at_a_time_and_keep_sequences_apart(context):

@@ -516,3 +516,23 @@ def test_native_history_is_evaluated_ahead_while_the_user_speaks(silero):
     assert [(m.role, m.content) for m in prefills[-1].messages[1:]] == [
         ("user", "Turn on the living room lamp."), ("assistant", "Done.")]
     assert all(e.pipeline == "native" for e in prefills)
+
+
+@pytest.mark.parametrize("pipeline", ["cascade", "native"])
+def test_push_to_talk_evaluates_the_history_when_the_user_starts_talking(silero, pipeline):
+    driver = Driver(RealtimeSession(SessionConfig(turn_detection=None, pipeline=pipeline), silero))
+    driver.stream(LAMP)
+    [first] = [e for e in driver.effects if isinstance(e, PrefillPrompt)]  # at the first audio, once
+    assert first.pipeline == pipeline and [m.role for m in first.messages] == ["system"]
+    driver.send({"type": "input_audio_buffer.commit"})
+    [job] = [e for e in driver.effects if isinstance(e, Transcribe) and e.final]
+    driver.answer(job, "Turn on the living room lamp.")
+    driver.send({"type": "response.create"})
+    [start] = [e for e in driver.effects if isinstance(e, StartResponse)]
+    driver.progress(start.response_id, SpeechSegment("Done.", bytes(24_000)))
+    driver.progress(start.response_id, ResponseFinished())
+    driver.stream(LAMP[:9600])  # the button is pressed again
+    prefills = [e for e in driver.effects if isinstance(e, PrefillPrompt)]
+    assert len(prefills) == 2
+    assert [(m.role, m.content) for m in prefills[1].messages[1:]] == [
+        ("user", "Turn on the living room lamp."), ("assistant", "Done.")]

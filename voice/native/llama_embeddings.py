@@ -9,6 +9,7 @@ text after it (tokens). Sampling then runs token by token with llama.cpp's sampl
 from __future__ import annotations
 
 import ctypes
+import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -17,6 +18,8 @@ import numpy as np
 
 from voice.llm.base import LLMError, shared_prefix
 from voice.models import llama_file
+
+log = logging.getLogger(__name__)
 
 Piece = Sequence[int] | np.ndarray
 """Part of a prompt: token ids, or embeddings (n, n_embd) float32."""
@@ -99,7 +102,12 @@ class EmbeddingContext:
         """The pieces as one embeddings piece, when they hold embeddings and `embed` is set."""
         if self.embed is None or not any(_is_embeddings(piece) for piece in pieces):
             return list(pieces)
-        parts = [piece if _is_embeddings(piece) else self.embed(piece) for piece in pieces if len(piece)]
+        try:
+            parts = [piece if _is_embeddings(piece) else self.embed(piece) for piece in pieces if len(piece)]
+        except Exception as exc:  # noqa: BLE001 - only an optimisation: decode the text as tokens then
+            log.warning("token embeddings unavailable (%s): text is decoded apart from the audio", exc)
+            self.embed = None
+            return list(pieces)
         return [np.concatenate(parts).astype(np.float32, copy=False)]
 
     def feed(self, pieces: Sequence[Piece]) -> None:

@@ -71,7 +71,7 @@ class NativeAudioChat:
             log.warning("projector was trained for %s, running with %s", config.llm, model_path.name)
         self._free: list[EmbeddingContext] = []  # idle longest first
         self._changed = threading.Condition()
-        embed = TokenEmbeddings(model_path)  # the text around the audio joins it in one decode call
+        embed = TokenEmbeddings(model_path, background=True)  # text and audio: one decode call
         for _ in range(max(1, parallel)):
             context = EmbeddingContext(model_path, n_ctx=n_ctx, n_threads=n_threads, embed=embed)
             if context.n_embd != config.llm_dim:
