@@ -335,6 +335,7 @@ class RealtimeSession:
         self._prefill_native()
 
     def _prefill_native(self) -> None:
+        """With turn detection, the native model's history is evaluated at the speech start."""
         if self.config.pipeline == "native" and self._answers_now():
             self._prefill_history()
 

@@ -3,7 +3,9 @@
 A llama.cpp batch carries either token ids or embeddings (`llama_batch_init(n, n_embd, 1)` fills
 `batch.embd`), so a prompt with audio in the middle is decoded as three batches into the same KV
 cache: the chat-template text before the audio (tokens), the projected audio (embeddings), the
-text after it (tokens). Sampling then runs token by token with llama.cpp's sampler chain.
+text after it (tokens); or, given the token embeddings (voice/native/token_embeddings.py), as one
+batch of embeddings, which reads the weights once instead of three times. Sampling then runs token
+by token with llama.cpp's sampler chain.
 """
 
 from __future__ import annotations
