@@ -379,16 +379,22 @@ class RealtimeSession:
             return
         current = self._speculations.get(item)
         early = silence < _SPECULATE_AFTER_MS
-        if (current is None or current[0] != voiced_end) and not (early and self._early_declined == (item, voiced_end)):
-            self._speculations[item] = (voiced_end, None)
-            self._out.effects.append(Transcribe(item, self._turn_audio(voiced_end), final=False, speculative=True,
-                                                voiced_end_ms=voiced_end, early=early))
+        transcribe = (current is None or current[0] != voiced_end) \
+            and not (early and self._early_declined == (item, voiced_end))
         held = self._held
-        if self.config.pipeline == "native" and self._answers_now() \
-                and (held is None or held.item_id != item or held.voiced_end_ms != voiced_end):
+        answer = self.config.pipeline == "native" and self._answers_now() \
+            and (held is None or held.item_id != item or held.voiced_end_ms != voiced_end)
+        if not (transcribe or answer):
+            return
+        audio = self._turn_audio(voiced_end)
+        if transcribe:
+            self._speculations[item] = (voiced_end, None)
+            self._out.effects.append(Transcribe(item, audio, final=False, speculative=True, voiced_end_ms=voiced_end,
+                                                early=early))
+        if answer:
             # It needs no transcript: answer the audio from the first silent frame. (The ASR pass
             # above goes first, so that the runtime does not decline it for this reply's work.)
-            self._start_held(item, voiced_end, "", now, user_audio=self._turn_audio(voiced_end))
+            self._start_held(item, voiced_end, "", now, user_audio=audio)
 
     def _on_speech_stopped(self, event: SpeechStopped, now: float) -> None:
         item_id = self._speech_item
@@ -516,6 +522,7 @@ class RealtimeSession:
         if result.item_id != self._speech_item or result.error or self.config.transcription is None:
             return
         partial = self._partials[result.item_id]
+        first_words = not partial.committed
         delta = partial.update(result.text)
         if delta:
             self._emit("conversation.item.input_audio_transcription.delta", item_id=result.item_id,
@@ -524,7 +531,8 @@ class RealtimeSession:
                 words = partial.text.rstrip(".,;:!?")  # the final transcript may go on after the word
                 messages = self.conversation.messages(self.config.instructions, pending_user=words)
                 self._out.effects.append(PrefillPrompt(messages))
-            self._prefill_native()  # again, should it have found the model busy at the speech start
+            if first_words:  # again, once, should it have found the model busy at the speech start
+                self._prefill_native()
 
     def _on_final_transcript(self, result: TranscriptReady, now: float) -> None:
         turn = self._pending_transcripts.pop(result.item_id, None)
