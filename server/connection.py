@@ -86,6 +86,7 @@ class Connection:
         self._jobs: set[asyncio.Future[Any]] = set()
         self._cancels: dict[str, threading.Event] = {}
         self._partial_cancel = threading.Event()  # of the partial transcription under way, if any
+        self._evaluating_audio = False  # a native prefill of the user's speech is under way
         self._loop = asyncio.get_running_loop()
 
     async def run(self) -> None:
@@ -222,11 +223,18 @@ class Connection:
         self._apply(self.session.receive_transcript(answer, time.monotonic()))
 
     async def _prefill(self, effect: PrefillPrompt) -> None:
+        if effect.audio is not None:
+            if self._evaluating_audio:
+                return  # one at a time: the next one, half a second of speech later, covers this one's
+            self._evaluating_audio = True
         try:
             await self._loop.run_in_executor(self.engine.executor, self.engine.prefill, effect.messages,
-                                             effect.pipeline)
+                                             effect.pipeline, effect.audio)
         except Exception:  # noqa: BLE001 - only an optimisation: the reply evaluates the prompt itself
             log.warning("prompt prefill failed", exc_info=True)
+        finally:
+            if effect.audio is not None:
+                self._evaluating_audio = False
 
     def _start_response(self, effect: StartResponse) -> None:
         cancel = threading.Event()

@@ -78,6 +78,8 @@ class PrefillPrompt:
     pipeline: str = "cascade"
     """The model whose prompt it is: `cascade` (the LLM) or `native` (the audio model: the
     conversation before the user's audio)."""
+    audio: np.ndarray | None = field(default=None, repr=False)
+    """Native: the user's speech so far (16 kHz, from the start of the turn's audio)."""
 
 
 Effect = Transcribe | StartResponse | CancelResponse | PrefillPrompt
@@ -169,6 +171,7 @@ class RealtimeSession:
         # item -> (voiced end, turn audio): the speculative pass under way becomes the final one
         self._awaiting_speculation: dict[str, tuple[int, np.ndarray]] = {}
         self._partial_samples = 0
+        self._evaluated_samples = 0  # native: speech of this turn given to the model while speaking
         self._pending_transcripts: dict[str, TurnClock] = {}
         self._turn = TurnClock()
         self._last_voiced_ms: int | None = None
@@ -284,7 +287,9 @@ class RealtimeSession:
         self._stream_samples += samples.size
         if self._vad is None:  # push-to-talk: the client commits the turn
             if turn_begins:
+                self._evaluated_samples = 0
                 self._prefill_history()
+            self._maybe_evaluate_speech(self._buffer_start)
             return
         for vad_event in self._vad.process(samples):
             if isinstance(vad_event, SpeechStarted):
@@ -308,6 +313,8 @@ class RealtimeSession:
         else:
             self._maybe_speculate(now)
             self._maybe_partial()
+            if self._speaking() and self._answers_now():
+                self._maybe_evaluate_speech(self._speech_start)
 
     def _drop_before(self, sample: int) -> None:
         cut = sample - self._buffer_start
@@ -326,6 +333,7 @@ class RealtimeSession:
         self._speech_start = max(self._buffer_start, event.audio_start_ms * ASR_RATE // 1000)
         self._partials[self._speech_item] = StablePrefix()
         self._partial_samples = 0
+        self._evaluated_samples = 0
         self._turn = TurnClock()
         self._emit("input_audio_buffer.speech_started", audio_start_ms=event.audio_start_ms,
                    item_id=self._speech_item)
@@ -354,15 +362,35 @@ class RealtimeSession:
         speech = self._stream_samples - self._speech_start
         if speech - self._partial_samples < ASR_RATE // 2:
             return
-        voiced_end = self._vad.last_voiced_end_ms if self._vad is not None else None
-        if voiced_end is not None and self._vad is not None and self._vad.position_ms > voiced_end:
-            return  # the user has paused: keep the ASR free for the speculative pass that is coming
-        if self._vad is not None and self._vad.last_probability < _PARTIAL_MIN_PROBABILITY:
-            return  # speech may be ending: a pass started now would hold up the speculative one
+        if not self._speaking():
+            return  # keep the ASR free for the speculative pass that may be coming
         self._partial_in_flight = True
         self._partial_samples = speech
         audio = self._audio_between(self._speech_start, self._stream_samples)
         self._out.effects.append(Transcribe(self._speech_item, audio, final=False))
+
+    def _speaking(self) -> bool:
+        """Whether the user is surely still speaking: not paused, on a frame Silero is sure of (a
+        pause, or speech that may be ending, leaves the models to the turn's speculative work)."""
+        if self._vad is None:
+            return True
+        voiced_end = self._vad.last_voiced_end_ms
+        if voiced_end is not None and self._vad.position_ms > voiced_end:
+            return False
+        return self._vad.last_probability >= _PARTIAL_MIN_PROBABILITY
+
+    def _maybe_evaluate_speech(self, turn_start: int) -> None:
+        """Native: give the model the speech so far every half second, so that it evaluates the
+        audio while the user speaks and the reply evaluates only the last of it."""
+        if self.config.pipeline != "native" or not self.config.streaming_asr or self._response is not None:
+            return
+        speech = self._stream_samples - turn_start
+        if speech - self._evaluated_samples < ASR_RATE // 2:
+            return
+        self._evaluated_samples = speech
+        messages = self.conversation.messages(self.config.instructions)
+        audio = self._audio_between(turn_start, self._stream_samples)
+        self._out.effects.append(PrefillPrompt(messages, "native", audio=audio))
 
     def _turn_audio(self, voiced_end_ms: int) -> np.ndarray:
         return self._audio_between(self._speech_start, (voiced_end_ms + _TAIL_MS) * ASR_RATE // 1000)

@@ -60,3 +60,15 @@ def test_playback_stalls_are_the_waits_for_audio_not_yet_arrived():
     assert playback_stall_ms([(0.0, 1.0), (0.5, 1.0)]) == 0.0
     # 0.3 s at t=0, then 0.2 s at t=0.5 and at t=0.6: a 200 ms wait, then none.
     assert abs(playback_stall_ms([(0.0, 0.3), (0.5, 0.2), (0.6, 0.2)]) - 200.0) < 1e-6
+
+
+def test_the_native_prefill_benchmark_compares_early_and_whole_turn_audio(tmp_path):
+    from benchmarks import native_prefill
+
+    result = native_prefill.main(["--clips", "2", "--synthetic", "1", "--repeats", "1", "--margins", "1.0",
+                                  "--out", str(tmp_path)])
+    assert (tmp_path / "native_prefill.json").is_file()
+    assert [row["kind"] for row in result["clips"]] == ["real", "real", "synthetic"]
+    for row in result["clips"]:
+        assert 0 < row["margin_1.0"]["early_positions"] < row["positions"]
+        assert row["whole"]["repeat_loss"] > 0 and row["first_token_ms"]["early"] > 0

@@ -70,7 +70,7 @@ def test_embeddings_reproduce_the_token_path(context):
     context.reset()
     assert context.start([tokens[:20], matrix[tokens[20:]]]) == 0
     assert list(context.generate(12)) == by_tokens[1]
-    assert context.start([tokens[:20], matrix[tokens[20:]]]) == 20
+    assert context.start([tokens[:20], matrix[tokens[20:]]]) == len(tokens) - 1  # the rows too, but the last
     assert list(context.generate(12)) == by_tokens[1]
     assert context.start([tokens]) == 20
     np.testing.assert_allclose(context.logits(), by_tokens[0], atol=0.05)
@@ -104,6 +104,7 @@ def test_text_around_embeddings_is_decoded_with_them_in_one_batch(context):
             raise LLMError("no such tensor")
 
         one_batch.embed = broken  # a lookup that fails: the text is decoded as tokens, as before
+        one_batch.start([head])
         decoded.clear()
         one_batch.start([head, lookup(question), tail])
         assert decoded == [len(question), len(tail)] and one_batch.embed is None
@@ -229,6 +230,78 @@ def test_a_native_conversation_goes_back_to_the_context_that_holds_it(encoder, a
     free, chat._free[:] = list(chat._free), []
     chat.prefill([system, ChatMessage("user", "new")], threading.Event())  # every context busy: skipped
     chat._free[:] = free
+    chat.close()
+
+
+def test_rows_decoded_before_are_kept_when_a_prompt_goes_on_with_them(context):
+    lookup = TokenEmbeddings(models.gguf_model(None))
+    before, after = prompt_texts([ChatMessage("system", "Answer in one short sentence.")])
+    head, tail = context.tokenize(before), context.tokenize(after)
+    rows = lookup(context.tokenize("What is the capital of France?"))  # stands for projected audio
+    context.reset()
+    context.start([head, rows, tail])
+    reference = context.logits(), list(context.generate(12))
+    decoded: list[int] = []
+    original = context._decode
+    context._decode = lambda batch, n: (decoded.append(n), original(batch, n))[1]
+    try:
+        context.reset()
+        context.start([head, rows[:4]])  # the speech so far, evaluated early
+        np.testing.assert_array_equal(context.cached_embeddings(head), rows[:4])
+        assert len(context.cached_embeddings(head[:-1])) == 0  # rows count only after exactly those tokens
+        decoded.clear()
+        assert context.start([head, rows, tail]) == len(head) + 4
+        assert sum(decoded) == len(rows) - 4 + len(tail)
+        np.testing.assert_allclose(context.logits(), reference[0], atol=0.05)
+        assert list(context.generate(12)) == reference[1]
+        changed = rows.copy()
+        changed[6] += 0.01  # rows that differ from the cached ones are decoded again, from there
+        decoded.clear()
+        assert context.start([head, changed, tail]) == len(head) + 6
+        assert sum(decoded) == len(rows) - 6 + len(tail)
+        context.start([head, rows])
+        decoded.clear()
+        assert context.start([head, rows]) == len(head) + len(rows) - 1  # the last one is decoded for its logits
+        assert decoded == [1]
+    finally:
+        context._decode = original
+
+
+def test_the_speech_is_evaluated_while_the_user_speaks(encoder, audio):
+    from voice.native.model import AUDIO_MARGIN_S
+
+    chat = NativeAudioChat(NumpyProjector.init(ProjectorConfig(hidden_dim=64)), encoder=encoder, parallel=2)
+    options = GenerationOptions(max_tokens=6, temperature=0.0)
+    history = [ChatMessage("system", "You are a voice assistant.")]
+    before = chat._tokenizer.tokenize(prompt_texts(history)[0])
+    tail = len(chat._tokenizer.tokenize(prompt_texts(history)[1]))
+    half_second = 8_000
+    for end in range(half_second, audio.size, half_second):  # what the session sends while the user speaks
+        chat.prefill(history, threading.Event(), audio_16k=audio[:end])
+    holder = max(chat._free, key=lambda context: len(context.cached_embeddings(before)))
+    held = len(holder.cached_embeddings(before))
+    spoken = audio[: (audio.size - 1) // half_second * half_second]
+    assert held == (len(encoder.encode(spoken)) - int(AUDIO_MARGIN_S * 50)) // 4 > 0
+    positions = len(chat.audio_embeddings(audio))
+    decoded: list[int] = []
+    original = holder._decode
+    holder._decode = lambda batch, n: (decoded.append(n), original(batch, n))[1]
+    early = "".join(chat.stream_reply(audio, history, options, threading.Event()))
+    assert decoded[0] == positions - held + tail  # only the audio after what was evaluated, and the tail
+    assert early  # (these projector weights are random: the reply is some text, not an answer)
+
+    # Speech of another turn is not taken for this one: its rows are all evaluated.
+    other = audio[::-1].copy()
+    for context in chat._free:
+        context.reset()
+    chat.prefill(history, threading.Event(), audio_16k=audio[: 2 * half_second + half_second])
+    holder = max(chat._free, key=lambda context: len(context.cached_embeddings(before)))
+    assert len(holder.cached_embeddings(before)) > 0
+    original = holder._decode
+    holder._decode = lambda batch, n: (decoded.append(n), original(batch, n))[1]
+    decoded.clear()
+    "".join(chat.stream_reply(other, history, options, threading.Event()))
+    assert decoded[0] == len(chat.audio_embeddings(other)) + tail
     chat.close()
 
 

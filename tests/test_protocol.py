@@ -505,14 +505,19 @@ def test_a_native_reply_started_too_early_is_cancelled_when_the_user_goes_on(sil
 def test_native_history_is_evaluated_ahead_while_the_user_speaks(silero):
     driver = Driver(RealtimeSession(SessionConfig(turn_detection=TurnDetection(), pipeline="native"), silero))
     driver.stream(LAMP + SILENCE)
-    [first] = [e for e in driver.effects if isinstance(e, PrefillPrompt)]  # at the speech start
+    [first] = [e for e in driver.effects if isinstance(e, PrefillPrompt) and e.audio is None]  # at the speech start
     assert first.pipeline == "native" and [m.role for m in first.messages] == ["system"]
     [start] = [e for e in driver.effects if isinstance(e, StartResponse)]
+    # The speech itself, every half second while the user speaks: each time the turn so far.
+    speech = [e.audio for e in driver.effects if isinstance(e, PrefillPrompt) and e.audio is not None]
+    sizes = [0, *(e.size for e in speech)]
+    assert len(speech) >= 2 and all(b - a >= 8_000 for a, b in zip(sizes, sizes[1:], strict=False))
+    assert all(np.array_equal(start.user_audio[: e.size], e) for e in speech)  # what the reply goes on from
     driver.answer(driver.turn_job(), "Turn on the living room lamp.")
     driver.progress(start.response_id, SpeechSegment("Done.", bytes(24_000)))
     driver.progress(start.response_id, ResponseFinished())
     driver.stream(LAMP[:24_000])  # the next turn begins
-    prefills = [e for e in driver.effects if isinstance(e, PrefillPrompt)]
+    prefills = [e for e in driver.effects if isinstance(e, PrefillPrompt) and e.audio is None]
     assert [(m.role, m.content) for m in prefills[-1].messages[1:]] == [
         ("user", "Turn on the living room lamp."), ("assistant", "Done.")]
     assert all(e.pipeline == "native" for e in prefills)
@@ -522,17 +527,21 @@ def test_native_history_is_evaluated_ahead_while_the_user_speaks(silero):
 def test_push_to_talk_evaluates_the_history_when_the_user_starts_talking(silero, pipeline):
     driver = Driver(RealtimeSession(SessionConfig(turn_detection=None, pipeline=pipeline), silero))
     driver.stream(LAMP)
-    [first] = [e for e in driver.effects if isinstance(e, PrefillPrompt)]  # at the first audio, once
+    [first] = [e for e in driver.effects if isinstance(e, PrefillPrompt) and e.audio is None]  # at the first audio
     assert first.pipeline == pipeline and [m.role for m in first.messages] == ["system"]
+    speech = [e.audio for e in driver.effects if isinstance(e, PrefillPrompt) and e.audio is not None]
+    assert len(speech) == (0 if pipeline == "cascade" else len(LAMP) // 3 // 8_000)  # every half second (16 kHz)
     driver.send({"type": "input_audio_buffer.commit"})
     [job] = [e for e in driver.effects if isinstance(e, Transcribe) and e.final]
     driver.answer(job, "Turn on the living room lamp.")
     driver.send({"type": "response.create"})
     [start] = [e for e in driver.effects if isinstance(e, StartResponse)]
+    if pipeline == "native":
+        assert all(np.array_equal(start.user_audio[: e.size], e) for e in speech)
     driver.progress(start.response_id, SpeechSegment("Done.", bytes(24_000)))
     driver.progress(start.response_id, ResponseFinished())
     driver.stream(LAMP[:9600])  # the button is pressed again
-    prefills = [e for e in driver.effects if isinstance(e, PrefillPrompt)]
+    prefills = [e for e in driver.effects if isinstance(e, PrefillPrompt) and e.audio is None]
     assert len(prefills) == 2
     assert [(m.role, m.content) for m in prefills[1].messages[1:]] == [
         ("user", "Turn on the living room lamp."), ("assistant", "Done.")]

@@ -146,12 +146,19 @@ class Engine:
         with self.job():
             return self.asr.transcribe(audio, cancel)
 
-    def prefill(self, messages: list[ChatMessage], pipeline: str = "cascade") -> None:
-        """Evaluate a reply's prompt ahead of time, where the pipeline's model can (in a worker thread)."""
+    def prefill(self, messages: list[ChatMessage], pipeline: str = "cascade", audio: np.ndarray | None = None) -> None:
+        """Evaluate a reply's prompt ahead of time, where the pipeline's model can (in a worker
+        thread); for the native model, with the user's speech so far (`audio`, 16 kHz)."""
         prefill = getattr(self.native if pipeline == "native" else self.llm, "prefill", None)
-        if prefill is not None:
-            with self.job():
-                prefill(messages, threading.Event())
+        if prefill is None:
+            return
+        if audio is not None:
+            # Not counted as a job: it comes every half second while the user speaks, and the
+            # partial transcripts must not give way to it.
+            prefill(messages, threading.Event(), audio_16k=audio)
+            return
+        with self.job():
+            prefill(messages, threading.Event())
 
     @classmethod
     def load(cls, config: EngineConfig) -> Engine:

@@ -49,6 +49,7 @@ class EmbeddingContext:
         self.embed = embed
         self.n_past = 0
         self._cached: list[int] = []  # the leading token ids of the last `start`, still in the KV cache
+        self._cached_rows = np.zeros((0, self.n_embd), np.float32)  # the embeddings right after them
         self._vocab = llama_cpp.llama_model_get_vocab(self.llama.model)
         self._memory = llama_cpp.llama_get_memory(self.llama.ctx)
         self._tokens = _Batch(llama_cpp, n_batch, 0)
@@ -75,30 +76,48 @@ class EmbeddingContext:
         self._lib.llama_memory_clear(self._memory, True)
         self.n_past = 0
         self._cached = []
+        self._cached_rows = self._cached_rows[:0]
 
     def cached_prefix(self, tokens: Sequence[int]) -> int:
         """How many leading `tokens` the KV cache already holds (from the last `start`)."""
         return shared_prefix(self._cached, tokens)
 
+    def cached_embeddings(self, tokens: Sequence[int]) -> np.ndarray:
+        """The embeddings the KV cache holds right after exactly `tokens` (decoded by the last
+        `start` after those tokens: an audio prefix evaluated early); empty when there are none."""
+        if len(self._cached) != len(tokens) or self.cached_prefix(tokens) != len(tokens):
+            return self._cached_rows[:0]
+        return self._cached_rows
+
     def start(self, pieces: Sequence[Piece]) -> int:
-        """Decode a new prompt (see `feed`), keeping what the KV cache already holds of its leading
-        token ids (the system prompt and history of the previous prompt); returns how many positions
-        were reused."""
+        """Decode a new prompt (see `feed`), keeping what the KV cache already holds of it: its
+        leading token ids (the system prompt and history of the previous prompt) and, after all of
+        them, the leading rows of an embeddings piece that are the very rows decoded there before
+        (audio evaluated while the user spoke). Returns how many positions were reused."""
         pieces = [piece for piece in pieces if len(piece)]
         first = list(pieces[0]) if pieces and not _is_embeddings(pieces[0]) else []
+        rows = pieces[1] if len(pieces) > 1 and first and _is_embeddings(pieces[1]) else None
         reuse = self.cached_prefix(first)
-        if reuse == len(first) and len(pieces) == 1:
-            reuse -= 1  # decode at least one position: its logits start the reply
+        kept_rows = _shared_rows(self.cached_embeddings(first), rows) if rows is not None else 0
+        if reuse + kept_rows == sum(len(piece) for piece in pieces):  # decode at least one position:
+            if kept_rows:                                               # its logits start the reply
+                kept_rows -= 1
+            else:
+                reuse -= 1
         if reuse <= 0:
             self.reset()
         else:
-            self._lib.llama_memory_seq_rm(self._memory, 0, reuse, -1)
-            self.n_past = reuse
+            self._lib.llama_memory_seq_rm(self._memory, 0, reuse + kept_rows, -1)
+            self.n_past = reuse + kept_rows
             self._cached = first[:reuse]  # what stays true should the decode below fail
+            self._cached_rows = self._cached_rows[:kept_rows]
             pieces = [first[reuse:], *pieces[1:]]
+            if kept_rows:
+                pieces[1] = pieces[1][kept_rows:]
         self.feed(self._as_one_piece(pieces))
         self._cached = first
-        return max(0, reuse)
+        self._cached_rows = rows if rows is not None else self._cached_rows[:0]
+        return max(0, reuse + kept_rows)
 
     def _as_one_piece(self, pieces: Sequence[Piece]) -> list[Piece]:
         """The pieces as one embeddings piece, when they hold embeddings and `embed` is set."""
@@ -184,6 +203,13 @@ class EmbeddingContext:
         if code != 0:
             raise LLMError(f"llama_decode returned {code}")
         self.n_past += n
+
+
+def _shared_rows(cached: np.ndarray, rows: np.ndarray) -> int:
+    """How many leading rows of `rows` are exactly the `cached` ones."""
+    n = min(len(cached), len(rows))
+    differs = np.flatnonzero((cached[:n] != rows[:n]).any(axis=1))
+    return int(differs[0]) if differs.size else n
 
 
 def _is_embeddings(piece: Piece) -> bool:

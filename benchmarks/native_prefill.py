@@ -1,0 +1,183 @@
+"""What evaluating the user's speech while they speak costs the native model, and saves it.
+
+The session gives the native model the turn's audio every half second while the user speaks
+(`NativeAudioChat.prefill`); the model evaluates the audio positions that have AUDIO_MARGIN_S of
+audio after them, and the reply then evaluates only the rest. Whisper's encoder attends both ways,
+so those early positions are not exactly what encoding the whole turn gives. This measures, on
+the 20 real recordings of benchmarks/native_eval.py and on synthetic utterances the projector was
+not trained on (prompts after the training set's 5,000, spoken by the data script's voices):
+
+- quality: the per-token loss of the right "repeat what I said" answer (the reference text) and
+  of the LLM's own reply to the text (what the projector is trained towards), with the whole-turn
+  encoding and with the early-evaluated rows, for each margin;
+- latency: the time from the end of speech to the reply's first token, with the speech evaluated
+  early and without (the same audio, the same context, best of `--repeats`).
+
+    python -m benchmarks.native_prefill [--margins 0.5 1.0] [--synthetic 20] [--clips N] [--out benchmarks/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.native_eval import INSTRUCTIONS, load_recordings
+from voice import models
+from voice.audio import ASR_RATE
+from voice.llm.base import ChatMessage, GenerationOptions
+from voice.native import model as native_model
+from voice.native.base import REPEAT_INSTRUCTION
+from voice.native.llama_embeddings import EmbeddingContext
+from voice.native.model import NativeAudioChat, prompt_texts
+
+OUT = Path(__file__).resolve().parent / "results"
+STEP = ASR_RATE // 2  # the session's cadence: half a second of speech
+
+
+def synthetic(count: int) -> list[tuple[str, np.ndarray, str]]:
+    """Utterances after the 5,000 the bundled projector was trained on, spoken and augmented as
+    the data script does."""
+    from voice.native.data import Speaker, augment
+    from voice.native.prompts import generate_prompts
+
+    speaker, rng, noise_rng = Speaker(), random.Random(7), np.random.default_rng(7)
+    items = []
+    for i, text in enumerate(generate_prompts(5000 + count)[5000:]):
+        audio, _ = speaker.speak(text, rng)
+        audio, _ = augment(audio, noise_rng)
+        items.append((f"synthetic-{i:02d}", audio, text))
+    return items
+
+
+def early_embeddings(native: NativeAudioChat, messages: list[ChatMessage], audio: np.ndarray) -> tuple[np.ndarray, int]:
+    """The audio rows a reply uses after the session's prefills (every half second of the
+    speech), and how many of them were evaluated early."""
+    context = native._free[0]
+    context.reset()
+    for end in range(STEP, audio.size, STEP):
+        native.prefill(messages, threading.Event(), audio_16k=audio[:end])
+    before = context.tokenize(prompt_texts(messages)[0])
+    held = context.cached_embeddings(before)
+    whole = native.audio_embeddings(audio)
+    return np.concatenate([held, whole[len(held):]]), len(held)
+
+
+def target_loss(context: EmbeddingContext, messages: list[ChatMessage], instruction: str | None,
+                rows: np.ndarray, target: list[int]) -> float:
+    """Mean next-token cross-entropy of `target` after the prompt with `rows` as the audio."""
+    before, after = prompt_texts(messages, instruction)
+    context.reset()
+    context.start([context.tokenize(before), rows, context.tokenize(after)])
+    total = 0.0
+    for i, token in enumerate(target):
+        logits = context.logits().astype(np.float64)
+        logits -= logits.max()
+        total -= logits[token] - np.log(np.exp(logits).sum())
+        if i < len(target) - 1:
+            context.feed_tokens([token])
+    return total / len(target)
+
+
+def text_reply(context: EmbeddingContext, messages: list[ChatMessage], text: str, max_tokens: int) -> list[int]:
+    """The LLM's greedy reply to the text (token ids, end token included when it ends)."""
+    before, after = prompt_texts(messages)
+    context.reset()
+    context.start([context.tokenize(before + text + after)])
+    reply = list(context.generate(max_tokens))
+    return reply + (context.tokenize("<|im_end|>") if len(reply) < max_tokens else [])
+
+
+def first_token_ms(native: NativeAudioChat, messages: list[ChatMessage], audio: np.ndarray, early: bool,
+                   repeats: int) -> float:
+    """From the end of speech (the reply asked for) to its first token, best of `repeats`."""
+    options = GenerationOptions(max_tokens=1, temperature=0.0)
+    best = float("inf")
+    for _ in range(repeats):
+        native._free[0].reset()
+        native.prefill(messages, threading.Event())  # the history, as the session does at the speech start
+        if early:
+            for end in range(STEP, audio.size, STEP):
+                native.prefill(messages, threading.Event(), audio_16k=audio[:end])
+        started = time.perf_counter()
+        next(iter(native.stream_reply(audio, messages, options, threading.Event())), None)
+        best = min(best, 1e3 * (time.perf_counter() - started))
+    return best
+
+
+def run(margins: list[float], n_synthetic: int, repeats: int, clips: int | None = None,
+        max_tokens: int = 48) -> dict[str, Any]:
+    native = NativeAudioChat(models.native_projector("bundled"), parallel=1)
+    context = native._free[0]
+    system = [ChatMessage("system", INSTRUCTIONS)]
+    items = [(r.name, r.audio_16k, r.reference) for r in load_recordings()[:clips]] + synthetic(n_synthetic)
+    end = context.tokenize("<|im_end|>")
+    rows: list[dict[str, Any]] = []
+    default_margin = native_model.AUDIO_MARGIN_S
+    for name, audio, text in items:
+        whole = native.audio_embeddings(audio)
+        repeat_target = context.tokenize(text) + end
+        reply_target = text_reply(context, system, text, max_tokens)
+        row: dict[str, Any] = {
+            "clip": name, "kind": "synthetic" if name.startswith("synthetic") else "real",
+            "seconds": round(audio.size / ASR_RATE, 2), "positions": len(whole),
+            "whole": {"repeat_loss": round(target_loss(context, [], REPEAT_INSTRUCTION, whole, repeat_target), 4),
+                      "reply_loss": round(target_loss(context, system, None, whole, reply_target), 4)},
+        }
+        for margin in margins:
+            native_model.AUDIO_MARGIN_S = margin
+            try:
+                spliced, held = early_embeddings(native, system, audio)
+            finally:
+                native_model.AUDIO_MARGIN_S = default_margin
+            row[f"margin_{margin}"] = {
+                "early_positions": held,
+                "repeat_loss": round(target_loss(context, [], REPEAT_INSTRUCTION, spliced, repeat_target), 4),
+                "reply_loss": round(target_loss(context, system, None, spliced, reply_target), 4)}
+        row["first_token_ms"] = {"whole": round(first_token_ms(native, system, audio, False, repeats), 1),
+                                 "early": round(first_token_ms(native, system, audio, True, repeats), 1)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    native.close()
+
+    summary: dict[str, Any] = {}
+    for kind in ("real", "synthetic"):
+        chosen = [row for row in rows if row["kind"] == kind]
+        if not chosen:
+            continue
+        summary[kind] = {"clips": len(chosen)}
+        for variant in ["whole", *(f"margin_{m}" for m in margins)]:
+            summary[kind][variant] = {loss: round(statistics.mean(row[variant][loss] for row in chosen), 4)
+                                      for loss in ("repeat_loss", "reply_loss")}
+        summary[kind]["first_token_ms_median"] = {
+            way: round(statistics.median(row["first_token_ms"][way] for row in chosen), 1)
+            for way in ("whole", "early")}
+    return {"margin_in_use_s": default_margin, "margins": margins, "repeats": repeats, "summary": summary,
+            "clips": rows}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--margins", type=float, nargs="+", default=[0.5, 1.0])
+    parser.add_argument("--synthetic", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--clips", type=int, default=None, help="only the first CLIPS real recordings")
+    parser.add_argument("--out", default=str(OUT))
+    args = parser.parse_args(argv)
+    result = run(args.margins, args.synthetic, args.repeats, args.clips)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "native_prefill.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    print(json.dumps(result["summary"], indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()
