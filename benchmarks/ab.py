@@ -39,19 +39,27 @@ def worktree(revision: str, into: Path) -> Path:
 
 
 async def interleaved(urls: tuple[str, str], clips: list[Clip], rounds: int, pause_s: float,
-                      ) -> tuple[list[TurnResult], list[TurnResult]]:
-    """One session per server; every round speaks each clip to both, alternating which goes first."""
+                      push_to_talk: bool = False) -> tuple[list[TurnResult], list[TurnResult]]:
+    """One session per server; every round speaks each clip to both, alternating which goes first
+    (with `push_to_talk`: sessions without turn detection, the client commits each turn)."""
     clients = [await RealtimeClient.connect(url) for url in urls]
     results: tuple[list[TurnResult], list[TurnResult]] = ([], [])
     pause = bytes(FRAME_BYTES * int(pause_s * 1000 / FRAME_MS))
     try:
+        if push_to_talk:
+            for client in clients:
+                await client.send({"type": "session.update",
+                                   "session": {"audio": {"input": {"turn_detection": None}}}})
         for side in (0, 1):  # warm-up: first-call costs are not latency
-            await run_turn(clients[side], clips[0])
+            await run_turn(clients[side], clips[0], push_to_talk=push_to_talk)
         for number in range(rounds):
             for clip in clips:
                 for side in ((0, 1) if number % 2 == 0 else (1, 0)):
-                    await clients[side].stream_audio(pause, frame_ms=FRAME_MS)
-                    results[side].append(await run_turn(clients[side], clip))
+                    if push_to_talk:
+                        await asyncio.sleep(pause_s)
+                    else:
+                        await clients[side].stream_audio(pause, frame_ms=FRAME_MS)
+                    results[side].append(await run_turn(clients[side], clip, push_to_talk=push_to_talk))
     finally:
         for client in clients:
             await client.close()
@@ -74,7 +82,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             with voice_server(*args.serve_args, root=base, log=args.out / "server-a.log") as a, \
                     voice_server(*args.serve_args, root=args.candidate, log=args.out / "server-b.log") as b:
-                turns_a, turns_b = await interleaved((a.url, b.url), clips, args.rounds, args.pause)
+                turns_a, turns_b = await interleaved((a.url, b.url), clips, args.rounds, args.pause,
+                                                     args.push_to_talk)
         finally:
             if not args.base_tree:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], check=False,
@@ -98,6 +107,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--clips", nargs="+", default=DEFAULT_CLIPS, help="files in tests/data")
     parser.add_argument("--rounds", type=int, default=6, help="times every clip is spoken to each side")
     parser.add_argument("--pause", type=float, default=1.0, help="seconds of silence before each turn")
+    parser.add_argument("--push-to-talk", action="store_true",
+                        help="no turn detection: the client commits each turn at its last voiced frame")
     parser.add_argument("--serve-args", nargs=argparse.REMAINDER, default=[],
                         help="options for both `voice serve` commands (last on the line)")
     parser.add_argument("--out", type=Path, default=Path("ab-results"))

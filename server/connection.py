@@ -29,6 +29,7 @@ from server.session import (
     ResponseProgress,
     StartResponse,
     Transcribe,
+    TranscriptionHold,
     TranscriptReady,
 )
 from voice.asr.base import TranscriptionCancelled
@@ -38,6 +39,7 @@ from voice.turn import ResponseRequest, run_response, run_response_naive
 
 log = logging.getLogger(__name__)
 
+MAX_TRANSCRIPTION_HOLD_S = 10.0  # a held transcription runs by then even if its reply is still silent
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_POLICY_VIOLATION = 1008
 
@@ -87,6 +89,8 @@ class Connection:
         self._cancels: dict[str, threading.Event] = {}
         self._partial_cancel = threading.Event()  # of the partial transcription under way, if any
         self._evaluating_audio = False  # a native prefill of the user's speech is under way
+        self._holds: dict[str, tuple[asyncio.Event, asyncio.TimerHandle]] = {}  # held transcriptions
+        self._ended = False
         self._loop = asyncio.get_running_loop()
 
     async def run(self) -> None:
@@ -125,6 +129,10 @@ class Connection:
             for cancel in self._cancels.values():
                 cancel.set()
             self._partial_cancel.set()
+            self._ended = True
+            for released, timer in self._holds.values():
+                timer.cancel()
+                released.set()  # the job ends without transcribing
             self._outgoing.put_nowait(None)
             await asyncio.gather(writer, return_exceptions=True)
             if self._jobs:
@@ -155,10 +163,14 @@ class Connection:
                 log.info("error event %s: %s", event["error"]["code"], event["error"]["message"])
             self._enqueue(json.dumps(event))
         for effect in output.effects:
-            if isinstance(effect, Transcribe):
+            if isinstance(effect, Transcribe) and effect.hold_ms is not None:
+                self._track(self._transcribe_after_hold(effect))
+            elif isinstance(effect, Transcribe):
                 if effect.final or effect.speculative:
                     self._partial_cancel.set()  # the pass someone waits for goes first
                 self._track(self._transcribe(effect))
+            elif isinstance(effect, TranscriptionHold):
+                self._hold(effect)
             elif isinstance(effect, StartResponse):
                 self._start_response(effect)
             elif isinstance(effect, PrefillPrompt):
@@ -194,6 +206,30 @@ class Connection:
             self.metrics.jobs_running.dec()
 
         future.add_done_callback(done)
+
+    async def _transcribe_after_hold(self, effect: Transcribe) -> None:
+        """Run a held transcription once released, or once its hold runs out."""
+        assert effect.hold_ms is not None
+        released = asyncio.Event()
+        self._holds[effect.item_id] = released, self._loop.call_later(effect.hold_ms / 1000, released.set)
+        try:
+            await released.wait()
+        finally:
+            self._holds.pop(effect.item_id, None)
+        if not (self._closing or self._ended):
+            self._partial_cancel.set()
+            await self._transcribe(effect)
+
+    def _hold(self, effect: TranscriptionHold) -> None:
+        hold = self._holds.get(effect.item_id)
+        if hold is None:
+            return  # it has run already (its hold ran out)
+        released, timer = hold
+        timer.cancel()
+        if effect.release:
+            released.set()
+        else:
+            self._holds[effect.item_id] = released, self._loop.call_later(MAX_TRANSCRIPTION_HOLD_S, released.set)
 
     async def _transcribe(self, effect: Transcribe) -> None:
         def result(text: str = "", error: str | None = None) -> TranscriptReady:

@@ -36,6 +36,7 @@ _SPECULATE_AFTER_MS = 64  # silence after which the turn is transcribed speculat
 # native pipeline starts its reply on the audio then too.
 _EARLY_SPECULATE_AFTER_MS = 32
 _MIN_COMMIT_MS = 100
+_HOLD_TRANSCRIPT_MS = 250  # native push-to-talk: how long a commit's transcription waits for a reply
 
 
 # Effects: what the session asks its runtime to do.
@@ -52,6 +53,10 @@ class Transcribe:
     early: bool = False
     """A speculative pass asked for after one silent frame: run it only if no other model work is
     under way, else decline it (an error result); the session then asks again after two."""
+    hold_ms: int | None = None
+    """Native push-to-talk: wait this long before running it, for the reply to start (nothing
+    waits for this transcript there, and the reply would share the CPU with it); the session then
+    says how long to wait on with `TranscriptionHold`."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,16 @@ class CancelResponse:
 
 
 @dataclass(frozen=True)
+class TranscriptionHold:
+    """About a held final transcription (`Transcribe.hold_ms`): `release` False, the reply to the
+    turn has started, so wait on until it has its first audio (the runtime caps the wait);
+    `release` True, run it now."""
+
+    item_id: str
+    release: bool
+
+
+@dataclass(frozen=True)
 class PrefillPrompt:
     """Evaluate the prompt of a reply to the words heard so far, while the user is still speaking,
     so that the reply evaluates only the words that come after (an optimisation: may be skipped)."""
@@ -82,7 +97,7 @@ class PrefillPrompt:
     """Native: the user's speech so far (16 kHz, from the start of the turn's audio)."""
 
 
-Effect = Transcribe | StartResponse | CancelResponse | PrefillPrompt
+Effect = Transcribe | StartResponse | CancelResponse | PrefillPrompt | TranscriptionHold
 
 
 # Results the runtime feeds back.
@@ -141,6 +156,7 @@ class ActiveResponse:
     turn: TurnClock
     marks: dict[str, float] = field(default_factory=dict)
     metadata: dict[str, str] | None = None
+    held_transcript: str | None = None  # the user item whose transcription waits for this reply's audio
 
 
 class RealtimeSession:
@@ -181,6 +197,7 @@ class RealtimeSession:
         self._response_wanted: dict[str, Any] | None = None  # response.create waiting for transcripts
         self._last_user_audio: tuple[str, np.ndarray] | None = None  # native: the latest committed speech
         self._answered_natively: set[str] = set()  # user items whose reply did not wait for the transcript
+        self._held_transcripts: set[str] = set()  # user items whose transcription waits for their reply
         self._out = Output()
 
     # ------------------------------------------------------------------ public API
@@ -533,7 +550,11 @@ class RealtimeSession:
         self._speculations.pop(item_id, None)
         self._last_user_audio = (item_id, audio) if self.config.pipeline == "native" else None
         if transcribe:
-            self._out.effects.append(Transcribe(item_id, audio, final=True))
+            hold = self.config.pipeline == "native" and self._vad is None and self.config.streaming_asr
+            if hold:
+                self._held_transcripts.add(item_id)
+            self._out.effects.append(Transcribe(item_id, audio, final=True,
+                                                hold_ms=_HOLD_TRANSCRIPT_MS if hold else None))
 
     def _on_clear(self, event: ClientEvent, now: float) -> None:
         self._drop_before(self._stream_samples)
@@ -563,6 +584,7 @@ class RealtimeSession:
                 self._prefill_native()
 
     def _on_final_transcript(self, result: TranscriptReady, now: float) -> None:
+        self._held_transcripts.discard(result.item_id)
         turn = self._pending_transcripts.pop(result.item_id, None)
         partial = self._partials.pop(result.item_id, None)
         item = self.conversation.get(result.item_id)
@@ -722,6 +744,16 @@ class RealtimeSession:
         self._last_user_audio = None
         request = {**request, "metadata": {**(request.get("metadata") or {}), "pipeline": "native"}}
         self._start_response(request, self._turn, now, adopt=adopt, user_audio=audio)
+        if item_id in self._held_transcripts and self._response is not None:
+            self._held_transcripts.discard(item_id)
+            self._response.held_transcript = item_id
+            self._out.effects.append(TranscriptionHold(item_id, release=False))
+
+    def _release_transcript(self, response: ActiveResponse) -> None:
+        """The reply is heard (or over): the transcription of the turn it answers runs now."""
+        if response.held_transcript is not None:
+            self._out.effects.append(TranscriptionHold(response.held_transcript, release=True))
+            response.held_transcript = None
 
     def _start_response(self, request: dict[str, Any], turn: TurnClock, now: float,
                         adopt: HeldResponse | None = None, user_audio: np.ndarray | None = None) -> None:
@@ -780,6 +812,7 @@ class RealtimeSession:
         elif isinstance(event, TextDelta):
             item.text = (item.text or "") + event.text
             self._emit("response.output_text.delta", delta=event.text, **common)
+            self._release_transcript(response)
         elif isinstance(event, SpeechSegment):
             duration_ms = len(event.audio) / 2 / WIRE_RATE * 1000
             if event.text:
@@ -792,6 +825,7 @@ class RealtimeSession:
                 item.segments[-1] = (text, ms + duration_ms)
             item.audio_ms += duration_ms
             response.marks.setdefault("first_audio_sent", now)
+            self._release_transcript(response)
             for start in range(0, len(event.audio), _AUDIO_DELTA_BYTES):
                 self._emit("response.output_audio.delta", delta=b64(event.audio[start:start + _AUDIO_DELTA_BYTES]),
                            **common)
@@ -808,6 +842,7 @@ class RealtimeSession:
     def _finish_response(self, response: ActiveResponse, status: str, *, reason: str | None = None,
                          error: dict[str, str] | None = None) -> None:
         self._response = None
+        self._release_transcript(response)
         item = response.item
         item.status = "completed" if status == "completed" else "incomplete"
         item.text = (item.text or "").strip()

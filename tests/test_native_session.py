@@ -74,4 +74,19 @@ async def test_native_turn_with_manual_commit(voice_server):
     assert events[-1]["response"]["metadata"]["pipeline"] == "native"
     assert len(of_type(events, "response.created")) == 1
     assert len(reply_audio(events)) > 0
+    # The user's transcript waits for the reply's first audio (push-to-talk: nothing else waits
+    # for it), then comes: with the reply, or after it.
+    if not of_type(events, "conversation.item.input_audio_transcription.completed"):
+        events += await collect_until(websocket, "conversation.item.input_audio_transcription.completed", timeout=60)
+    first_audio = next(i for i, e in enumerate(events) if e["type"] == "response.output_audio.delta")
+    done = next(i for i, e in enumerate(events) if e["type"] == "conversation.item.input_audio_transcription.completed")
+    assert done > first_audio and "lamp" in events[done]["transcript"].lower()
+
+    # A commit with no response asked for still gets its transcript (once the hold runs out).
+    for start in range(0, len(pcm), 9600):
+        await send(websocket, {"type": "input_audio_buffer.append",
+                               "audio": base64.b64encode(pcm[start:start + 9600]).decode()})
+    await send(websocket, {"type": "input_audio_buffer.commit"})
+    events = await collect_until(websocket, "conversation.item.input_audio_transcription.completed", timeout=60)
+    assert "lamp" in events[-1]["transcript"].lower() and not of_type(events, "response.created")
     await websocket.close()

@@ -20,6 +20,7 @@ from server.session import (
     ResponseProgress,
     StartResponse,
     Transcribe,
+    TranscriptionHold,
     TranscriptReady,
 )
 from tests.helpers import DATA
@@ -545,3 +546,33 @@ def test_push_to_talk_evaluates_the_history_when_the_user_starts_talking(silero,
     assert len(prefills) == 2
     assert [(m.role, m.content) for m in prefills[1].messages[1:]] == [
         ("user", "Turn on the living room lamp."), ("assistant", "Done.")]
+
+
+@pytest.mark.parametrize("pipeline", ["cascade", "native"])
+def test_native_push_to_talk_transcribes_the_turn_once_its_reply_is_heard(silero, pipeline):
+    driver = Driver(RealtimeSession(SessionConfig(turn_detection=None, pipeline=pipeline), silero))
+    driver.stream(LAMP)
+    driver.send({"type": "input_audio_buffer.commit"})
+    [job] = [e for e in driver.effects if isinstance(e, Transcribe) and e.final]
+    if pipeline == "cascade":  # the reply waits for this transcript: it runs at once
+        assert job.hold_ms is None
+        return
+    assert job.hold_ms and job.hold_ms > 0  # held, in case a reply is asked for
+    driver.send({"type": "response.create"})
+    [start] = [e for e in driver.effects if isinstance(e, StartResponse)]
+    assert [e for e in driver.effects if isinstance(e, TranscriptionHold)] == [TranscriptionHold(job.item_id, False)]
+    driver.progress(start.response_id, SpeechSegment("Done.", bytes(24_000)))  # the reply is heard
+    assert [e for e in driver.effects if isinstance(e, TranscriptionHold)][-1] == TranscriptionHold(job.item_id, True)
+    driver.progress(start.response_id, ResponseFinished())
+    assert len([e for e in driver.effects if isinstance(e, TranscriptionHold)]) == 2  # released once
+    driver.answer(job, "Turn on the living room lamp.")
+    assert driver.of("conversation.item.input_audio_transcription.completed")[-1]["transcript"] == \
+        "Turn on the living room lamp."
+
+    # A reply cancelled before any audio releases it too.
+    driver.stream(LAMP)
+    driver.send({"type": "input_audio_buffer.commit"})
+    job = [e for e in driver.effects if isinstance(e, Transcribe) and e.final][-1]
+    driver.send({"type": "response.create"})
+    driver.send({"type": "response.cancel"})
+    assert [e for e in driver.effects if isinstance(e, TranscriptionHold)][-1] == TranscriptionHold(job.item_id, True)
