@@ -36,6 +36,7 @@ _SPECULATE_AFTER_MS = 64  # silence after which the turn is transcribed speculat
 # native pipeline starts its reply on the audio then too.
 _EARLY_SPECULATE_AFTER_MS = 32
 _MIN_COMMIT_MS = 100
+_EVALUATE_MAX_S = 30  # native: speech evaluated while the user speaks, at most (the encoder's window)
 _HOLD_TRANSCRIPT_MS = 250  # native push-to-talk: how long a commit's transcription waits for a reply
 
 
@@ -402,8 +403,8 @@ class RealtimeSession:
         if self.config.pipeline != "native" or not self.config.streaming_asr or self._response is not None:
             return
         speech = self._stream_samples - turn_start
-        if speech - self._evaluated_samples < ASR_RATE // 2:
-            return
+        if speech - self._evaluated_samples < ASR_RATE // 2 or speech > _EVALUATE_MAX_S * ASR_RATE:
+            return  # (a longer turn, or an open microphone never committed: the reply encodes it)
         self._evaluated_samples = speech
         messages = self.conversation.messages(self.config.instructions)
         audio = self._audio_between(turn_start, self._stream_samples)
