@@ -25,6 +25,7 @@ from voice.audio import WIRE_RATE, float_to_pcm16, resample
 
 FRAME_MS = 20
 STALL_HEARD_MS = 60  # a gap inside a reply a listener notices (shorter ones pass for a pause)
+TRANSCRIPT_GRACE_S = 10.0  # how long a turn waits after its reply for its transcript
 FRAME_BYTES = WIRE_RATE * 2 * FRAME_MS // 1000
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 STAGES = ("end_of_turn_ms", "transcript_ms", "response_start_ms", "llm_first_token_ms", "tts_first_audio_ms",
@@ -108,12 +109,23 @@ async def run_turn(client: RealtimeClient, clip: Clip, *, timeout_s: float = 30.
     the last voiced frame, and sends no more audio: the button is released."""
     events: list[tuple[float, dict[str, Any]]] = []
     done = asyncio.Event()
+    heard = asyncio.Event()  # every item committed in this turn has its transcript (or its failure)
+    committed: set[str] = set()
+    transcribed: set[str] = set()
 
     async def receive() -> None:
         async for received in client.events():
             events.append((received.at, received.event))
             if received.type == "response.done":
                 done.set()
+            elif received.type == "input_audio_buffer.committed":
+                committed.add(received.event["item_id"])
+                heard.clear()
+            elif received.type in ("conversation.item.input_audio_transcription.completed",
+                                   "conversation.item.input_audio_transcription.failed"):
+                transcribed.add(received.event["item_id"])
+                if committed <= transcribed:
+                    heard.set()
 
     receiver = asyncio.create_task(receive())
     frames = [clip.pcm[i:i + FRAME_BYTES] for i in range(0, len(clip.pcm), FRAME_BYTES)]
@@ -142,8 +154,11 @@ async def run_turn(client: RealtimeClient, clip: Clip, *, timeout_s: float = 30.
                     await client.send({"type": "input_audio_buffer.commit"})
                     await client.send({"type": "response.create"})
             index += 1
+        if done.is_set() and committed and not heard.is_set():
+            # The transcript may come after the reply (native push-to-talk): it belongs to this turn.
+            await asyncio.wait_for(heard.wait(), TRANSCRIPT_GRACE_S)
     except TimeoutError:
-        pass  # no response.done: summarised as a failed turn
+        pass  # no response.done (a failed turn), or no transcript (its WER counts it as empty)
     finally:
         receiver.cancel()
         await asyncio.gather(receiver, return_exceptions=True)
@@ -151,10 +166,13 @@ async def run_turn(client: RealtimeClient, clip: Clip, *, timeout_s: float = 30.
 
 
 def _summarise(clip: Clip, events: list[tuple[float, dict[str, Any]]], speech_end_sent: float | None) -> TurnResult:
+    # (Only this turn's own items: a late transcript of the turn before is not this one's.)
+    committed = {e["item_id"] for _, e in events if e["type"] == "input_audio_buffer.committed"}
     result = TurnResult(clip=clip.name, ok=False, reference=clip.reference)
     errors = [e["error"] for _, e in events if e["type"] == "error"]
     transcripts = [e["transcript"] for _, e in events
-                   if e["type"] == "conversation.item.input_audio_transcription.completed"]
+                   if e["type"] == "conversation.item.input_audio_transcription.completed"
+                   and e["item_id"] in committed]
     result.transcript = " ".join(transcripts)
     result.wer = word_error_rate(clip.reference, result.transcript)
     responses = [e["response"] for _, e in events if e["type"] == "response.done"]
