@@ -164,7 +164,10 @@ class Connection:
             self._enqueue(json.dumps(event))
         for effect in output.effects:
             if isinstance(effect, Transcribe) and effect.hold_ms is not None:
-                self._track(self._transcribe_after_hold(effect))
+                # Registered now, not when the job first runs: the hold's next word may come first.
+                released = asyncio.Event()
+                self._holds[effect.item_id] = released, self._loop.call_later(effect.hold_ms / 1000, released.set)
+                self._track(self._transcribe_after_hold(effect, released))
             elif isinstance(effect, Transcribe):
                 if effect.final or effect.speculative:
                     self._partial_cancel.set()  # the pass someone waits for goes first
@@ -207,11 +210,8 @@ class Connection:
 
         future.add_done_callback(done)
 
-    async def _transcribe_after_hold(self, effect: Transcribe) -> None:
+    async def _transcribe_after_hold(self, effect: Transcribe, released: asyncio.Event) -> None:
         """Run a held transcription once released, or once its hold runs out."""
-        assert effect.hold_ms is not None
-        released = asyncio.Event()
-        self._holds[effect.item_id] = released, self._loop.call_later(effect.hold_ms / 1000, released.set)
         try:
             await released.wait()
         finally:
