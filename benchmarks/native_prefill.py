@@ -57,13 +57,18 @@ def synthetic(count: int) -> list[tuple[str, np.ndarray, str]]:
     return items
 
 
+def speak(native: NativeAudioChat, messages: list[ChatMessage], audio: np.ndarray) -> None:
+    """What the session sends while the user speaks: the speech so far, every half second."""
+    for end in range(STEP, audio.size, STEP):
+        native.prefill(messages, threading.Event(), audio_16k=audio[:end])
+
+
 def early_embeddings(native: NativeAudioChat, messages: list[ChatMessage], audio: np.ndarray) -> tuple[np.ndarray, int]:
     """The audio rows a reply uses after the session's prefills (every half second of the
     speech), and how many of them were evaluated early."""
     context = native._free[0]
     context.reset()
-    for end in range(STEP, audio.size, STEP):
-        native.prefill(messages, threading.Event(), audio_16k=audio[:end])
+    speak(native, messages, audio)
     before = context.tokenize(prompt_texts(messages)[0])
     held = context.cached_embeddings(before)
     whole = native.audio_embeddings(audio)
@@ -104,8 +109,7 @@ def first_token_ms(native: NativeAudioChat, messages: list[ChatMessage], audio: 
         native._free[0].reset()
         native.prefill(messages, threading.Event())  # the history, as the session does at the speech start
         if early:
-            for end in range(STEP, audio.size, STEP):
-                native.prefill(messages, threading.Event(), audio_16k=audio[:end])
+            speak(native, messages, audio)
         started = time.perf_counter()
         next(iter(native.stream_reply(audio, messages, options, threading.Event())), None)
         best = min(best, 1e3 * (time.perf_counter() - started))

@@ -90,7 +90,6 @@ class Connection:
         self._partial_cancel = threading.Event()  # of the partial transcription under way, if any
         self._evaluating_audio = False  # a native prefill of the user's speech is under way
         self._holds: dict[str, tuple[asyncio.Event, asyncio.TimerHandle]] = {}  # held transcriptions
-        self._ended = False
         self._loop = asyncio.get_running_loop()
 
     async def run(self) -> None:
@@ -129,7 +128,7 @@ class Connection:
             for cancel in self._cancels.values():
                 cancel.set()
             self._partial_cancel.set()
-            self._ended = True
+            self._closing = True
             for released, timer in self._holds.values():
                 timer.cancel()
                 released.set()  # the job ends without transcribing
@@ -216,7 +215,7 @@ class Connection:
             await released.wait()
         finally:
             self._holds.pop(effect.item_id, None)
-        if not (self._closing or self._ended):
+        if not self._closing:
             self._partial_cancel.set()
             await self._transcribe(effect)
 

@@ -198,7 +198,6 @@ class RealtimeSession:
         self._response_wanted: dict[str, Any] | None = None  # response.create waiting for transcripts
         self._last_user_audio: tuple[str, np.ndarray] | None = None  # native: the latest committed speech
         self._answered_natively: set[str] = set()  # user items whose reply did not wait for the transcript
-        self._held_transcripts: set[str] = set()  # user items whose transcription waits for their reply
         self._out = Output()
 
     # ------------------------------------------------------------------ public API
@@ -551,11 +550,13 @@ class RealtimeSession:
         self._speculations.pop(item_id, None)
         self._last_user_audio = (item_id, audio) if self.config.pipeline == "native" else None
         if transcribe:
-            hold = self.config.pipeline == "native" and self._vad is None and self.config.streaming_asr
-            if hold:
-                self._held_transcripts.add(item_id)
             self._out.effects.append(Transcribe(item_id, audio, final=True,
-                                                hold_ms=_HOLD_TRANSCRIPT_MS if hold else None))
+                                                hold_ms=_HOLD_TRANSCRIPT_MS if self._holds_transcripts() else None))
+
+    def _holds_transcripts(self) -> bool:
+        """Native push-to-talk: a turn's transcription waits for the reply's first audio (nothing
+        waits for that transcript there, and it would share the CPU with the reply)."""
+        return self.config.pipeline == "native" and self._vad is None and self.config.streaming_asr
 
     def _on_clear(self, event: ClientEvent, now: float) -> None:
         self._drop_before(self._stream_samples)
@@ -585,7 +586,6 @@ class RealtimeSession:
                 self._prefill_native()
 
     def _on_final_transcript(self, result: TranscriptReady, now: float) -> None:
-        self._held_transcripts.discard(result.item_id)
         turn = self._pending_transcripts.pop(result.item_id, None)
         partial = self._partials.pop(result.item_id, None)
         item = self.conversation.get(result.item_id)
@@ -745,8 +745,7 @@ class RealtimeSession:
         self._last_user_audio = None
         request = {**request, "metadata": {**(request.get("metadata") or {}), "pipeline": "native"}}
         self._start_response(request, self._turn, now, adopt=adopt, user_audio=audio)
-        if item_id in self._held_transcripts and self._response is not None:
-            self._held_transcripts.discard(item_id)
+        if self._holds_transcripts() and item_id in self._pending_transcripts and self._response is not None:
             self._response.held_transcript = item_id
             self._out.effects.append(TranscriptionHold(item_id, release=False))
 
