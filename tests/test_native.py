@@ -321,8 +321,17 @@ def test_training_end_to_end(tmp_path, encoder, audio, capsys):
         assert features.shape[1] == 384 and abs(features.shape[0] - 50 * example["seconds"]) <= 2
         assert example["reply"] and len(example["reply_ids"]) <= 12
 
-    common = ["--data-dir", str(data_dir), "--out", str(run), "--batch-size", "2", "--checkpoint-every", "1",
-              "--val-fraction", "0.25", "--warmup", "1", "--hidden-dim", "128"]
+    # A second set: plain sentences (repeat only) in every voice and augmentation.
+    sentences_dir = tmp_path / "sentences"
+    data.main(["--count", "0", "--sentences", "3", "--out", str(sentences_dir), "--flite-share", "0.5",
+               "--reverb-share", "1", "--eq-share", "1", "--band-share", "1",
+               "--holdout", str(DATA / "manifest.tsv")])
+    sentences = data.load_manifest(sentences_dir)
+    assert [example["task"] for example in sentences] == ["repeat"] * 3
+    assert all(example["reply_ids"] is None and "rt60_s" in example["augmentation"] for example in sentences)
+
+    common = ["--data-dir", str(data_dir), str(sentences_dir), "--out", str(run), "--batch-size", "2",
+              "--checkpoint-every", "1", "--val-fraction", "0.3", "--warmup", "1", "--hidden-dim", "128"]
     train.main([*common, "--steps", "2"])
     assert (run / "checkpoint.pt").is_file() and (run / "projector.json").is_file()
     train.main([*common, "--steps", "3", "--dtype", "bfloat16"])  # resumes at step 2, the LLM in bfloat16

@@ -1,15 +1,20 @@
 """Training data for the projector, made locally: nothing is downloaded.
 
-For each example: a generated user utterance (voice/native/prompts.py) is spoken by Piper (the
-bundled voice, random rate and prosody) or, when `espeak-ng` is installed, sometimes by eSpeak;
-then speed perturbation, silence padding, level and noise augmentation; the Whisper encoder
-states are cached (float16 .npy; the audio itself is not kept unless asked). The target is the
-LLM's own reply to the utterance as text (distillation: greedy llama.cpp, cached in
-replies.jsonl), plus the utterance itself for the "repeat what I said" task.
+Two kinds of example:
+- an assistant request (voice/native/prompts.py), with two targets: the LLM's own reply to the
+  utterance as text (distillation: greedy llama.cpp, cached in replies.jsonl) and the utterance
+  itself for the "repeat what I said" task;
+- with --sentences, a plain English sentence (voice/native/sentences.py: Debian's fortune files,
+  none sharing four words in a row with the --holdout texts), for the "repeat" task only.
+
+Each is spoken by one of several voices (voice/native/speakers.py: Piper, and espeak-ng and flite
+when they are installed), augmented (voice/native/augment.py: speed, silence, level, and, in
+shares, reverberation, equaliser colouring, band limits and noise), and its Whisper encoder states
+are cached (float16 .npy; the audio itself is not kept unless asked).
 
 Layout of a data directory:
-    info.json          encoder, LLM, seed
-    manifest.jsonl     one example a line: id, text, system, reply, reply_ids, finished, features, frames, ...
+    info.json          encoder, LLM, seed, options
+    manifest.jsonl     one example a line: id, task, text, system, reply, reply_ids, finished, features, frames, ...
     features/ID.npy    encoder states (frames, 384) float16
     replies.jsonl      the distilled replies, keyed by (system, utterance, max_tokens, LLM)
     audio/ID.wav       16 kHz audio, only with --save-audio
@@ -21,24 +26,28 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import logging
 import random
-import shutil
-import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from voice import models
-from voice.audio import ASR_RATE, resample, rms_dbfs
+from voice.audio import ASR_RATE
 from voice.llm.base import ChatMessage
+from voice.native.augment import AugmentOptions, augment
 from voice.native.batch_generate import BatchedGreedy
 from voice.native.prompts import generate_prompts
+from voice.native.sentences import general_sentences
+from voice.native.speakers import Speaker
+
+if TYPE_CHECKING:
+    from voice.native.encoder import WhisperEncoder
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +60,23 @@ SYSTEM_PROMPTS: list[tuple[str | None, float]] = [
     (None, 0.15),  # no system message: the chat template's own default
     ("You are a helpful assistant. Answer briefly.", 0.15),
 ]
-_ESPEAK_VARIANTS = ["", "+m1", "+m2", "+m3", "+m4", "+m7", "+f1", "+f2", "+f3", "+f4", "+klatt"]
 
 
 @dataclass(frozen=True)
 class DataOptions:
     count: int = 1000
+    """Assistant requests (each with a distilled reply)."""
+    sentences: int = 0
+    """Plain sentences for the repeat task only."""
+    holdout: tuple[str, ...] = ()
+    """Texts no sentence may share four words in a row with (the evaluation's transcripts)."""
     seed: int = 0
     reply_max_tokens: int = 64
     espeak_share: float = 0.3
     """Share of examples spoken by espeak-ng (when it is installed)."""
-    noise_share: float = 0.7
+    flite_share: float = 0.0
+    """Share spoken by flite (when it is installed)."""
+    augment: AugmentOptions = AugmentOptions()
     save_audio: bool = False
     llm_model: str | None = None
     asr_model: str | None = None
@@ -79,81 +94,6 @@ def load_manifest(data_dir: str | Path) -> list[dict]:
 def load_features(data_dir: str | Path, example: dict) -> np.ndarray:
     """The cached encoder states of one example, float32 (frames, dim)."""
     return np.load(Path(data_dir) / example["features"]).astype(np.float32)
-
-
-class Speaker:
-    """Text to 16 kHz speech with random voice settings: Piper, and espeak-ng when installed."""
-
-    def __init__(self, espeak_share: float = 0.3, threads: int = 2) -> None:
-        import onnxruntime
-        from piper import PiperVoice
-        from piper.config import PiperConfig
-
-        model, config = models.piper_voice(None)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.enable_cpu_mem_arena = False
-        self._piper = PiperVoice(
-            session=onnxruntime.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"]),
-            config=PiperConfig.from_dict(json.loads(Path(config).read_text(encoding="utf-8"))),
-        )
-        self.espeak = shutil.which("espeak-ng")
-        self.espeak_share = espeak_share if self.espeak else 0.0
-
-    def speak(self, text: str, rng: random.Random) -> tuple[np.ndarray, dict]:
-        if rng.random() < self.espeak_share:
-            return self._espeak(text, rng)
-        return self._piper_speak(text, rng)
-
-    def _piper_speak(self, text: str, rng: random.Random) -> tuple[np.ndarray, dict]:
-        from piper.config import SynthesisConfig
-
-        settings = {"tts": "piper", "length_scale": round(rng.uniform(0.75, 1.35), 3),
-                    "noise_scale": round(rng.uniform(0.4, 0.9), 3), "noise_w_scale": round(rng.uniform(0.5, 1.1), 3)}
-        config = SynthesisConfig(length_scale=settings["length_scale"], noise_scale=settings["noise_scale"],
-                                 noise_w_scale=settings["noise_w_scale"])
-        chunks = [chunk.audio_float_array for chunk in self._piper.synthesize(text, syn_config=config)]
-        audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-        return resample(audio, self._piper.config.sample_rate, ASR_RATE), settings
-
-    def _espeak(self, text: str, rng: random.Random) -> tuple[np.ndarray, dict]:
-        import soundfile
-
-        settings = {"tts": "espeak-ng", "voice": "en-us" + rng.choice(_ESPEAK_VARIANTS),
-                    "speed": rng.randint(130, 210), "pitch": rng.randint(25, 75)}
-        wav = subprocess.run([self.espeak, "-v", settings["voice"], "-s", str(settings["speed"]),
-                              "-p", str(settings["pitch"]), "--stdout", text],
-                             check=True, capture_output=True, timeout=60).stdout
-        audio, rate = soundfile.read(io.BytesIO(wav), dtype="float32")
-        return resample(audio.reshape(len(audio), -1)[:, 0], rate, ASR_RATE), settings
-
-
-def augment(audio: np.ndarray, rng: np.random.Generator, noise_share: float = 0.7) -> tuple[np.ndarray, dict]:
-    """Speed perturbation, silence around the speech, level, and white or pink noise at a random SNR."""
-    speed = float(rng.uniform(0.9, 1.1))
-    audio = resample(audio, int(ASR_RATE * speed), ASR_RATE)  # faster and higher (or slower and lower)
-    lead, tail = (int(rng.uniform(0.02, 0.4) * ASR_RATE) for _ in range(2))
-    audio = np.concatenate([np.zeros(lead, np.float32), audio, np.zeros(tail, np.float32)])
-    level = float(rng.uniform(-38.0, -14.0))
-    audio = audio * np.float32(10 ** ((level - rms_dbfs(audio)) / 20)) if audio.any() else audio
-    info: dict = {"speed": round(speed, 3), "level_dbfs": round(level, 1), "noise": None}
-    if rng.random() < noise_share:
-        kind = "pink" if rng.random() < 0.5 else "white"
-        snr = float(rng.uniform(5.0, 40.0))
-        noise = _noise(audio.size, kind, rng)
-        noise *= np.float32(10 ** ((rms_dbfs(audio) - snr - rms_dbfs(noise)) / 20))
-        audio = audio + noise
-        info.update(noise=kind, snr_db=round(snr, 1))
-    return np.clip(audio, -1.0, 1.0).astype(np.float32), info
-
-
-def _noise(n: int, kind: str, rng: np.random.Generator) -> np.ndarray:
-    white = rng.standard_normal(n).astype(np.float32)
-    if kind == "white" or n < 2:
-        return white
-    spectrum = np.fft.rfft(white)
-    spectrum /= np.sqrt(np.maximum(np.arange(spectrum.size), 1))  # 1/f power
-    return np.fft.irfft(spectrum, n).astype(np.float32)
 
 
 class ReplyCache:
@@ -224,8 +164,6 @@ def build(out: str | Path, options: DataOptions, progress: Callable[[int, int], 
           reply_progress: Callable[[int, int], None] | None = None) -> Path:
     """Create (or complete: finished examples are kept) a data directory; returns the manifest path.
     The replies are generated first, all of them (`reply_progress`), then the speech (`progress`)."""
-    import soundfile
-
     from voice.native.encoder import WhisperEncoder
 
     out = Path(out)
@@ -234,65 +172,93 @@ def build(out: str | Path, options: DataOptions, progress: Callable[[int, int], 
         (out / "audio").mkdir(exist_ok=True)
     done = {example["id"] for example in load_manifest(out)}
     encoder = WhisperEncoder(options.asr_model)
-    speaker = Speaker(options.espeak_share)
-    if not speaker.espeak:
-        log.info("espeak-ng is not installed: every example is spoken by Piper")
+    speaker = Speaker(options.espeak_share, options.flite_share)
+    for name in ("espeak", "flite"):
+        if not getattr(speaker, name):
+            log.info("%s is not installed: it speaks none of the examples", name)
     replies = ReplyCache(Path(options.reply_cache) if options.reply_cache else out / "replies.jsonl",
                          options.llm_model, options.reply_max_tokens)
     info = {"encoder": encoder.name, "encoder_dim": encoder.dim, "llm": replies.model_path.name,
-            "seed": options.seed, "count": options.count, "reply_max_tokens": options.reply_max_tokens,
-            "espeak": bool(speaker.espeak)}
+            "seed": options.seed, "count": options.count, "sentences": options.sentences,
+            "reply_max_tokens": options.reply_max_tokens, "espeak": speaker.espeak_share,
+            "flite": speaker.flite_share, "augment": asdict(options.augment)}
     if done and (out / "info.json").is_file():
         before = json.loads((out / "info.json").read_text(encoding="utf-8"))
         changed = [key for key in ("encoder", "llm", "seed", "reply_max_tokens") if before.get(key) != info[key]]
         if changed:
             raise SystemExit(f"{out} was made with other settings ({', '.join(changed)}): use another --out")
     (out / "info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    prompts = generate_prompts(options.count, options.seed)
     systems, weights = zip(*SYSTEM_PROMPTS, strict=True)
-    manifest = out / "manifest.jsonl"
-    pending = []  # (index, text, its random stream, its system prompt: the stream's first draw)
-    for index, text in enumerate(prompts):
+    # (id, text, its random stream, its system prompt: the stream's first draw); requests first, then sentences
+    requests, sentences = [], []
+    for index, text in enumerate(generate_prompts(options.count, options.seed)):
         if f"{index:06d}" not in done:
             rng = random.Random(f"{options.seed}-{index}")
-            pending.append((index, text, rng, rng.choices(systems, weights=weights)[0]))
-    replies.prefetch([(system, text) for _, text, _, system in pending], reply_progress)
-    for index, text, rng, system in pending:
-        example_id = f"{index:06d}"
-        reply = replies.reply(system, text)
-        audio, voice = speaker.speak(text, rng)
-        audio, augmentation = augment(audio, np.random.default_rng([options.seed, index]), options.noise_share)
-        features = encoder.encode(audio)
-        np.save(out / "features" / f"{example_id}.npy", features.astype(np.float16))
-        if options.save_audio:
-            soundfile.write(out / "audio" / f"{example_id}.wav", audio, ASR_RATE)
-        example = {"id": example_id, "text": text, "system": system, "reply": reply["reply"],
-                   "reply_ids": reply["reply_ids"], "finished": reply["finished"],
-                   "features": f"features/{example_id}.npy", "frames": int(features.shape[0]),
-                   "seconds": round(audio.size / ASR_RATE, 3), "voice": voice, "augmentation": augmentation}
-        with open(manifest, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(example) + "\n")
+            requests.append((f"{index:06d}", text, rng, rng.choices(systems, weights=weights)[0]))
+    if options.sentences:
+        holdout = [Path(path).read_text(encoding="utf-8") for path in options.holdout]
+        for index, text in enumerate(general_sentences(options.sentences, options.seed, holdout)):
+            if f"s{index:06d}" not in done:
+                sentences.append((f"s{index:06d}", text, random.Random(f"{options.seed}-s{index}"), None))
+    replies.prefetch([(system, text) for _, text, _, system in requests], reply_progress)
+    total = len(done) + len(requests) + len(sentences)
+    for number, (example_id, text, rng, system) in enumerate([*requests, *sentences], len(done) + 1):
+        reply = replies.reply(system, text) if number <= len(done) + len(requests) else None
+        _make_example(out, example_id, text, rng, system, options, speaker, encoder, reply)
         if progress:
-            progress(index + 1, len(prompts))
-    return manifest
+            progress(number, total)
+    return out / "manifest.jsonl"
+
+
+def _make_example(out: Path, example_id: str, text: str, rng: random.Random, system: str | None,
+                  options: DataOptions, speaker: Speaker, encoder: WhisperEncoder, reply: dict | None) -> None:
+    """Speak, augment and encode one example; append it to the manifest."""
+    import soundfile
+
+    audio, voice = speaker.speak(text, rng)
+    index = int(example_id.lstrip("s"))
+    stream = [options.seed, index] if reply else [options.seed, index, 1]  # requests keep their earlier streams
+    audio, augmentation = augment(audio, np.random.default_rng(stream), options.augment)
+    features = encoder.encode(audio)
+    np.save(out / "features" / f"{example_id}.npy", features.astype(np.float16))
+    if options.save_audio:
+        soundfile.write(out / "audio" / f"{example_id}.wav", audio, ASR_RATE)
+    example = {"id": example_id, "task": "both" if reply else "repeat", "text": text, "system": system,
+               "reply": reply and reply["reply"], "reply_ids": reply and reply["reply_ids"],
+               "finished": reply and reply["finished"], "features": f"features/{example_id}.npy",
+               "frames": int(features.shape[0]), "seconds": round(audio.size / ASR_RATE, 3), "voice": voice,
+               "augmentation": augmentation}
+    with open(out / "manifest.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(example) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m voice.native.data", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--count", type=int, default=1000, help="examples (distinct utterances) to make")
+    parser.add_argument("--count", type=int, default=1000, help="assistant requests (distinct utterances) to make")
+    parser.add_argument("--sentences", type=int, default=0,
+                        help="plain sentences from the fortune files, for the repeat task only")
+    parser.add_argument("--holdout", nargs="*", default=[],
+                        help="text files (the evaluation's transcripts) no sentence may share 4 words in a row with")
     parser.add_argument("--out", required=True, help="data directory (created, or completed if it exists)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reply-max-tokens", type=int, default=64, help="length cap of the distilled replies")
     parser.add_argument("--reply-cache", default=None, help="replies.jsonl to share between data directories")
     parser.add_argument("--espeak-share", type=float, default=0.3, help="share spoken by espeak-ng, if installed")
+    parser.add_argument("--flite-share", type=float, default=0.0, help="share spoken by flite, if installed")
     parser.add_argument("--noise-share", type=float, default=0.7, help="share of examples with added noise")
+    parser.add_argument("--reverb-share", type=float, default=0.0, help="share with room reverberation")
+    parser.add_argument("--eq-share", type=float, default=0.0, help="share with a random equaliser colouring")
+    parser.add_argument("--band-share", type=float, default=0.0, help="share band-limited (4-6 kHz)")
     parser.add_argument("--save-audio", action="store_true", help="also keep the 16 kHz audio (audio/ID.wav)")
     parser.add_argument("--llm-model", default=None, help="GGUF that writes the replies (default: bundled)")
     parser.add_argument("--asr-model", default=None, help="Whisper model of the encoder (default: bundled)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    options = DataOptions(count=args.count, seed=args.seed, reply_max_tokens=args.reply_max_tokens,
-                          espeak_share=args.espeak_share, noise_share=args.noise_share, save_audio=args.save_audio,
+    augmentation = AugmentOptions(noise_share=args.noise_share, reverb_share=args.reverb_share,
+                                  eq_share=args.eq_share, band_share=args.band_share)
+    options = DataOptions(count=args.count, sentences=args.sentences, holdout=tuple(args.holdout), seed=args.seed,
+                          reply_max_tokens=args.reply_max_tokens, espeak_share=args.espeak_share,
+                          flite_share=args.flite_share, augment=augmentation, save_audio=args.save_audio,
                           llm_model=args.llm_model, asr_model=args.asr_model, reply_cache=args.reply_cache)
     started = time.monotonic()
 

