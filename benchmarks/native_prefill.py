@@ -45,8 +45,9 @@ STEP = ASR_RATE // 2  # the session's cadence: half a second of speech
 def synthetic(count: int) -> list[tuple[str, np.ndarray, str]]:
     """Utterances after the 5,000 the bundled projector was trained on, spoken and augmented as
     the data script does."""
-    from voice.native.data import Speaker, augment
+    from voice.native.augment import augment
     from voice.native.prompts import generate_prompts
+    from voice.native.speakers import Speaker
 
     speaker, rng, noise_rng = Speaker(), random.Random(7), np.random.default_rng(7)
     items = []
