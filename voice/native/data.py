@@ -189,36 +189,41 @@ def build(out: str | Path, options: DataOptions, progress: Callable[[int, int], 
             raise SystemExit(f"{out} was made with other settings ({', '.join(changed)}): use another --out")
     (out / "info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     systems, weights = zip(*SYSTEM_PROMPTS, strict=True)
-    # (id, text, its random stream, its system prompt: the stream's first draw); requests first, then sentences
+    # (id, text, its random stream, its system prompt: the stream's first draw, its augmentation stream)
     requests, sentences = [], []
     for index, text in enumerate(generate_prompts(options.count, options.seed)):
         if f"{index:06d}" not in done:
             rng = random.Random(f"{options.seed}-{index}")
-            requests.append((f"{index:06d}", text, rng, rng.choices(systems, weights=weights)[0]))
+            requests.append((f"{index:06d}", text, rng, rng.choices(systems, weights=weights)[0],
+                             [options.seed, index]))
     if options.sentences:
+        missing = [path for path in options.holdout if not Path(path).is_file()]
+        if missing:
+            raise SystemExit(f"--holdout: no such file: {', '.join(missing)}")
         holdout = [Path(path).read_text(encoding="utf-8") for path in options.holdout]
         for index, text in enumerate(general_sentences(options.sentences, options.seed, holdout)):
             if f"s{index:06d}" not in done:
-                sentences.append((f"s{index:06d}", text, random.Random(f"{options.seed}-s{index}"), None))
-    replies.prefetch([(system, text) for _, text, _, system in requests], reply_progress)
-    total = len(done) + len(requests) + len(sentences)
-    for number, (example_id, text, rng, system) in enumerate([*requests, *sentences], len(done) + 1):
-        reply = replies.reply(system, text) if number <= len(done) + len(requests) else None
-        _make_example(out, example_id, text, rng, system, options, speaker, encoder, reply)
+                sentences.append((f"s{index:06d}", text, random.Random(f"{options.seed}-s{index}"), None,
+                                  [options.seed, index, 1]))
+    replies.prefetch([(system, text) for _, text, _, system, _ in requests], reply_progress)
+    jobs = [(request, replies.reply(request[3], request[1])) for request in requests]
+    jobs += [(sentence, None) for sentence in sentences]
+    for number, ((example_id, text, rng, system, stream), reply) in enumerate(jobs, len(done) + 1):
+        _make_example(out, example_id, text, rng, np.random.default_rng(stream), system, options, speaker,
+                      encoder, reply)
         if progress:
-            progress(number, total)
+            progress(number, len(done) + len(jobs))
     return out / "manifest.jsonl"
 
 
-def _make_example(out: Path, example_id: str, text: str, rng: random.Random, system: str | None,
-                  options: DataOptions, speaker: Speaker, encoder: WhisperEncoder, reply: dict | None) -> None:
+def _make_example(out: Path, example_id: str, text: str, rng: random.Random, noise_rng: np.random.Generator,
+                  system: str | None, options: DataOptions, speaker: Speaker, encoder: WhisperEncoder,
+                  reply: dict | None) -> None:
     """Speak, augment and encode one example; append it to the manifest."""
     import soundfile
 
     audio, voice = speaker.speak(text, rng)
-    index = int(example_id.lstrip("s"))
-    stream = [options.seed, index] if reply else [options.seed, index, 1]  # requests keep their earlier streams
-    audio, augmentation = augment(audio, np.random.default_rng(stream), options.augment)
+    audio, augmentation = augment(audio, noise_rng, options.augment)
     features = encoder.encode(audio)
     np.save(out / "features" / f"{example_id}.npy", features.astype(np.float16))
     if options.save_audio:
