@@ -23,6 +23,7 @@ def test_a_fortune_is_cut_into_speakable_sentences():
     entry = ("Never put off until tomorrow what you can do today.  It is\nbetter to be safe. Call 555-1234 now!\n"
              "Ok.\n\t\t-- Anonymous")
     assert split_sentences(entry) == ["Never put off until tomorrow what you can do today.", "It is better to be safe."]
+    assert split_sentences(entry, max_words=9) == ["It is better to be safe."]
 
 
 def test_sentences_share_nothing_with_the_evaluation():
@@ -36,6 +37,8 @@ def test_sentences_share_nothing_with_the_evaluation():
     assert len(everything) > len(sentences)  # some do quote the evaluation (JFK's "what you can do")
     assert general_sentences(50, seed=0, holdout=HOLDOUT) == sentences[:50]  # seeded: the same every time
     assert general_sentences(50, seed=1, holdout=HOLDOUT) != sentences[:50]
+    short = general_sentences(100_000, seed=0, holdout=HOLDOUT, max_words=12)
+    assert 0 < len(short) < len(sentences) and max(len(sentence.split()) for sentence in short) == 12
 
 
 def test_every_voice_speaks():

@@ -43,7 +43,7 @@ from voice.llm.base import ChatMessage
 from voice.native.augment import AugmentOptions, augment
 from voice.native.batch_generate import BatchedGreedy
 from voice.native.prompts import generate_prompts
-from voice.native.sentences import general_sentences
+from voice.native.sentences import MAX_WORDS, general_sentences
 from voice.native.speakers import Speaker
 
 if TYPE_CHECKING:
@@ -68,6 +68,8 @@ class DataOptions:
     """Assistant requests (each with a distilled reply)."""
     sentences: int = 0
     """Plain sentences for the repeat task only."""
+    sentence_max_words: int = MAX_WORDS
+    """Longest sentence taken (in words)."""
     holdout: tuple[str, ...] = ()
     """Texts no sentence may share four words in a row with (the evaluation's transcripts)."""
     seed: int = 0
@@ -180,6 +182,7 @@ def build(out: str | Path, options: DataOptions, progress: Callable[[int, int], 
                          options.llm_model, options.reply_max_tokens)
     info = {"encoder": encoder.name, "encoder_dim": encoder.dim, "llm": replies.model_path.name,
             "seed": options.seed, "count": options.count, "sentences": options.sentences,
+            "sentence_max_words": options.sentence_max_words,
             "reply_max_tokens": options.reply_max_tokens, "espeak": speaker.espeak_share,
             "flite": speaker.flite_share, "augment": asdict(options.augment)}
     if done and (out / "info.json").is_file():
@@ -201,7 +204,8 @@ def build(out: str | Path, options: DataOptions, progress: Callable[[int, int], 
         if missing:
             raise SystemExit(f"--holdout: no such file: {', '.join(missing)}")
         holdout = [Path(path).read_text(encoding="utf-8") for path in options.holdout]
-        for index, text in enumerate(general_sentences(options.sentences, options.seed, holdout)):
+        texts = general_sentences(options.sentences, options.seed, holdout, max_words=options.sentence_max_words)
+        for index, text in enumerate(texts):
             if f"s{index:06d}" not in done:
                 sentences.append((f"s{index:06d}", text, random.Random(f"{options.seed}-s{index}"), None,
                                   [options.seed, index, 1]))
@@ -242,6 +246,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--count", type=int, default=1000, help="assistant requests (distinct utterances) to make")
     parser.add_argument("--sentences", type=int, default=0,
                         help="plain sentences from the fortune files, for the repeat task only")
+    parser.add_argument("--sentence-max-words", type=int, default=MAX_WORDS,
+                        help=f"longest sentence taken, in words (default {MAX_WORDS})")
     parser.add_argument("--holdout", nargs="*", default=[],
                         help="text files (the evaluation's transcripts) no sentence may share 4 words in a row with")
     parser.add_argument("--out", required=True, help="data directory (created, or completed if it exists)")
@@ -261,7 +267,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     augmentation = AugmentOptions(noise_share=args.noise_share, reverb_share=args.reverb_share,
                                   eq_share=args.eq_share, band_share=args.band_share)
-    options = DataOptions(count=args.count, sentences=args.sentences, holdout=tuple(args.holdout), seed=args.seed,
+    options = DataOptions(count=args.count, sentences=args.sentences, sentence_max_words=args.sentence_max_words,
+                          holdout=tuple(args.holdout), seed=args.seed,
                           reply_max_tokens=args.reply_max_tokens, espeak_share=args.espeak_share,
                           flite_share=args.flite_share, augment=augmentation, save_audio=args.save_audio,
                           llm_model=args.llm_model, asr_model=args.asr_model, reply_cache=args.reply_cache)

@@ -42,12 +42,13 @@ def ngrams(text: str, n: int = HOLDOUT_NGRAM) -> set[tuple[str, ...]]:
     return {tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)}
 
 
-def split_sentences(entry: str) -> list[str]:
-    """The speakable sentences of one fortune (attribution lines dropped, lines joined)."""
+def split_sentences(entry: str, max_words: int = MAX_WORDS) -> list[str]:
+    """The speakable sentences of one fortune (attribution lines dropped, lines joined), of
+    MIN_WORDS to `max_words` words."""
     lines = [line for line in entry.splitlines() if not _ATTRIBUTION.match(line)]
     text = " ".join(" ".join(lines).split())
     return [sentence for sentence in _SENTENCE_END.split(text)
-            if _SPEAKABLE.fullmatch(sentence) and MIN_WORDS <= len(sentence.split()) <= MAX_WORDS]
+            if _SPEAKABLE.fullmatch(sentence) and MIN_WORDS <= len(sentence.split()) <= max_words]
 
 
 def read_entries(directory: Path, names: Iterable[str] = FORTUNE_FILES) -> list[str]:
@@ -60,9 +61,9 @@ def read_entries(directory: Path, names: Iterable[str] = FORTUNE_FILES) -> list[
 
 
 def general_sentences(count: int, seed: int = 0, holdout: Iterable[str] = (),
-                      directory: Path | None = None) -> list[str]:
-    """Up to `count` distinct sentences (fewer if the files hold fewer), in a seeded random order;
-    none shares HOLDOUT_NGRAM words in a row with any text in `holdout`."""
+                      directory: Path | None = None, max_words: int = MAX_WORDS) -> list[str]:
+    """Up to `count` distinct sentences of at most `max_words` words (fewer if the files hold
+    fewer), in a seeded random order; none shares HOLDOUT_NGRAM words in a row with any text in `holdout`."""
     directory = directory or fortune_dir()
     if directory is None:
         raise SystemExit("no fortune files: install Debian's `fortunes` package (apt-get install fortunes)")
@@ -70,7 +71,7 @@ def general_sentences(count: int, seed: int = 0, holdout: Iterable[str] = (),
     seen: set[str] = set()
     sentences = []
     for entry in read_entries(directory):
-        for sentence in split_sentences(entry):
+        for sentence in split_sentences(entry, max_words):
             key = " ".join(words(sentence))
             if key not in seen and not (ngrams(sentence) & held_out):
                 seen.add(key)
