@@ -12,6 +12,7 @@ import soundfile
 from tests.helpers import DATA
 from voice import models
 from voice.llm.base import ChatMessage, GenerationOptions, LLMError
+from voice.native.base import transcript_token_cap
 from voice.native.encoder import WhisperEncoder
 from voice.native.llama_embeddings import EmbeddingContext
 from voice.native.model import NativeAudioChat, prompt_texts
@@ -334,7 +335,8 @@ def test_training_end_to_end(tmp_path, encoder, audio, capsys):
               "--checkpoint-every", "1", "--val-fraction", "0.3", "--warmup", "1", "--hidden-dim", "128"]
     train.main([*common, "--steps", "2"])
     assert (run / "checkpoint.pt").is_file() and (run / "projector.json").is_file()
-    train.main([*common, "--steps", "3", "--dtype", "bfloat16"])  # resumes at step 2, the LLM in bfloat16
+    train.main([*common, "--steps", "3", "--dtype", "bfloat16", "--keep-exports"])  # resumes at step 2, bfloat16
+    assert (run / "projector-step3.npz").is_file() and not (run / "projector-step2.npz").is_file()
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     assert [record["step"] for record in log] == [1, 2, 3]
     assert all(np.isfinite(record["loss"]) for record in log) and "val_reply" in log[-1]
@@ -352,3 +354,9 @@ def test_training_end_to_end(tmp_path, encoder, audio, capsys):
     assert reply.strip()  # any text: a projector trained for three steps understands nothing
     assert isinstance(chat.transcribe(audio, max_tokens=8), str)
     chat.close()
+
+
+def test_a_transcript_is_capped_by_how_long_the_speech_was():
+    assert transcript_token_cap(0.0, 96) == 8
+    assert transcript_token_cap(2.4, 96) == 23  # "turn on the living room lamp" is 7 tokens
+    assert transcript_token_cap(60.0, 96) == 96 and transcript_token_cap(1.0, 4) == 4

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterator
 from typing import Protocol
 
 import numpy as np
 
+from voice.audio import ASR_RATE
 from voice.llm.base import ChatMessage, GenerationOptions
 
 REPEAT_INSTRUCTION = "Repeat exactly what I said."
 """The instruction of the transcription task (the same text in training and at inference)."""
+TRANSCRIPT_TOKENS_PER_S, TRANSCRIPT_BASE_TOKENS = 6, 8
+"""A transcript's length cap: fast speech is about 4 words (5 tokens) a second, so a longer one is
+the model looping or answering instead of repeating."""
+
+
+def transcript_token_cap(seconds: float, max_tokens: int) -> int:
+    """The token budget of the transcript of `seconds` of speech (at most `max_tokens`)."""
+    return max(1, min(max_tokens, TRANSCRIPT_BASE_TOKENS + math.ceil(TRANSCRIPT_TOKENS_PER_S * seconds)))
 
 
 class AudioChatModel(Protocol):
@@ -32,7 +42,8 @@ class AudioChatModel(Protocol):
 
 def transcribe(model: AudioChatModel, audio_16k: np.ndarray, cancel: threading.Event | None = None,
                max_tokens: int = 96) -> str:
-    """What a native model hears: it is asked to repeat what the user said."""
-    options = GenerationOptions(max_tokens=max_tokens, temperature=0.0)
+    """What a native model hears: it is asked to repeat what the user said (at most as many tokens
+    as that much speech could hold)."""
+    options = GenerationOptions(max_tokens=transcript_token_cap(audio_16k.size / ASR_RATE, max_tokens), temperature=0.0)
     return "".join(model.stream_reply(audio_16k, [], options, cancel or threading.Event(),
                                       instruction=REPEAT_INSTRUCTION)).strip()

@@ -214,13 +214,17 @@ def learning_rate(step: int, args: argparse.Namespace) -> float:
     return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def save_checkpoint(out: Path, step: int, projector: TorchProjector, optimizer: torch.optim.Optimizer) -> None:
+def save_checkpoint(out: Path, step: int, projector: TorchProjector, optimizer: torch.optim.Optimizer,
+                    keep_export: bool = False) -> None:
+    """The resumable checkpoint and the exported projector (also as projector-stepN.npz when kept)."""
     state = {"step": step, "config": projector.config.to_dict(), "projector": projector.state_dict(),
              "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
     temporary = out / f"{CHECKPOINT}.tmp"
     torch.save(state, temporary)
     os.replace(temporary, out / CHECKPOINT)
     projector.to_numpy().save(out / EXPORT)
+    if keep_export:
+        projector.to_numpy().save(out / f"{Path(EXPORT).stem}-step{step}.npz")
 
 
 def evaluate(llm, projector: TorchProjector, samples: Samples, indices: list[int], batch_size: int) -> dict:
@@ -294,7 +298,7 @@ def train(args: argparse.Namespace) -> Path:
             record = {"step": step, "loss": round(loss.item(), 4), "lr": lr, "grad_norm": round(float(norm), 3),
                       "tokens": n_tokens, "seconds": round(time.perf_counter() - started, 3)}
             if step % args.checkpoint_every == 0 or step == args.steps:
-                save_checkpoint(out, step, projector, optimizer)
+                save_checkpoint(out, step, projector, optimizer, args.keep_exports)
                 if val_indices:
                     record.update(evaluate(llm, projector, samples, val_indices, args.batch_size))
             log.write(json.dumps(record) + "\n")
@@ -318,6 +322,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=100, help="warm-up steps")
     p.add_argument("--clip", type=float, default=1.0, help="gradient norm clipping")
     p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (and exports)")
+    p.add_argument("--keep-exports", action="store_true",
+                   help="also keep each checkpoint's projector as projector-stepN.npz (to evaluate them later)")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--repeat-share", type=float, default=0.3,
                    help="share of 'repeat what I said' among examples with a reply too (plain sentences always repeat)")
