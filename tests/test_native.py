@@ -12,7 +12,7 @@ import soundfile
 from tests.helpers import DATA
 from voice import models
 from voice.llm.base import ChatMessage, GenerationOptions, LLMError
-from voice.native.base import transcript_token_cap
+from voice.native.base import loop_start, transcript_token_cap
 from voice.native.encoder import WhisperEncoder
 from voice.native.llama_embeddings import EmbeddingContext
 from voice.native.model import NativeAudioChat, prompt_texts
@@ -360,3 +360,10 @@ def test_a_transcript_is_capped_by_how_long_the_speech_was():
     assert transcript_token_cap(0.0, 96) == 8
     assert transcript_token_cap(2.4, 96) == 23  # "turn on the living room lamp" is 7 tokens
     assert transcript_token_cap(60.0, 96) == 96 and transcript_token_cap(1.0, 4) == 4
+
+
+def test_a_looping_transcript_is_cut_after_its_first_copy():
+    assert loop_start("what you please please please please".split()) == 3
+    assert loop_start("he said two crowns, two crowns, two crowns,".split()) == 4
+    assert loop_start("no no no".split()) is None  # a word said three times may be meant
+    assert loop_start("turn on the living room lamp".split()) is None and loop_start([]) is None

@@ -40,10 +40,37 @@ class AudioChatModel(Protocol):
         ...
 
 
+def loop_start(words: list[str], longest: int = 6) -> int | None:
+    """Where a looping transcript's repeats begin: when `words` end with the same phrase of up to
+    `longest` words said over and over (a single word 4 times, a longer phrase 3), the number of
+    words to keep (everything up to and with its first copy); None when they do not."""
+    for size in range(1, longest + 1):
+        copies = 4 if size == 1 else 3
+        if len(words) < size * copies:
+            break
+        last = words[-size:]
+        if all(words[len(words) - size * (k + 1): len(words) - size * k] == last for k in range(1, copies)):
+            return len(words) - size * (copies - 1)
+    return None
+
+
 def transcribe(model: AudioChatModel, audio_16k: np.ndarray, cancel: threading.Event | None = None,
                max_tokens: int = 96) -> str:
-    """What a native model hears: it is asked to repeat what the user said (at most as many tokens
-    as that much speech could hold)."""
+    """What a native model hears: it is asked to repeat what the user said. The transcript is at
+    most as long as that much speech could hold, and it ends where it starts to loop (greedy
+    decoding of a small LLM can say one phrase over and over)."""
     options = GenerationOptions(max_tokens=transcript_token_cap(audio_16k.size / ASR_RATE, max_tokens), temperature=0.0)
-    return "".join(model.stream_reply(audio_16k, [], options, cancel or threading.Event(),
-                                      instruction=REPEAT_INSTRUCTION)).strip()
+    text = ""
+    stream = model.stream_reply(audio_16k, [], options, cancel or threading.Event(), instruction=REPEAT_INSTRUCTION)
+    try:
+        for delta in stream:
+            text += delta
+            words = text.split()
+            keep = loop_start(words)
+            if keep is not None:
+                return " ".join(words[:keep]).rstrip(",;")
+    finally:
+        close = getattr(stream, "close", None)
+        if close:
+            close()  # a generator's own cleanup (the served client's response, the embedded context)
+    return text.strip()
