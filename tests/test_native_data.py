@@ -41,6 +41,17 @@ def test_sentences_share_nothing_with_the_evaluation():
     assert 0 < len(short) < len(sentences) and max(len(sentence.split()) for sentence in short) == 12
 
 
+def test_a_directory_is_completed_only_with_the_same_sentence_length(tmp_path):
+    if fortune_dir() is None:
+        pytest.skip("Debian's fortunes package is not installed (bin/test installs it)")
+    from voice.native import data
+
+    data.main(["--count", "0", "--sentences", "1", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="sentence_max_words"):
+        data.main(["--count", "0", "--sentences", "2", "--sentence-max-words", "8", "--out", str(tmp_path)])
+    assert len(data.load_manifest(tmp_path)) == 1
+
+
 def test_every_voice_speaks():
     speaker = Speaker(espeak_share=0.3, flite_share=0.3)
     if not (speaker.espeak and speaker.flite):

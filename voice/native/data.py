@@ -187,7 +187,11 @@ def build(out: str | Path, options: DataOptions, progress: Callable[[int, int], 
             "flite": speaker.flite_share, "augment": asdict(options.augment)}
     if done and (out / "info.json").is_file():
         before = json.loads((out / "info.json").read_text(encoding="utf-8"))
-        changed = [key for key in ("encoder", "llm", "seed", "reply_max_tokens") if before.get(key) != info[key]]
+        before.setdefault("sentence_max_words", MAX_WORDS)  # directories made before the option
+        # The sentences are picked by index from a list these settings decide: completing a directory
+        # with others would give an id another text.
+        changed = [key for key in ("encoder", "llm", "seed", "reply_max_tokens", "sentence_max_words")
+                   if before.get(key) != info[key]]
         if changed:
             raise SystemExit(f"{out} was made with other settings ({', '.join(changed)}): use another --out")
     (out / "info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
