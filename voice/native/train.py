@@ -222,9 +222,10 @@ def save_checkpoint(out: Path, step: int, projector: TorchProjector, optimizer: 
     temporary = out / f"{CHECKPOINT}.tmp"
     torch.save(state, temporary)
     os.replace(temporary, out / CHECKPOINT)
-    projector.to_numpy().save(out / EXPORT)
+    exported = projector.to_numpy()
+    exported.save(out / EXPORT)
     if keep_export:
-        projector.to_numpy().save(out / f"{Path(EXPORT).stem}-step{step}.npz")
+        exported.save(out / f"{Path(EXPORT).stem}-step{step}.npz")
 
 
 def evaluate(llm, projector: TorchProjector, samples: Samples, indices: list[int], batch_size: int) -> dict:
