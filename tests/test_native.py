@@ -367,3 +367,17 @@ def test_a_looping_transcript_is_cut_after_its_first_copy():
     assert loop_start("he said two crowns, two crowns, two crowns,".split()) == 4
     assert loop_start("no no no".split()) is None  # a word said three times may be meant
     assert loop_start("turn on the living room lamp".split()) is None and loop_start([]) is None
+
+
+def test_validation_holds_out_texts_in_every_voice() -> None:
+    pytest.importorskip("torch")
+    from voice.native.train import split_by_text
+
+    texts = [f"sentence number {n}" for n in range(50)]
+    examples = [{"text": text} for text in texts] + [{"text": text.upper() + " "} for text in texts]  # a second voice
+    train, val = split_by_text(examples, 0.1, seed=0)
+    assert sorted(train + val) == list(range(100)) and len(val) == 10
+    key = lambda index: examples[index]["text"].lower().strip()  # noqa: E731
+    assert not {key(i) for i in train} & {key(i) for i in val}
+    assert split_by_text(examples, 0.1, seed=0) == (train, val)
+    assert split_by_text(examples[:1], 0.5, seed=0) == ([0], [])  # too few to hold any out: all train

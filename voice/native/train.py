@@ -243,6 +243,24 @@ def evaluate(llm, projector: TorchProjector, samples: Samples, indices: list[int
     return result
 
 
+def split_by_text(examples: list[dict], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Training and validation indices, held out by text: every recording of a text (one per data
+    directory, in other voices) lands on the same side, so validation hears only unseen words."""
+    by_text: dict[str, list[int]] = {}
+    for index, example in enumerate(examples):
+        by_text.setdefault(" ".join(example["text"].lower().split()), []).append(index)
+    texts = sorted(by_text)
+    random.Random(seed).shuffle(texts)
+    wanted, val = int(len(examples) * val_fraction), []
+    for text in texts:
+        if len(val) >= wanted:
+            break
+        val += by_text[text]
+    held = set(val)
+    train = [index for index in range(len(examples)) if index not in held]
+    return (train or sorted(val)), sorted(val)
+
+
 def train(args: argparse.Namespace) -> Path:
     """Run (or resume) a training run; returns the exported projector .npz."""
     torch.set_num_threads(args.threads)
@@ -252,9 +270,7 @@ def train(args: argparse.Namespace) -> Path:
     examples, info = load_examples([Path(d) for d in args.data_dir], model_path.name)
     llm = load_llm(model_path, getattr(torch, args.dtype), args.device)
     samples = Samples(examples, model_path, args.max_target_tokens)
-    order = random.Random(args.seed).sample(range(len(examples)), len(examples))
-    val_indices = sorted(order[: int(len(examples) * args.val_fraction)])
-    train_indices = sorted(order[len(val_indices):]) or val_indices
+    train_indices, val_indices = split_by_text(examples, args.val_fraction, args.seed)
 
     checkpoint = out / CHECKPOINT
     state = torch.load(checkpoint, weights_only=False) if checkpoint.is_file() and not args.restart else None
