@@ -344,7 +344,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--repeat-share", type=float, default=0.3,
                    help="share of 'repeat what I said' among examples with a reply too (plain sentences always repeat)")
-    p.add_argument("--val-fraction", type=float, default=0.02, help="held out, evaluated at each checkpoint")
+    p.add_argument("--val-fraction", type=float, default=0.02,
+                   help="share held out by text (all voices of a text together), evaluated at each checkpoint")
     p.add_argument("--max-target-tokens", type=int, default=64)
     p.add_argument("--stack", type=int, default=4, help="encoder frames per LLM position")
     p.add_argument("--hidden-dim", type=int, default=1024)
