@@ -244,8 +244,8 @@ def evaluate(llm, projector: TorchProjector, samples: Samples, indices: list[int
 
 
 def split_by_text(examples: list[dict], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Training and validation indices, held out by text: every recording of a text (one per data
-    directory, in other voices) lands on the same side, so validation hears only unseen words."""
+    """Training and validation indices, held out by text: all recordings of a text (another data
+    directory speaks it in other voices) land on the same side, so validation hears unseen words only."""
     by_text: dict[str, list[int]] = {}
     for index, example in enumerate(examples):
         by_text.setdefault(" ".join(example["text"].lower().split()), []).append(index)
@@ -256,9 +256,10 @@ def split_by_text(examples: list[dict], val_fraction: float, seed: int) -> tuple
         if len(val) >= wanted:
             break
         val += by_text[text]
+    val.sort()
     held = set(val)
     train = [index for index in range(len(examples)) if index not in held]
-    return (train or sorted(val)), sorted(val)
+    return train or val, val
 
 
 def train(args: argparse.Namespace) -> Path:
