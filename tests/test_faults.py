@@ -99,8 +99,8 @@ class Fault:
 
 
 @pytest.fixture(scope="module")
-def engine():
-    engine = Engine.load(EngineConfig())
+def engine(native_projector):
+    engine = Engine.load(EngineConfig(native_projector=str(native_projector)))
     yield engine
     engine.close()
 
@@ -154,12 +154,8 @@ async def test_a_reply_that_ends_at_its_first_token_is_drawn_again(in_process_se
     await websocket.close()
 
 
-async def test_a_reply_caught_in_a_loop_is_ended(in_process_server, monkeypatch):
-    # SmolLM2 was seen answering "You're welcome.You're welcome.You're welcome...." (no spaces) up to
-    # its token limit: minutes of speech and a history too long for the prompt. The reply stops at
-    # the third time the same sentence comes, and the LLM is stopped with it.
-    pulled: list[str] = []
-    closed: list[bool] = []
+def looping_reply(pulled: list[str], closed: list[bool]) -> Callable[..., Any]:
+    """A reply that says "You're welcome." (no spaces) over and over, as SmolLM2 was seen to."""
 
     def loops(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -170,13 +166,46 @@ async def test_a_reply_caught_in_a_loop_is_ended(in_process_server, monkeypatch)
         finally:
             closed.append(True)
 
-    monkeypatch.setattr(in_process_server.engine.llm, "stream_chat", loops)
+    return loops
+
+
+async def test_a_reply_caught_in_a_loop_is_ended(in_process_server, monkeypatch):
+    # SmolLM2 was seen answering "You're welcome.You're welcome.You're welcome...." (no spaces) up to
+    # its token limit: minutes of speech and a history too long for the prompt. The reply stops at
+    # the third time the same sentence comes, and the LLM is stopped with it.
+    pulled: list[str] = []
+    closed: list[bool] = []
+    monkeypatch.setattr(in_process_server.engine.llm, "stream_chat", looping_reply(pulled, closed))
     websocket = await connect(in_process_server.port)
     await send(websocket, *TEXT_TURN, {"type": "response.create"})
     events = await collect_until(websocket, "response.done")
     response = events[-1]["response"]
     assert response["status"] == "completed"
     assert response["output"][0]["content"][0]["transcript"] == "You're welcome. You're welcome."
+    assert closed and len(pulled) <= 4 * 3 + 1
+    await websocket.close()
+
+
+async def test_a_native_reply_caught_in_a_loop_is_ended(in_process_server, monkeypatch):
+    # The native model loops too (one of its evaluation replies was "unlessassistant" twelve times):
+    # its replies go through the same response runner, so the same rule ends them.
+    pulled: list[str] = []
+    closed: list[bool] = []
+    monkeypatch.setattr(in_process_server.engine.native, "stream_reply", looping_reply(pulled, closed))
+    websocket = await connect(in_process_server.port)
+    await send(websocket, {"type": "session.update", "session": {
+        "type": "realtime", "pipeline": "native", "audio": {"input": {"turn_detection": None}}}})
+    await collect_until(websocket, "session.updated")
+    pcm = clip(CLIP)
+    for start in range(0, len(pcm), 9600):
+        await send(websocket, {"type": "input_audio_buffer.append",
+                               "audio": base64.b64encode(pcm[start:start + 9600]).decode()})
+    await send(websocket, {"type": "input_audio_buffer.commit"}, {"type": "response.create"})
+    events = await collect_until(websocket, "response.done")
+    response = events[-1]["response"]
+    assert response["status"] == "completed" and response["metadata"]["pipeline"] == "native"
+    assert response["output"][0]["content"][0]["transcript"] == "You're welcome. You're welcome."
+    assert of_type(events, "response.output_audio.delta")
     assert closed and len(pulled) <= 4 * 3 + 1
     await websocket.close()
 

@@ -12,7 +12,14 @@ from hypothesis import strategies as st
 from tests.helpers import DATA
 from voice.audio import ASR_RATE, rms_dbfs
 from voice.native import augment as aug
-from voice.native.sentences import fortune_dir, general_sentences, ngrams, split_sentences
+from voice.native.sentences import (
+    fortune_dir,
+    general_sentences,
+    ngrams,
+    source_installed,
+    split_sentences,
+    wordnet_examples,
+)
 from voice.native.speakers import FLITE_VOICES, Speaker
 
 HOLDOUT = [(DATA / "manifest.tsv").read_text(encoding="utf-8"),
@@ -26,22 +33,40 @@ def test_a_fortune_is_cut_into_speakable_sentences():
     assert split_sentences(entry, max_words=9) == ["It is better to be safe."]
 
 
-def test_sentences_share_nothing_with_the_evaluation():
-    if fortune_dir() is None:
-        pytest.skip("Debian's fortunes package is not installed (bin/test installs it)")
-    sentences = general_sentences(100_000, seed=0, holdout=HOLDOUT)
-    assert len(sentences) > 5000
+def test_a_wordnet_gloss_gives_its_example_sentences():
+    line = ('00042173 29 v 01 powder 0 004 @ 00040928 v 0000 01 + 08 00 | apply powder to; '
+            '"she powdered her nose"; "The King wears a powdered wig"; "a wig"; "call 911 now"  ')
+    assert wordnet_examples(line) == ["She powdered her nose.", "The King wears a powdered wig."]
+    assert wordnet_examples(line, max_words=4) == ["She powdered her nose."]
+    assert wordnet_examples('  1 This software and database is being provided "AS IS" to you') == []
+
+
+@pytest.mark.parametrize(("source", "least"), [("fortunes", 5000), ("wordnet", 20000)])
+def test_sentences_share_nothing_with_the_evaluation(source, least):
+    if not source_installed(source):
+        pytest.skip(f"the Debian package of {source} is not installed (bin/test installs it)")
+    sentences = general_sentences(100_000, seed=0, holdout=HOLDOUT, source=source)
+    assert len(sentences) > least
     held_out = set().union(*(ngrams(text) for text in HOLDOUT))
     assert not any(ngrams(sentence) & held_out for sentence in sentences)
-    everything = general_sentences(100_000, seed=0)
-    assert len(everything) > len(sentences)  # some do quote the evaluation (JFK's "what you can do")
-    assert general_sentences(50, seed=0, holdout=HOLDOUT) == sentences[:50]  # seeded: the same every time
-    assert general_sentences(50, seed=1, holdout=HOLDOUT) != sentences[:50]
-    short = general_sentences(100_000, seed=0, holdout=HOLDOUT, max_words=12)
+    if source == "fortunes":
+        everything = general_sentences(100_000, seed=0)
+        assert len(everything) > len(sentences)  # some do quote the evaluation (JFK's "what you can do")
+    assert general_sentences(50, seed=0, holdout=HOLDOUT, source=source) == sentences[:50]  # seeded
+    assert general_sentences(50, seed=1, holdout=HOLDOUT, source=source) != sentences[:50]
+    short = general_sentences(100_000, seed=0, holdout=HOLDOUT, max_words=12, source=source)
     assert 0 < len(short) < len(sentences) and max(len(sentence.split()) for sentence in short) == 12
 
 
-def test_a_directory_is_completed_only_with_the_same_sentence_length(tmp_path):
+def test_the_two_sources_give_different_sentences():
+    if not (source_installed("fortunes") and source_installed("wordnet")):
+        pytest.skip("fortunes and wordnet-base are not both installed (bin/test installs them)")
+    fortunes = set(general_sentences(100_000, seed=0))
+    wordnet = general_sentences(100_000, seed=0, source="wordnet")
+    assert len(fortunes.intersection(wordnet)) < 0.01 * len(wordnet)
+
+
+def test_a_directory_is_completed_only_with_the_same_sentences(tmp_path):
     if fortune_dir() is None:
         pytest.skip("Debian's fortunes package is not installed (bin/test installs it)")
     from voice.native import data
@@ -49,6 +74,8 @@ def test_a_directory_is_completed_only_with_the_same_sentence_length(tmp_path):
     data.main(["--count", "0", "--sentences", "1", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="sentence_max_words"):
         data.main(["--count", "0", "--sentences", "2", "--sentence-max-words", "8", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="sentence_source"):
+        data.main(["--count", "0", "--sentences", "2", "--sentence-source", "wordnet", "--out", str(tmp_path)])
     assert len(data.load_manifest(tmp_path)) == 1
 
 

@@ -5,7 +5,8 @@ Two kinds of example:
   utterance as text (distillation: greedy llama.cpp, cached in replies.jsonl) and the utterance
   itself for the "repeat what I said" task;
 - with --sentences, a plain English sentence (voice/native/sentences.py: Debian's fortune files,
-  none sharing four words in a row with the --holdout texts), for the "repeat" task only.
+  or WordNet's example sentences with --sentence-source wordnet; none sharing four words in a row
+  with the --holdout texts), for the "repeat" task only.
 
 Each is spoken by one of several voices (voice/native/speakers.py: Piper, and espeak-ng and flite
 when they are installed), augmented (voice/native/augment.py: speed, silence, level, and, in
@@ -43,7 +44,7 @@ from voice.llm.base import ChatMessage
 from voice.native.augment import AugmentOptions, augment
 from voice.native.batch_generate import BatchedGreedy
 from voice.native.prompts import generate_prompts
-from voice.native.sentences import MAX_WORDS, general_sentences
+from voice.native.sentences import MAX_WORDS, SOURCES, general_sentences
 from voice.native.speakers import Speaker
 
 if TYPE_CHECKING:
@@ -70,6 +71,8 @@ class DataOptions:
     """Plain sentences for the repeat task only."""
     sentence_max_words: int = MAX_WORDS
     """Longest sentence taken (in words)."""
+    sentence_source: str = "fortunes"
+    """Where the sentences come from (voice/native/sentences.py: SOURCES)."""
     holdout: tuple[str, ...] = ()
     """Texts no sentence may share four words in a row with (the evaluation's transcripts)."""
     seed: int = 0
@@ -182,16 +185,17 @@ def build(out: str | Path, options: DataOptions, progress: Callable[[int, int], 
                          options.llm_model, options.reply_max_tokens)
     info = {"encoder": encoder.name, "encoder_dim": encoder.dim, "llm": replies.model_path.name,
             "seed": options.seed, "count": options.count, "sentences": options.sentences,
-            "sentence_max_words": options.sentence_max_words,
+            "sentence_max_words": options.sentence_max_words, "sentence_source": options.sentence_source,
             "reply_max_tokens": options.reply_max_tokens, "espeak": speaker.espeak_share,
             "flite": speaker.flite_share, "augment": asdict(options.augment)}
     if done and (out / "info.json").is_file():
         before = json.loads((out / "info.json").read_text(encoding="utf-8"))
-        before.setdefault("sentence_max_words", MAX_WORDS)  # directories made before the option
+        before.setdefault("sentence_max_words", MAX_WORDS)  # directories made before the options
+        before.setdefault("sentence_source", "fortunes")
         # The sentences are picked by index from a list these settings decide: completing a directory
         # with others would give an id another text.
-        changed = [key for key in ("encoder", "llm", "seed", "reply_max_tokens", "sentence_max_words")
-                   if before.get(key) != info[key]]
+        changed = [key for key in ("encoder", "llm", "seed", "reply_max_tokens", "sentence_max_words",
+                                   "sentence_source") if before.get(key) != info[key]]
         if changed:
             raise SystemExit(f"{out} was made with other settings ({', '.join(changed)}): use another --out")
     (out / "info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
@@ -208,7 +212,8 @@ def build(out: str | Path, options: DataOptions, progress: Callable[[int, int], 
         if missing:
             raise SystemExit(f"--holdout: no such file: {', '.join(missing)}")
         holdout = [Path(path).read_text(encoding="utf-8") for path in options.holdout]
-        texts = general_sentences(options.sentences, options.seed, holdout, max_words=options.sentence_max_words)
+        texts = general_sentences(options.sentences, options.seed, holdout, max_words=options.sentence_max_words,
+                                  source=options.sentence_source)
         for index, text in enumerate(texts):
             if f"s{index:06d}" not in done:
                 sentences.append((f"s{index:06d}", text, random.Random(f"{options.seed}-s{index}"), None,
@@ -249,7 +254,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m voice.native.data", description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=1000, help="assistant requests (distinct utterances) to make")
     parser.add_argument("--sentences", type=int, default=0,
-                        help="plain sentences from the fortune files, for the repeat task only")
+                        help="plain sentences (from --sentence-source), for the repeat task only")
+    parser.add_argument("--sentence-source", choices=sorted(SOURCES), default="fortunes",
+                        help="Debian's fortune files, or WordNet's example sentences (default fortunes)")
     parser.add_argument("--sentence-max-words", type=int, default=MAX_WORDS,
                         help=f"longest sentence taken, in words (default {MAX_WORDS})")
     parser.add_argument("--holdout", nargs="*", default=[],
@@ -272,6 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     augmentation = AugmentOptions(noise_share=args.noise_share, reverb_share=args.reverb_share,
                                   eq_share=args.eq_share, band_share=args.band_share)
     options = DataOptions(count=args.count, sentences=args.sentences, sentence_max_words=args.sentence_max_words,
+                          sentence_source=args.sentence_source,
                           holdout=tuple(args.holdout), seed=args.seed,
                           reply_max_tokens=args.reply_max_tokens, espeak_share=args.espeak_share,
                           flite_share=args.flite_share, augment=augmentation, save_audio=args.save_audio,

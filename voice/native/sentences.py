@@ -1,8 +1,10 @@
 """Plain English sentences for the "repeat what I said" task, beyond the assistant-request templates.
 
-They come from the fortune files of Debian's `fortunes` package when it is installed (`apt-get
-install fortunes`: quotations, jokes, proverbs, verse; many words and styles), so that the
-projector learns to hear words it will meet in real speech, not only the templates' vocabulary.
+So that the projector learns to hear words it will meet in real speech, not only the templates'
+vocabulary, they come from one of two Debian packages (SOURCES):
+- `fortunes`: the fortune files (quotations, jokes, proverbs, verse; many words and styles);
+- `wordnet`: the example sentences of WordNet's word senses (`wordnet-base`: everyday modern
+  English, ordinary words used in context, "She powdered her nose.").
 Sentences that share four words in a row with a held-out text (the evaluation's transcripts) are
 left out, so the evaluation stays unseen.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 FORTUNE_DIRS = (Path("/usr/share/games/fortunes"), Path("/usr/share/fortune"))
@@ -19,12 +21,15 @@ FORTUNE_DIRS = (Path("/usr/share/games/fortunes"), Path("/usr/share/fortune"))
 FORTUNE_FILES = ("fortunes", "humorists", "literature", "wisdom", "education", "food", "kids", "love", "people",
                  "pets", "platitudes", "science", "work", "miscellaneous", "law", "medicine", "sports",
                  "songs-poems", "news", "politics", "magic", "men-women", "goedel", "computers")
+WORDNET_DIR = Path("/usr/share/wordnet")
+WORDNET_FILES = ("data.noun", "data.verb", "data.adj", "data.adv")
 MIN_WORDS, MAX_WORDS = 4, 20
 HOLDOUT_NGRAM = 4
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _SPEAKABLE = re.compile(r"[A-Z][A-Za-z ,.'?!;-]*[.?!]")  # no digits, symbols or quotes to be spoken
 _ATTRIBUTION = re.compile(r"^\s*(--|-- |\u2014)")
+_QUOTED = re.compile(r'"([^"]+)"')
 
 
 def fortune_dir() -> Path | None:
@@ -60,21 +65,62 @@ def read_entries(directory: Path, names: Iterable[str] = FORTUNE_FILES) -> list[
     return entries
 
 
-def general_sentences(count: int, seed: int = 0, holdout: Iterable[str] = (),
-                      directory: Path | None = None, max_words: int = MAX_WORDS) -> list[str]:
-    """Up to `count` distinct sentences of at most `max_words` words (fewer if the files hold
-    fewer), in a seeded random order; none shares HOLDOUT_NGRAM words in a row with any text in `holdout`."""
-    directory = directory or fortune_dir()
+def fortune_sentences(max_words: int = MAX_WORDS) -> list[str]:
+    """Every speakable sentence of the fortune files, in file order."""
+    directory = fortune_dir()
     if directory is None:
         raise SystemExit("no fortune files: install Debian's `fortunes` package (apt-get install fortunes)")
+    return [sentence for entry in read_entries(directory) for sentence in split_sentences(entry, max_words)]
+
+
+def wordnet_examples(line: str, max_words: int = MAX_WORDS) -> list[str]:
+    """The speakable example sentences of one line of a WordNet data file (the quoted parts of its
+    gloss, after "|"), capitalised and ended with a full stop where they lack one."""
+    if line.startswith("  ") or "|" not in line:  # the licence header
+        return []
+    examples = []
+    for quoted in _QUOTED.findall(line.split("|", 1)[1]):
+        text = " ".join(quoted.split())
+        if not text:
+            continue
+        text = text[0].upper() + text[1:] + ("" if text[-1] in ".?!" else ".")
+        if _SPEAKABLE.fullmatch(text) and MIN_WORDS <= len(text.split()) <= max_words:
+            examples.append(text)
+    return examples
+
+
+def wordnet_sentences(max_words: int = MAX_WORDS) -> list[str]:
+    """Every speakable example sentence of WordNet, in file order."""
+    if not (WORDNET_DIR / WORDNET_FILES[0]).is_file():
+        raise SystemExit("no WordNet: install Debian's `wordnet-base` package (apt-get install wordnet-base)")
+    return [example for name in WORDNET_FILES
+            for line in (WORDNET_DIR / name).read_text(encoding="latin-1").splitlines()
+            for example in wordnet_examples(line, max_words)]
+
+
+SOURCES: dict[str, Callable[[int], list[str]]] = {"fortunes": fortune_sentences, "wordnet": wordnet_sentences}
+
+
+def source_installed(source: str) -> bool:
+    """Whether the Debian package a source reads is installed."""
+    if source == "fortunes":
+        return fortune_dir() is not None
+    return (WORDNET_DIR / WORDNET_FILES[0]).is_file()
+
+
+def general_sentences(count: int, seed: int = 0, holdout: Iterable[str] = (), max_words: int = MAX_WORDS,
+                      source: str = "fortunes") -> list[str]:
+    """Up to `count` distinct sentences of `source` of at most `max_words` words (fewer if it holds
+    fewer), in a seeded random order; none shares HOLDOUT_NGRAM words in a row with any text in `holdout`."""
+    if source not in SOURCES:
+        raise SystemExit(f"unknown sentence source {source!r}: one of {', '.join(SOURCES)}")
     held_out = set().union(*(ngrams(text) for text in holdout)) if holdout else set()
     seen: set[str] = set()
     sentences = []
-    for entry in read_entries(directory):
-        for sentence in split_sentences(entry, max_words):
-            key = " ".join(words(sentence))
-            if key not in seen and not (ngrams(sentence) & held_out):
-                seen.add(key)
-                sentences.append(sentence)
+    for sentence in SOURCES[source](max_words):
+        key = " ".join(words(sentence))
+        if key not in seen and not (ngrams(sentence) & held_out):
+            seen.add(key)
+            sentences.append(sentence)
     random.Random(seed).shuffle(sentences)
     return sentences[:count]
