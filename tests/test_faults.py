@@ -83,6 +83,18 @@ async def speak(websocket: websockets.ClientConnection, pcm: bytes, silence_ms: 
                                "audio": base64.b64encode(pcm[start:start + 4800]).decode()})
 
 
+async def native_push_to_talk(websocket: websockets.ClientConnection, pcm: bytes) -> None:
+    """Switch the session to the native pipeline without turn detection, then send a recording,
+    commit it and ask for the reply."""
+    await send(websocket, {"type": "session.update", "session": {
+        "type": "realtime", "pipeline": "native", "audio": {"input": {"turn_detection": None}}}})
+    await collect_until(websocket, "session.updated")
+    for start in range(0, len(pcm), 9600):
+        await send(websocket, {"type": "input_audio_buffer.append",
+                               "audio": base64.b64encode(pcm[start:start + 9600]).decode()})
+    await send(websocket, {"type": "input_audio_buffer.commit"}, {"type": "response.create"})
+
+
 class Fault:
     """Makes a method of a real, loaded model stage raise while `active`; the model itself is untouched."""
 
@@ -193,14 +205,7 @@ async def test_a_native_reply_caught_in_a_loop_is_ended(in_process_server, monke
     closed: list[bool] = []
     monkeypatch.setattr(in_process_server.engine.native, "stream_reply", looping_reply(pulled, closed))
     websocket = await connect(in_process_server.port)
-    await send(websocket, {"type": "session.update", "session": {
-        "type": "realtime", "pipeline": "native", "audio": {"input": {"turn_detection": None}}}})
-    await collect_until(websocket, "session.updated")
-    pcm = clip(CLIP)
-    for start in range(0, len(pcm), 9600):
-        await send(websocket, {"type": "input_audio_buffer.append",
-                               "audio": base64.b64encode(pcm[start:start + 9600]).decode()})
-    await send(websocket, {"type": "input_audio_buffer.commit"}, {"type": "response.create"})
+    await native_push_to_talk(websocket, clip(CLIP))
     events = await collect_until(websocket, "response.done")
     response = events[-1]["response"]
     assert response["status"] == "completed" and response["metadata"]["pipeline"] == "native"

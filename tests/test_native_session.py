@@ -7,7 +7,7 @@ import base64
 
 from tests.helpers import reference, wer
 from tests.realtime_sdk import clip
-from tests.test_faults import collect_until, connect, of_type, send, speak
+from tests.test_faults import collect_until, connect, native_push_to_talk, of_type, send, speak
 from voice.audio import WIRE_RATE, pcm16_to_float, rms_dbfs
 
 CLIP = "04_v2j_would_you_please_turn_on_living_room_lamp.wav"
@@ -61,14 +61,8 @@ async def test_a_spoken_turn_is_answered_natively(voice_server):
 
 async def test_native_turn_with_manual_commit(voice_server):
     websocket = await connect(voice_server)
-    await send(websocket, {"type": "session.update", "session": {
-        "type": "realtime", "pipeline": "native", "audio": {"input": {"turn_detection": None}}}})
-    await collect_until(websocket, "session.updated")
     pcm = clip(CLIP)
-    for start in range(0, len(pcm), 9600):
-        await send(websocket, {"type": "input_audio_buffer.append",
-                               "audio": base64.b64encode(pcm[start:start + 9600]).decode()})
-    await send(websocket, {"type": "input_audio_buffer.commit"}, {"type": "response.create"})
+    await native_push_to_talk(websocket, pcm)
     events = await collect_until(websocket, "response.done", timeout=120)
     assert events[-1]["response"]["status"] == "completed"
     assert events[-1]["response"]["metadata"]["pipeline"] == "native"

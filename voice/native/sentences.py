@@ -89,9 +89,13 @@ def wordnet_examples(line: str, max_words: int = MAX_WORDS) -> list[str]:
     return examples
 
 
+def wordnet_installed() -> bool:
+    return (WORDNET_DIR / WORDNET_FILES[0]).is_file()
+
+
 def wordnet_sentences(max_words: int = MAX_WORDS) -> list[str]:
     """Every speakable example sentence of WordNet, in file order."""
-    if not (WORDNET_DIR / WORDNET_FILES[0]).is_file():
+    if not wordnet_installed():
         raise SystemExit("no WordNet: install Debian's `wordnet-base` package (apt-get install wordnet-base)")
     return [example for name in WORDNET_FILES
             for line in (WORDNET_DIR / name).read_text(encoding="latin-1").splitlines()
@@ -103,9 +107,7 @@ SOURCES: dict[str, Callable[[int], list[str]]] = {"fortunes": fortune_sentences,
 
 def source_installed(source: str) -> bool:
     """Whether the Debian package a source reads is installed."""
-    if source == "fortunes":
-        return fortune_dir() is not None
-    return (WORDNET_DIR / WORDNET_FILES[0]).is_file()
+    return fortune_dir() is not None if source == "fortunes" else wordnet_installed()
 
 
 def general_sentences(count: int, seed: int = 0, holdout: Iterable[str] = (), max_words: int = MAX_WORDS,
