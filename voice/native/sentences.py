@@ -15,6 +15,7 @@ import random
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 FORTUNE_DIRS = (Path("/usr/share/games/fortunes"), Path("/usr/share/fortune"))
 # The files of mostly ordinary prose; ASCII art, jargon, foreign-language and offensive ones are not taken.
@@ -35,6 +36,10 @@ _QUOTED = re.compile(r'"([^"]+)"')
 def fortune_dir() -> Path | None:
     """Where the fortune files are, or None when the package is not installed."""
     return next((path for path in FORTUNE_DIRS if (path / "fortunes").is_file()), None)
+
+
+def fortunes_installed() -> bool:
+    return fortune_dir() is not None
 
 
 def words(text: str) -> list[str]:
@@ -102,12 +107,20 @@ def wordnet_sentences(max_words: int = MAX_WORDS) -> list[str]:
             for example in wordnet_examples(line, max_words)]
 
 
-SOURCES: dict[str, Callable[[int], list[str]]] = {"fortunes": fortune_sentences, "wordnet": wordnet_sentences}
+class SentenceSource(NamedTuple):
+    read: Callable[[int], list[str]]
+    """Every speakable sentence of at most so many words, in a fixed order."""
+    installed: Callable[[], bool]
+    """Whether the Debian package it reads is installed."""
+
+
+SOURCES = {"fortunes": SentenceSource(fortune_sentences, fortunes_installed),
+           "wordnet": SentenceSource(wordnet_sentences, wordnet_installed)}
 
 
 def source_installed(source: str) -> bool:
     """Whether the Debian package a source reads is installed."""
-    return fortune_dir() is not None if source == "fortunes" else wordnet_installed()
+    return SOURCES[source].installed()
 
 
 def general_sentences(count: int, seed: int = 0, holdout: Iterable[str] = (), max_words: int = MAX_WORDS,
@@ -119,7 +132,7 @@ def general_sentences(count: int, seed: int = 0, holdout: Iterable[str] = (), ma
     held_out = set().union(*(ngrams(text) for text in holdout)) if holdout else set()
     seen: set[str] = set()
     sentences = []
-    for sentence in SOURCES[source](max_words):
+    for sentence in SOURCES[source].read(max_words):
         key = " ".join(words(sentence))
         if key not in seen and not (ngrams(sentence) & held_out):
             seen.add(key)
