@@ -12,7 +12,12 @@ topic, how often the native reply addresses the same request (both take up the s
 was said), and the mean content-word overlap of the two replies. Word overlap is a crude proxy
 for "the same request": every text is saved in the JSON so that a person can read the pairs.
 
-    python -m benchmarks.native_eval [--projector bundled] [--out benchmarks/results]
+The same texts are also spoken by Piper's voice (which the projector was trained on) and by two of
+Festival's (which it never heard; `apt-get install festival festvox-kdlpc16k festvox-us-slt-hts`),
+and the native model's transcription WER is reported for each: the part of the real recordings'
+WER that the synthetic voices share is the words; the rest is the voices.
+
+    python -m benchmarks.native_eval [--projector bundled] [--out benchmarks/results] [--real-only]
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import argparse
 import csv
 import json
 import re
+import shutil
 import statistics
 import threading
 from dataclasses import dataclass
@@ -98,7 +104,7 @@ def same_request(native_reply: str, cascade_reply: str, said: str) -> bool:
     return bool(content_words(native_reply) & content_words(cascade_reply) & content_words(said))
 
 
-def evaluate(projector: str | Path, max_tokens: int = 48) -> dict[str, Any]:
+def evaluate(projector: str | Path, max_tokens: int = 48, synthetic_voices: bool = True) -> dict[str, Any]:
     import jiwer
 
     from voice import models
@@ -124,6 +130,7 @@ def evaluate(projector: str | Path, max_tokens: int = 48) -> dict[str, Any]:
                          "whisper_transcript": transcript, "native_reply": native_reply.strip(),
                          "cascade_reply": cascade_reply.strip()})
             print(f"{recording.name}: heard {heard!r} | native: {native_reply.strip()[:60]!r}", flush=True)
+        voices = voice_gap(native, recordings) if synthetic_voices else {}
     finally:
         native.close()
     references = [normalise(r["reference"]) for r in rows]
@@ -144,8 +151,33 @@ def evaluate(projector: str | Path, max_tokens: int = 48) -> dict[str, Any]:
         "native_agrees_with_cascade": rate([same_request(r["native_reply"], r["cascade_reply"], r["reference"])
                                             for r in on_topic]) if on_topic else None,
         "mean_reply_overlap": statistics.mean(overlap(r["native_reply"], r["cascade_reply"]) for r in rows),
+        "synthetic_voice_wer": {voice: float(jiwer.wer(references, [normalise(h) or "-" for h in heard]))
+                                for voice, heard in voices.items()},
         "rows": rows,
+        "synthetic_voice_heard": voices,
     }
+
+
+def voice_gap(native: Any, recordings: list[Recording]) -> dict[str, list[str]]:
+    """What the native model hears when the recordings' texts are spoken by a voice it was trained
+    on (Piper's) and by voices it never heard (Festival's, when installed): the same texts, so the
+    gap to the real recordings' WER is the voices, not the words."""
+    import random
+
+    from voice.native.speakers import FESTIVAL_VOICES, Speaker, festival_speak
+
+    piper = Speaker(espeak_share=0.0, flite_share=0.0)
+    speakers = {"piper (trained on)": lambda i, text: piper.speak(text, random.Random(i))[0]}
+    if shutil.which("text2wave"):
+        for name in FESTIVAL_VOICES:
+            speakers[f"festival {name} (never heard)"] = lambda i, text, name=name: festival_speak(text, name)
+    else:
+        print("festival is not installed: only Piper's voice speaks the texts", flush=True)
+    heard: dict[str, list[str]] = {}
+    for voice, speak in speakers.items():
+        heard[voice] = [native.transcribe(speak(i, r.reference)) for i, r in enumerate(recordings)]
+        print(f"{voice}: {heard[voice][:3]}", flush=True)
+    return heard
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -162,6 +194,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"| {result['native_agrees_with_cascade'] or 0:.0%} | - |",
         f"| mean content-word overlap with the cascade's reply | {result['mean_reply_overlap']:.2f} | - |",
     ]
+    lines += [f"| transcription WER, the same texts spoken by {voice} | {wer:.1%} | - |"
+              for voice, wer in result.get("synthetic_voice_wer", {}).items()]
     return "\n".join(lines) + "\n"
 
 
@@ -170,8 +204,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--projector", default="bundled", help="projector .npz ('bundled': the one trained here)")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--real-only", action="store_true",
+                        help="only the real recordings: not their texts in the three synthetic voices")
     args = parser.parse_args(argv)
-    result = evaluate(args.projector, args.max_tokens)
+    result = evaluate(args.projector, args.max_tokens, synthetic_voices=not args.real_only)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "native_eval.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     (args.out / "native_eval.md").write_text(markdown(result), encoding="utf-8")

@@ -12,7 +12,7 @@ import soundfile
 from tests.helpers import DATA
 from voice import models
 from voice.llm.base import ChatMessage, GenerationOptions, LLMError
-from voice.native.base import loop_start, transcript_token_cap
+from voice.native.base import finished_transcript, loop_start, transcript_token_cap
 from voice.native.encoder import WhisperEncoder
 from voice.native.llama_embeddings import EmbeddingContext
 from voice.native.model import NativeAudioChat, prompt_texts
@@ -367,6 +367,15 @@ def test_a_looping_transcript_is_cut_after_its_first_copy():
     assert loop_start("he said two crowns, two crowns, two crowns,".split()) == 4
     assert loop_start("no no no".split()) is None  # a word said three times may be meant
     assert loop_start("turn on the living room lamp".split()) is None and loop_start([]) is None
+
+
+def test_a_transcript_ends_at_its_first_line_break():
+    # The stage-6 projector's transcript of one of the sonnet's lines (benchmarks/results/native_eval.json)
+    said = "But, contracted to alone alone bright eyes.\n\nBREAKING THE COUNTRY,\n\nBREAKING THE"
+    assert finished_transcript(said) == "But, contracted to alone alone bright eyes."
+    assert finished_transcript("\nTurn on the living room lamp.") is None  # a leading line break is not an end
+    assert finished_transcript("\nTurn on the living room lamp.\n") == "Turn on the living room lamp."
+    assert finished_transcript("what you please please please please\nand") == "what you please"
 
 
 def test_validation_holds_out_texts_in_every_voice() -> None:

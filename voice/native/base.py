@@ -57,20 +57,31 @@ def loop_start(words: list[str], longest: int = 6) -> int | None:
 def transcribe(model: AudioChatModel, audio_16k: np.ndarray, cancel: threading.Event | None = None,
                max_tokens: int = 96) -> str:
     """What a native model hears: it is asked to repeat what the user said. The transcript is at
-    most as long as that much speech could hold, and it ends where it starts to loop (greedy
-    decoding of a small LLM can say one phrase over and over)."""
+    most as long as that much speech could hold, and it ends at its first line break or where it
+    starts to loop (greedy decoding of a small LLM can say one phrase over and over)."""
     options = GenerationOptions(max_tokens=transcript_token_cap(audio_16k.size / ASR_RATE, max_tokens), temperature=0.0)
     text = ""
     stream = model.stream_reply(audio_16k, [], options, cancel or threading.Event(), instruction=REPEAT_INSTRUCTION)
     try:
         for delta in stream:
             text += delta
-            words = text.split()
-            keep = loop_start(words)
-            if keep is not None:
-                return " ".join(words[:keep]).rstrip(",;")
+            finished = finished_transcript(text)
+            if finished is not None:
+                return finished
     finally:
         close = getattr(stream, "close", None)
         if close:
             close()  # a generator's own cleanup (the served client's response, the embedded context)
     return text.strip()
+
+
+def finished_transcript(text: str) -> str | None:
+    """The transcript, once the text generated so far shows that it is over: at a line break (every
+    transcript the projector learned from is one line, so what follows one is an answer or a loop, not
+    what was said), or where it starts to loop; None while it may go on."""
+    line, newline, _ = text.lstrip().partition("\n")
+    words = line.split()
+    keep = loop_start(words)
+    if keep is not None:
+        return " ".join(words[:keep]).rstrip(",;")
+    return line.strip() if newline else None

@@ -4,6 +4,10 @@ Piper speaks with the bundled voice (random rate and prosody); espeak-ng (eleven
 random rate and pitch) and flite (its built-in voices: American and Scottish, male and female,
 statistical and diphone) speak a share of the examples when they are installed (`apt-get install
 espeak-ng flite`).
+
+Festival's voices (`apt-get install festival festvox-kdlpc16k festvox-us-slt-hts`) are kept out of
+the training data on purpose: `festival_speak` gives the evaluation voices the projector has never
+heard (benchmarks/native_eval.py).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from voice.audio import ASR_RATE, resample
 
 ESPEAK_VARIANTS = ["", "+m1", "+m2", "+m3", "+m4", "+m7", "+f1", "+f2", "+f3", "+f4", "+klatt"]
 FLITE_VOICES = ["slt", "rms", "awb", "kal16"]
+FESTIVAL_VOICES = ("ked_diphone", "cmu_us_slt_arctic_hts")
+"""An American man (diphone) and woman (HTS statistical), never in the training data."""
 
 
 class Speaker:
@@ -83,6 +89,21 @@ class Speaker:
                             f"duration_stretch={settings['duration_stretch']}", "-t", text, "-o", str(path)],
                            check=True, capture_output=True, timeout=60)
             return _read_wav(path.read_bytes()), settings
+
+
+def festival_speak(text: str, voice: str) -> np.ndarray:
+    """`text` spoken by one of Festival's `voice`s, as 16 kHz float32 (RuntimeError when Festival or
+    the voice is not installed)."""
+    text2wave = shutil.which("text2wave")
+    if text2wave is None:
+        raise RuntimeError("festival is not installed (apt-get install festival festvox-kdlpc16k festvox-us-slt-hts)")
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "speech.wav"
+        done = subprocess.run([text2wave, "-eval", f"(voice_{voice})", "-o", str(path)], input=text.encode(),
+                              capture_output=True, timeout=60)
+        if done.returncode or not path.is_file() or b"ERROR" in done.stderr + done.stdout:
+            raise RuntimeError(f"festival could not speak with {voice}: {(done.stderr or done.stdout).decode()[-200:]}")
+        return _read_wav(path.read_bytes())
 
 
 def _read_wav(data: bytes) -> np.ndarray:
