@@ -101,6 +101,7 @@ def festival_speak(text: str, voice: str) -> np.ndarray:
         path = Path(directory) / "speech.wav"
         done = subprocess.run([text2wave, "-eval", f"(voice_{voice})", "-o", str(path)], input=text.encode(),
                               capture_output=True, timeout=60)
+        # text2wave exits 0 after a Scheme error (an unknown voice): the error is only in its output
         if done.returncode or not path.is_file() or b"ERROR" in done.stderr + done.stdout:
             raise RuntimeError(f"festival could not speak with {voice}: {(done.stderr or done.stdout).decode()[-200:]}")
         return _read_wav(path.read_bytes())
