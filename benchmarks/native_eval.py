@@ -105,8 +105,6 @@ def same_request(native_reply: str, cascade_reply: str, said: str) -> bool:
 
 
 def evaluate(projector: str | Path, max_tokens: int = 48, synthetic_voices: bool = True) -> dict[str, Any]:
-    import jiwer
-
     from voice import models
     from voice.asr.whisper import WhisperTranscriber
     from voice.llm.llamacpp import LlamaCppChat
@@ -143,19 +141,26 @@ def evaluate(projector: str | Path, max_tokens: int = 48, synthetic_voices: bool
     return {
         "projector": str(projector),
         "recordings": len(rows),
-        "native_transcription_wer": float(jiwer.wer(references, [normalise(r["native_heard"]) or "-" for r in rows])),
-        "whisper_wer": float(jiwer.wer(references, [normalise(r["whisper_transcript"]) or "-" for r in rows])),
+        "native_transcription_wer": corpus_wer(references, [r["native_heard"] for r in rows]),
+        "whisper_wer": corpus_wer(references, [r["whisper_transcript"] for r in rows]),
         "native_reply_on_topic": rate([shares_a_content_word(r["native_reply"], r["reference"]) for r in rows]),
         "cascade_reply_on_topic": rate([shares_a_content_word(r["cascade_reply"], r["reference"]) for r in rows]),
         "cascade_on_topic_recordings": len(on_topic),
         "native_agrees_with_cascade": rate([same_request(r["native_reply"], r["cascade_reply"], r["reference"])
                                             for r in on_topic]) if on_topic else None,
         "mean_reply_overlap": statistics.mean(overlap(r["native_reply"], r["cascade_reply"]) for r in rows),
-        "synthetic_voice_wer": {voice: float(jiwer.wer(references, [normalise(h) or "-" for h in heard]))
-                                for voice, heard in voices.items()},
+        "synthetic_voice_wer": {voice: corpus_wer(references, heard) for voice, heard in voices.items()},
         "rows": rows,
         "synthetic_voice_heard": voices,
     }
+
+
+def corpus_wer(references: list[str], heard: list[str]) -> float:
+    """The word error rate of all the transcripts together, against normalised references (an empty
+    transcript counts as every word missed)."""
+    import jiwer
+
+    return float(jiwer.wer(references, [normalise(text) or "-" for text in heard]))
 
 
 def voice_gap(native: Any, recordings: list[Recording]) -> dict[str, list[str]]:
