@@ -15,6 +15,7 @@ from voice.audio import ASR_RATE, rms_dbfs
 from voice.native import augment as aug
 from voice.native.sentences import (
     fortune_dir,
+    gcide_quotations,
     general_sentences,
     ngrams,
     source_installed,
@@ -42,7 +43,26 @@ def test_a_wordnet_gloss_gives_its_example_sentences():
     assert wordnet_examples('  1 This software and database is being provided "AS IS" to you') == []
 
 
-@pytest.mark.parametrize(("source", "least"), [("fortunes", 5000), ("wordnet", 20000)])
+def test_gcide_gives_its_quotations_without_definitions_or_attributions():
+    text = """Abate \\A*bate"\\, v. t.
+   5. To reduce in estimation; to deprive. [Obs.]
+      [1913 Webster]
+
+            She hath abated me of half my train.  --Shak.
+      [1913 Webster]
+
+         Abashed, the devil stood,
+         And felt how awful goodness is .          --Milton.
+
+   Syn: To thicken; concrete; curdle; clot; congeal.
+        [1913 Webster]
+            Not a quotation, for nobody said it.
+"""
+    assert gcide_quotations(text.splitlines()) == ["She hath abated me of half my train.",
+                                                   "Abashed, the devil stood, And felt how awful goodness is."]
+
+
+@pytest.mark.parametrize(("source", "least"), [("fortunes", 5000), ("wordnet", 20000), ("gcide", 30000)])
 def test_sentences_share_nothing_with_the_evaluation(source, least):
     if not source_installed(source):
         pytest.skip(f"the Debian package of {source} is not installed (bin/test installs it)")
@@ -59,12 +79,14 @@ def test_sentences_share_nothing_with_the_evaluation(source, least):
     assert 0 < len(short) < len(sentences) and max(len(sentence.split()) for sentence in short) == 12
 
 
-def test_the_two_sources_give_different_sentences():
-    if not (source_installed("fortunes") and source_installed("wordnet")):
-        pytest.skip("fortunes and wordnet-base are not both installed (bin/test installs them)")
+def test_the_sources_give_different_sentences():
+    if not all(source_installed(source) for source in ("fortunes", "wordnet", "gcide")):
+        pytest.skip("fortunes, wordnet-base and dict-gcide are not all installed (bin/test installs them)")
     fortunes = set(general_sentences(100_000, seed=0))
     wordnet = general_sentences(100_000, seed=0, source="wordnet")
+    gcide = general_sentences(100_000, seed=0, source="gcide")
     assert len(fortunes.intersection(wordnet)) < 0.01 * len(wordnet)
+    assert len(fortunes.union(wordnet).intersection(gcide)) < 0.01 * len(gcide)
 
 
 def test_a_directory_is_completed_only_with_the_same_sentences(tmp_path):

@@ -5,8 +5,9 @@ Two kinds of example:
   utterance as text (distillation: greedy llama.cpp, cached in replies.jsonl) and the utterance
   itself for the "repeat what I said" task;
 - with --sentences, a plain English sentence (voice/native/sentences.py: Debian's fortune files,
-  or WordNet's example sentences with --sentence-source wordnet; none sharing four words in a row
-  with the --holdout texts), for the "repeat" task only.
+  WordNet's example sentences with --sentence-source wordnet, or GCIDE's quotations with
+  --sentence-source gcide; none sharing four words in a row with the --holdout texts), for the
+  "repeat" task only.
 
 Each is spoken by one of several voices (voice/native/speakers.py: Piper, and espeak-ng and flite
 when they are installed), augmented (voice/native/augment.py: speed, silence, level, and, in
@@ -256,7 +257,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sentences", type=int, default=0,
                         help="plain sentences (from --sentence-source), for the repeat task only")
     parser.add_argument("--sentence-source", choices=sorted(SOURCES), default="fortunes",
-                        help="Debian's fortune files, or WordNet's example sentences (default fortunes)")
+                        help="Debian's fortune files, WordNet's example sentences or GCIDE's quotations "
+                             "(default fortunes)")
     parser.add_argument("--sentence-max-words", type=int, default=MAX_WORDS,
                         help=f"longest sentence taken, in words (default {MAX_WORDS})")
     parser.add_argument("--holdout", nargs="*", default=[],

@@ -1,16 +1,20 @@
 """Plain English sentences for the "repeat what I said" task, beyond the assistant-request templates.
 
 So that the projector learns to hear words it will meet in real speech, not only the templates'
-vocabulary, they come from one of two Debian packages (SOURCES):
+vocabulary, they come from one of three Debian packages (SOURCES):
 - `fortunes`: the fortune files (quotations, jokes, proverbs, verse; many words and styles);
 - `wordnet`: the example sentences of WordNet's word senses (`wordnet-base`: everyday modern
-  English, ordinary words used in context, "She powdered her nose.").
+  English, ordinary words used in context, "She powdered her nose.");
+- `gcide`: the quotations of the Collaborative International Dictionary (`dict-gcide`, Webster's
+  1913: Shakespeare, Milton, the Bible, Dryden and hundreds more; older, literary English, "Who
+  first seduced them to that foul revolt?").
 Sentences that share four words in a row with a held-out text (the evaluation's transcripts) are
 left out, so the evaluation stays unseen.
 """
 
 from __future__ import annotations
 
+import gzip
 import random
 import re
 from collections.abc import Callable, Iterable
@@ -24,6 +28,8 @@ FORTUNE_FILES = ("fortunes", "humorists", "literature", "wisdom", "education", "
                  "songs-poems", "news", "politics", "magic", "men-women", "goedel", "computers")
 WORDNET_DIR = Path("/usr/share/wordnet")
 WORDNET_FILES = ("data.noun", "data.verb", "data.adj", "data.adv")
+GCIDE_DICT = Path("/usr/share/dictd/gcide.dict.dz")
+GCIDE_QUOTE_INDENT = 8  # definitions are indented 3 or 6 spaces, the quotations under them more
 MIN_WORDS, MAX_WORDS = 4, 20
 HOLDOUT_NGRAM = 4
 
@@ -31,6 +37,8 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _SPEAKABLE = re.compile(r"[A-Z][A-Za-z ,.'?!;-]*[.?!]")  # no digits, symbols or quotes to be spoken
 _ATTRIBUTION = re.compile(r"^\s*(--|-- |\u2014)")
 _QUOTED = re.compile(r'"([^"]+)"')
+_GCIDE_ATTRIBUTION = re.compile(r"^(.*?)\s*--\s?[A-Z]\S.*$")  # "... my train.  --Shak."
+_SPACE_BEFORE_STOP = re.compile(r"\s+(?=[.,;?!])")
 
 
 def fortune_dir() -> Path | None:
@@ -107,6 +115,38 @@ def wordnet_sentences(max_words: int = MAX_WORDS) -> list[str]:
             for example in wordnet_examples(line, max_words)]
 
 
+def gcide_quotations(lines: Iterable[str]) -> list[str]:
+    """The quotations of GCIDE's text: runs of deeply indented lines that end in an attribution
+    ("--Shak."), the attribution dropped and the lines joined. Definitions, etymologies and
+    "[1913 Webster]" source marks are not quotations."""
+    quotations: list[str] = []
+    run: list[str] = []
+    for line in lines:
+        text = line.strip()
+        if not text or text.startswith("[") or len(line) - len(line.lstrip(" ")) < GCIDE_QUOTE_INDENT:
+            run = []
+            continue
+        attributed = _GCIDE_ATTRIBUTION.match(text)
+        run.append(attributed.group(1) if attributed else text)
+        if attributed:
+            quotations.append(_SPACE_BEFORE_STOP.sub("", " ".join(run)))
+            run = []
+    return quotations
+
+
+def gcide_installed() -> bool:
+    return GCIDE_DICT.is_file()
+
+
+def gcide_sentences(max_words: int = MAX_WORDS) -> list[str]:
+    """Every speakable sentence of GCIDE's quotations, in dictionary order."""
+    if not gcide_installed():
+        raise SystemExit("no GCIDE: install Debian's `dict-gcide` package (apt-get install dict-gcide)")
+    with gzip.open(GCIDE_DICT, "rt", encoding="utf-8", errors="replace") as dictionary:
+        quotations = gcide_quotations(dictionary)
+    return [sentence for quotation in quotations for sentence in split_sentences(quotation, max_words)]
+
+
 class SentenceSource(NamedTuple):
     read: Callable[[int], list[str]]
     """Every speakable sentence of at most so many words, in a fixed order."""
@@ -115,7 +155,8 @@ class SentenceSource(NamedTuple):
 
 
 SOURCES = {"fortunes": SentenceSource(fortune_sentences, fortunes_installed),
-           "wordnet": SentenceSource(wordnet_sentences, wordnet_installed)}
+           "wordnet": SentenceSource(wordnet_sentences, wordnet_installed),
+           "gcide": SentenceSource(gcide_sentences, gcide_installed)}
 
 
 def source_installed(source: str) -> bool:
