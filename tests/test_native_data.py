@@ -79,6 +79,16 @@ def test_sentences_share_nothing_with_the_evaluation(source, least):
     assert 0 < len(short) < len(sentences) and max(len(sentence.split()) for sentence in short) == 12
 
 
+def test_a_source_not_installed_names_its_package(monkeypatch):
+    from voice.native import sentences
+
+    monkeypatch.setitem(sentences.SOURCES, "gcide", sentences.SOURCES["gcide"]._replace(installed=lambda: False))
+    with pytest.raises(SystemExit, match=r"apt-get install dict-gcide"):
+        general_sentences(10, source="gcide")
+    with pytest.raises(SystemExit, match="unknown sentence source"):
+        general_sentences(10, source="bible")
+
+
 def test_the_sources_give_different_sentences():
     if not all(source_installed(source) for source in ("fortunes", "wordnet", "gcide")):
         pytest.skip("fortunes, wordnet-base and dict-gcide are not all installed (bin/test installs them)")

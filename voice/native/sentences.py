@@ -81,8 +81,7 @@ def read_entries(directory: Path, names: Iterable[str] = FORTUNE_FILES) -> list[
 def fortune_sentences(max_words: int = MAX_WORDS) -> list[str]:
     """Every speakable sentence of the fortune files, in file order."""
     directory = fortune_dir()
-    if directory is None:
-        raise SystemExit("no fortune files: install Debian's `fortunes` package (apt-get install fortunes)")
+    assert directory is not None, "general_sentences checks that the source is installed"
     return [sentence for entry in read_entries(directory) for sentence in split_sentences(entry, max_words)]
 
 
@@ -108,8 +107,6 @@ def wordnet_installed() -> bool:
 
 def wordnet_sentences(max_words: int = MAX_WORDS) -> list[str]:
     """Every speakable example sentence of WordNet, in file order."""
-    if not wordnet_installed():
-        raise SystemExit("no WordNet: install Debian's `wordnet-base` package (apt-get install wordnet-base)")
     return [example for name in WORDNET_FILES
             for line in (WORDNET_DIR / name).read_text(encoding="latin-1").splitlines()
             for example in wordnet_examples(line, max_words)]
@@ -140,8 +137,6 @@ def gcide_installed() -> bool:
 
 def gcide_sentences(max_words: int = MAX_WORDS) -> list[str]:
     """Every speakable sentence of GCIDE's quotations, in dictionary order."""
-    if not gcide_installed():
-        raise SystemExit("no GCIDE: install Debian's `dict-gcide` package (apt-get install dict-gcide)")
     with gzip.open(GCIDE_DICT, "rt", encoding="utf-8", errors="replace") as dictionary:
         quotations = gcide_quotations(dictionary)
     return [sentence for quotation in quotations for sentence in split_sentences(quotation, max_words)]
@@ -152,11 +147,13 @@ class SentenceSource(NamedTuple):
     """Every speakable sentence of at most so many words, in a fixed order."""
     installed: Callable[[], bool]
     """Whether the Debian package it reads is installed."""
+    package: str
+    """That Debian package."""
 
 
-SOURCES = {"fortunes": SentenceSource(fortune_sentences, fortunes_installed),
-           "wordnet": SentenceSource(wordnet_sentences, wordnet_installed),
-           "gcide": SentenceSource(gcide_sentences, gcide_installed)}
+SOURCES = {"fortunes": SentenceSource(fortune_sentences, fortunes_installed, "fortunes"),
+           "wordnet": SentenceSource(wordnet_sentences, wordnet_installed, "wordnet-base"),
+           "gcide": SentenceSource(gcide_sentences, gcide_installed, "dict-gcide")}
 
 
 def source_installed(source: str) -> bool:
@@ -170,6 +167,9 @@ def general_sentences(count: int, seed: int = 0, holdout: Iterable[str] = (), ma
     fewer), in a seeded random order; none shares HOLDOUT_NGRAM words in a row with any text in `holdout`."""
     if source not in SOURCES:
         raise SystemExit(f"unknown sentence source {source!r}: one of {', '.join(SOURCES)}")
+    package = SOURCES[source].package
+    if not SOURCES[source].installed():
+        raise SystemExit(f"no {source} sentences: install Debian's `{package}` package (apt-get install {package})")
     held_out = set().union(*(ngrams(text) for text in holdout)) if holdout else set()
     seen: set[str] = set()
     sentences = []
