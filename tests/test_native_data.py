@@ -112,6 +112,23 @@ def test_a_directory_is_completed_only_with_the_same_sentences(tmp_path):
     assert len(data.load_manifest(tmp_path)) == 1
 
 
+def test_a_directory_can_take_the_sentences_after_another_ones(tmp_path):
+    """--sentence-start makes what completing a directory of the same seed would add: the same ids,
+    texts and speech."""
+    if fortune_dir() is None:
+        pytest.skip("Debian's fortunes package is not installed (bin/test installs it)")
+    from voice.native import data
+
+    data.main(["--count", "0", "--sentences", "3", "--seed", "5", "--out", str(tmp_path / "whole")])
+    data.main(["--count", "0", "--sentences", "1", "--sentence-start", "2", "--seed", "5",
+               "--out", str(tmp_path / "rest")])
+    whole, rest = data.load_manifest(tmp_path / "whole"), data.load_manifest(tmp_path / "rest")
+    assert [example["id"] for example in rest] == ["s000002"]
+    assert rest[0]["text"] == whole[2]["text"] and rest[0]["voice"] == whole[2]["voice"]
+    assert np.array_equal(data.load_features(tmp_path / "rest", rest[0]),
+                          data.load_features(tmp_path / "whole", whole[2]))
+
+
 def test_every_voice_speaks():
     speaker = Speaker(espeak_share=0.3, flite_share=0.3)
     if not (speaker.espeak and speaker.flite):

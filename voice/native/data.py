@@ -70,6 +70,9 @@ class DataOptions:
     """Assistant requests (each with a distilled reply)."""
     sentences: int = 0
     """Plain sentences for the repeat task only."""
+    sentence_start: int = 0
+    """How many of the seed's sentence order to pass over (those an earlier directory of the same
+    seed took): the sentences are numbers `sentence_start` to `sentence_start + sentences - 1`."""
     sentence_max_words: int = MAX_WORDS
     """Longest sentence taken (in words)."""
     sentence_source: str = "fortunes"
@@ -186,7 +189,8 @@ def build(out: str | Path, options: DataOptions, progress: Callable[[int, int], 
                          options.llm_model, options.reply_max_tokens)
     info = {"encoder": encoder.name, "encoder_dim": encoder.dim, "llm": replies.model_path.name,
             "seed": options.seed, "count": options.count, "sentences": options.sentences,
-            "sentence_max_words": options.sentence_max_words, "sentence_source": options.sentence_source,
+            "sentence_start": options.sentence_start, "sentence_max_words": options.sentence_max_words,
+            "sentence_source": options.sentence_source,
             "reply_max_tokens": options.reply_max_tokens, "espeak": speaker.espeak_share,
             "flite": speaker.flite_share, "augment": asdict(options.augment)}
     if done and (out / "info.json").is_file():
@@ -213,9 +217,9 @@ def build(out: str | Path, options: DataOptions, progress: Callable[[int, int], 
         if missing:
             raise SystemExit(f"--holdout: no such file: {', '.join(missing)}")
         holdout = [Path(path).read_text(encoding="utf-8") for path in options.holdout]
-        texts = general_sentences(options.sentences, options.seed, holdout, max_words=options.sentence_max_words,
-                                  source=options.sentence_source)
-        for index, text in enumerate(texts):
+        texts = general_sentences(options.sentence_start + options.sentences, options.seed, holdout,
+                                  max_words=options.sentence_max_words, source=options.sentence_source)
+        for index, text in enumerate(texts[options.sentence_start:], options.sentence_start):
             if f"s{index:06d}" not in done:
                 sentences.append((f"s{index:06d}", text, random.Random(f"{options.seed}-s{index}"), None,
                                   [options.seed, index, 1]))
@@ -256,6 +260,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--count", type=int, default=1000, help="assistant requests (distinct utterances) to make")
     parser.add_argument("--sentences", type=int, default=0,
                         help="plain sentences (from --sentence-source), for the repeat task only")
+    parser.add_argument("--sentence-start", type=int, default=0,
+                        help="pass over the first N sentences of this seed's order (those a directory made "
+                             "with the same seed and source took); ids keep their place in the order")
     parser.add_argument("--sentence-source", choices=sorted(SOURCES), default="fortunes",
                         help="Debian's fortune files, WordNet's example sentences or GCIDE's quotations "
                              "(default fortunes)")
@@ -280,7 +287,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     augmentation = AugmentOptions(noise_share=args.noise_share, reverb_share=args.reverb_share,
                                   eq_share=args.eq_share, band_share=args.band_share)
-    options = DataOptions(count=args.count, sentences=args.sentences, sentence_max_words=args.sentence_max_words,
+    options = DataOptions(count=args.count, sentences=args.sentences, sentence_start=args.sentence_start,
+                          sentence_max_words=args.sentence_max_words,
                           sentence_source=args.sentence_source,
                           holdout=tuple(args.holdout), seed=args.seed,
                           reply_max_tokens=args.reply_max_tokens, espeak_share=args.espeak_share,
