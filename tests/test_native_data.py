@@ -127,6 +127,9 @@ def test_a_directory_can_take_the_sentences_after_another_ones(tmp_path):
     assert rest[0]["text"] == whole[2]["text"] and rest[0]["voice"] == whole[2]["voice"]
     assert np.array_equal(data.load_features(tmp_path / "rest", rest[0]),
                           data.load_features(tmp_path / "whole", whole[2]))
+    with pytest.raises(SystemExit):
+        data.main(["--sentences", "1", "--sentence-start", "-1", "--out", str(tmp_path / "bad")])
+    assert not (tmp_path / "bad").exists()
 
 
 def test_every_voice_speaks():

@@ -284,6 +284,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--llm-model", default=None, help="GGUF that writes the replies (default: bundled)")
     parser.add_argument("--asr-model", default=None, help="Whisper model of the encoder (default: bundled)")
     args = parser.parse_args(argv)
+    for name in ("count", "sentences", "sentence_start"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name.replace('_', '-')} must be 0 or more, not {getattr(args, name)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     augmentation = AugmentOptions(noise_share=args.noise_share, reverb_share=args.reverb_share,
                                   eq_share=args.eq_share, band_share=args.band_share)
