@@ -255,12 +255,24 @@ def _make_example(out: Path, example_id: str, text: str, rng: random.Random, noi
         handle.write(json.dumps(example) + "\n")
 
 
+def non_negative(text: str) -> int:
+    """An argparse type: a whole number of 0 or more."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {number}")
+    return number
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m voice.native.data", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--count", type=int, default=1000, help="assistant requests (distinct utterances) to make")
-    parser.add_argument("--sentences", type=int, default=0,
+    parser.add_argument("--count", type=non_negative, default=1000,
+                        help="assistant requests (distinct utterances) to make")
+    parser.add_argument("--sentences", type=non_negative, default=0,
                         help="plain sentences (from --sentence-source), for the repeat task only")
-    parser.add_argument("--sentence-start", type=int, default=0,
+    parser.add_argument("--sentence-start", type=non_negative, default=0,
                         help="pass over the first N sentences of this seed's order (those a directory made "
                              "with the same seed and source took); ids keep their place in the order")
     parser.add_argument("--sentence-source", choices=sorted(SOURCES), default="fortunes",
@@ -284,9 +296,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--llm-model", default=None, help="GGUF that writes the replies (default: bundled)")
     parser.add_argument("--asr-model", default=None, help="Whisper model of the encoder (default: bundled)")
     args = parser.parse_args(argv)
-    for name in ("count", "sentences", "sentence_start"):
-        if getattr(args, name) < 0:
-            parser.error(f"--{name.replace('_', '-')} must be 0 or more, not {getattr(args, name)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     augmentation = AugmentOptions(noise_share=args.noise_share, reverb_share=args.reverb_share,
                                   eq_share=args.eq_share, band_share=args.band_share)
