@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.native_eval import INSTRUCTIONS, load_recordings
+from benchmarks.report import save_results
 from voice import models
 from voice.audio import ASR_RATE
 from voice.llm.base import ChatMessage, GenerationOptions
@@ -177,10 +178,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args(argv)
     result = run(args.margins, args.synthetic, args.repeats, args.clips)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "native_prefill.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    print(json.dumps(result["summary"], indent=1))
+    save_results(args.out, "native_prefill.json", result)
     return result
 
 

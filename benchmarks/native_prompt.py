@@ -41,10 +41,10 @@ def _ms(action) -> float:  # noqa: ANN001 - a callable
 def measure(rounds: int, threads: int) -> dict:
     model_path = models.gguf_model(None)
     lookup = TokenEmbeddings(model_path)
-    apart = EmbeddingContext(model_path, n_threads=threads)
-    together = EmbeddingContext(model_path, n_threads=threads, embed=lookup)
-    encoder = WhisperEncoder(None, cpu_threads=threads)
     projector = NumpyProjector.load(models.native_projector("bundled"))
+    apart = EmbeddingContext(model_path, n_threads=threads, lora=projector.adapter)  # as the native path runs
+    together = EmbeddingContext(model_path, n_threads=threads, embed=lookup, lora=projector.adapter)
+    encoder = WhisperEncoder(None, cpu_threads=threads)
     before, after = prompt_texts([ChatMessage("system", DEFAULT_INSTRUCTIONS)])
     head, tail = apart.tokenize(before), apart.tokenize(after)
     filler = apart.tokenize(" ".join(["the quick brown fox jumps over the lazy dog"] * 12))[: max(SIZES)]

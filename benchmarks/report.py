@@ -1,11 +1,22 @@
-"""Markdown tables and matplotlib plots of a latency benchmark report."""
+"""Markdown tables and matplotlib plots of a latency benchmark report; saving a benchmark's JSON."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from benchmarks.turns import STALL_HEARD_MS
+
+
+def save_results(out: str | Path, name: str, result: dict[str, Any]) -> Path:
+    """Write `result` as `out/name` (JSON) and print its summary; returns the file."""
+    path = Path(out) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    print(json.dumps(result["summary"], indent=1))
+    return path
+
 
 _STAGE_PARTS = [
     ("end of turn (silence window)", None, "end_of_turn_ms"),

@@ -6,6 +6,9 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
 from tests.helpers import ROOT
 
 
@@ -60,6 +63,25 @@ def test_playback_stalls_are_the_waits_for_audio_not_yet_arrived():
     assert playback_stall_ms([(0.0, 1.0), (0.5, 1.0)]) == 0.0
     # 0.3 s at t=0, then 0.2 s at t=0.5 and at t=0.6: a 200 ms wait, then none.
     assert abs(playback_stall_ms([(0.0, 0.3), (0.5, 0.2), (0.6, 0.2)]) - 200.0) < 1e-6
+
+
+def test_the_adapter_benchmark_times_the_native_model_with_and_without_its_lora(tmp_path):
+    from benchmarks import native_adapter
+    from voice.native.adapter import write_adapter
+    from voice.native.projector import NumpyProjector, ProjectorConfig
+
+    a, b = np.full((2, 1536), 0.01, np.float32), np.full((576, 2), 0.01, np.float32)
+    lora = {f"model.layers.{layer}.mlp.down_proj": (a, b) for layer in range(30)}
+    write_adapter(tmp_path / "p.lora.gguf", lora, alpha=2.0, n_head=9, n_head_kv=3)
+    projector = NumpyProjector.init(ProjectorConfig(hidden_dim=16, adapter="p.lora.gguf")).save(tmp_path / "p.npz")
+    result = native_adapter.main(["--projector", str(projector), "--clips", "2", "--tokens", "4", "--repeats", "1",
+                                  "--out", str(tmp_path)])
+    assert (tmp_path / "native_adapter.json").is_file() and result["clips"] == 2
+    for row in result["rows"]:
+        assert row["plain"]["prompt_ms"] > 0 and row["adapter"]["per_token_ms"] > 0 and row["merged"]["prompt_ms"] > 0
+    with pytest.raises(SystemExit, match="no LoRA adapter"):
+        native_adapter.main(["--projector", str(NumpyProjector.init(ProjectorConfig(hidden_dim=16)).save(
+            tmp_path / "plain.npz")), "--clips", "1", "--out", str(tmp_path)])
 
 
 def test_the_native_prefill_benchmark_compares_early_and_whole_turn_audio(tmp_path):

@@ -12,6 +12,7 @@ import soundfile
 from tests.helpers import DATA
 from voice import models
 from voice.llm.base import ChatMessage, GenerationOptions, LLMError
+from voice.native.adapter import read_adapter
 from voice.native.base import finished_transcript, loop_start, transcript_token_cap
 from voice.native.encoder import WhisperEncoder
 from voice.native.llama_embeddings import EmbeddingContext
@@ -353,6 +354,35 @@ def test_training_end_to_end(tmp_path, encoder, audio, capsys):
                                       threading.Event()))
     assert reply.strip()  # any text: a projector trained for three steps understands nothing
     assert isinstance(chat.transcribe(audio, max_tokens=8), str)
+    chat.close()
+
+    # With a LoRA of the LLM, from the projector above; exported with its llama.cpp adapter.
+    lora_run = tmp_path / "lora-run"
+    lora = ["--lora-rank", "2", "--lora-alpha", "4"]
+    with_lora = [*common[:common.index("--out")], "--out", str(lora_run), *common[common.index("--out") + 2:], *lora]
+    train.main([*with_lora, "--steps", "2", "--init", str(run / "projector.npz")])
+    assert json.loads((lora_run / "projector.json").read_text())["adapter"] == "projector.lora.gguf"
+    weights, alpha = read_adapter(lora_run / "projector.lora.gguf", n_head=9, n_head_kv=3)
+    assert alpha == 4.0 and len(weights) == 30 * 7 and any(np.abs(b).max() > 0 for _, b in weights.values())
+    train.main([*with_lora, "--steps", "3", "--keep-exports"])  # resumes at step 2, LoRA and all
+    assert json.loads((lora_run / "projector-step3.json").read_text())["adapter"] == "projector-step3.lora.gguf"
+    lora_log = [json.loads(line) for line in (lora_run / "train_log.jsonl").read_text().splitlines()]
+    assert [record["step"] for record in lora_log] == [1, 2, 3]
+    with pytest.raises(SystemExit, match="with a LoRA"):
+        train.main([*with_lora[:-4], "--steps", "4"])  # resuming without --lora-rank
+    capsys.readouterr()
+    train.main([*with_lora, "--steps", "3", "--evaluate-only", "--restart", "--init",
+                str(lora_run / "projector-step3.npz")])  # the exported adapter reads back into training
+    evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert evaluated["val_repeat"] == pytest.approx(lora_log[-1]["val_repeat"], rel=0.05)
+    with pytest.raises(SystemExit, match="--lora-rank"):
+        train.main([*common, "--restart", "--steps", "1", "--init", str(lora_run / "projector.npz")])
+
+    chat = NativeAudioChat(lora_run / "projector.npz", encoder=encoder)
+    assert chat.projector.adapter == lora_run / "projector.lora.gguf"
+    reply = "".join(chat.stream_reply(audio, [system], GenerationOptions(max_tokens=8, temperature=0.0),
+                                      threading.Event()))
+    assert reply.strip()
     chat.close()
 
 

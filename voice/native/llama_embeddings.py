@@ -32,10 +32,11 @@ class EmbeddingContext:
     Not thread-safe: one prompt at a time (voice/native/model.py keeps a pool).
 
     With `embed` (token ids -> their input embeddings, voice/native/token_embeddings.py), `start`
-    decodes a prompt that holds embeddings as one batch of embeddings, text included."""
+    decodes a prompt that holds embeddings as one batch of embeddings, text included. With `lora`
+    (a llama.cpp LoRA adapter file), this context runs the model with that adapter applied."""
 
     def __init__(self, model_path: str | Path, *, n_ctx: int = 2048, n_threads: int = 2, n_batch: int = 512,
-                 embed: Callable[[Sequence[int]], np.ndarray] | None = None) -> None:
+                 embed: Callable[[Sequence[int]], np.ndarray] | None = None, lora: str | Path | None = None) -> None:
         import llama_cpp
         from llama_cpp import Llama
 
@@ -52,8 +53,29 @@ class EmbeddingContext:
         self._cached_rows = np.zeros((0, self.n_embd), np.float32)  # the embeddings right after them
         self._vocab = llama_cpp.llama_model_get_vocab(self.llama.model)
         self._memory = llama_cpp.llama_get_memory(self.llama.ctx)
+        self._adapter = None
+        if lora is not None:
+            try:
+                self._apply_lora(Path(lora))
+            except LLMError:
+                self.llama.close()
+                raise
         self._tokens = _Batch(llama_cpp, n_batch, 0)
         self._embeds = _Batch(llama_cpp, n_batch, self.n_embd)
+
+    def _apply_lora(self, path: Path) -> None:
+        # Not Llama(lora_path=...): that turns off memory-mapping, so each context would hold its own
+        # copy of the weights.
+        if not path.is_file():
+            raise LLMError(f"LoRA adapter {path} not found")
+        self._adapter = self._lib.llama_adapter_lora_init(self.llama.model, str(path).encode("utf-8"))
+        if not self._adapter:
+            self._adapter = None
+            raise LLMError(f"llama.cpp could not load the LoRA adapter {path} (not one for {self.llama.model_path}?)")
+        adapters = (self._lib.llama_adapter_lora_p_ctypes * 1)(self._adapter)
+        scales = (ctypes.c_float * 1)(1.0)
+        if self._lib.llama_set_adapters_lora(self.llama.ctx, adapters, 1, scales) != 0:
+            raise LLMError(f"llama.cpp could not apply the LoRA adapter {path}")
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids for `text`, parsing special tokens such as <|im_start|>; no BOS added."""
@@ -191,6 +213,10 @@ class EmbeddingContext:
     def close(self) -> None:
         self._tokens.free()
         self._embeds.free()
+        if self._adapter is not None:
+            self._lib.llama_set_adapters_lora(self.llama.ctx, None, 0, None)
+            self._lib.llama_adapter_lora_free(self._adapter)
+            self._adapter = None
         self.llama.close()
 
     def _check_room(self, n: int) -> None:

@@ -25,6 +25,7 @@ from voice.llm.base import ChatMessage, GenerationOptions
 from voice.native.base import AudioChatModel, transcribe
 from voice.native.encoder import FRAMES_PER_SECOND, WhisperEncoder
 from voice.native.llama_embeddings import EmbeddingContext
+from voice.native.merge import merged_model
 from voice.native.projector import NumpyProjector
 from voice.native.token_embeddings import TokenEmbeddings
 
@@ -83,13 +84,28 @@ class NativeAudioChat:
         self._sources: dict[int, tuple[np.ndarray, int]] = {}
         self._evaluating: dict[int, np.ndarray] = {}
         embed = TokenEmbeddings(model_path, background=True)  # text and audio: one decode call
+        llama_path, lora = self._llama_model(model_path)
         for _ in range(max(1, parallel)):
-            context = EmbeddingContext(model_path, n_ctx=n_ctx, n_threads=n_threads, embed=embed)
+            context = EmbeddingContext(llama_path, n_ctx=n_ctx, n_threads=n_threads, embed=embed, lora=lora)
             if context.n_embd != config.llm_dim:
                 raise ValueError(f"projector gives {config.llm_dim}-dim embeddings, {model_path.name} "
                                  f"takes {context.n_embd}")
             self._free.append(context)
         self._tokenizer = self._free[0]  # any context tokenizes alike, from any thread (the vocabulary is read-only)
+
+    def _llama_model(self, model_path: Path) -> tuple[Path, Path | None]:
+        """The GGUF the native contexts load, and the LoRA adapter they apply at run time (None when
+        there is none, or when it is merged into the GGUF: the fast way, tried first)."""
+        adapter = self.projector.adapter
+        if adapter is None:
+            return model_path, None
+        try:
+            merged = merged_model(models.llama_file(model_path), adapter, models.models_dir())
+        except Exception:  # noqa: BLE001 - only an optimisation: llama.cpp applies the adapter itself then
+            log.warning("cannot merge the LoRA adapter %s; applying it at run time", adapter, exc_info=True)
+            return model_path, adapter
+        log.info("native path: %s with the LoRA adapter %s merged (%s)", model_path.name, adapter.name, merged)
+        return merged, None
 
     def audio_embeddings(self, audio_16k: np.ndarray) -> np.ndarray:
         """The LLM input embeddings (positions, n_embd) standing for the audio."""

@@ -3,7 +3,8 @@
 `stack` consecutive encoder frames are concatenated (50 frames/s -> 12.5 positions/s for k=4),
 then a two-layer MLP maps each stacked frame to the LLM's hidden size. Weights live in an `.npz`
 (w1 [in, hidden], b1, w2 [hidden, out], b2, float32) with its config in a `.json` beside it
-(same stem); voice/native/train.py writes both, and nothing here needs torch.
+(same stem); voice/native/train.py writes both, and nothing here needs torch. A projector trained
+with a LoRA of the LLM names its llama.cpp adapter file (beside it) in the config's `adapter`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class ProjectorConfig:
     """The encoder the projector was trained on (informational; the dimensions are checked)."""
     llm: str = "SmolLM2-135M-Instruct.Q4_1.gguf"
     """The LLM it was trained for (informational; the dimensions are checked)."""
+    adapter: str | None = None
+    """File name (beside the weights) of the LLM's LoRA adapter trained with the projector, if any."""
 
     @property
     def in_dim(self) -> int:
@@ -43,7 +46,8 @@ class ProjectorConfig:
             raise ValueError("stack must be at least 1")
 
     def to_dict(self) -> dict:
-        return {"format": FORMAT, **asdict(self)}
+        fields_ = {key: value for key, value in asdict(self).items() if value is not None}  # no adapter: no key
+        return {"format": FORMAT, **fields_}
 
     @classmethod
     def from_dict(cls, data: dict) -> ProjectorConfig:
@@ -74,7 +78,7 @@ def config_path(weights_path: str | Path) -> Path:
 class NumpyProjector:
     """The projector for inference: stack, Linear, activation, Linear (float32 numpy, thread-safe)."""
 
-    def __init__(self, config: ProjectorConfig, weights: dict[str, np.ndarray]) -> None:
+    def __init__(self, config: ProjectorConfig, weights: dict[str, np.ndarray], adapter: Path | None = None) -> None:
         expected = {"w1": (config.in_dim, config.hidden_dim), "b1": (config.hidden_dim,),
                     "w2": (config.hidden_dim, config.llm_dim), "b2": (config.llm_dim,)}
         for key, shape in expected.items():
@@ -83,6 +87,8 @@ class NumpyProjector:
                 raise ValueError(f"projector weight {key}: expected shape {shape}, got {got}")
         self.config = config
         self.weights = {key: np.ascontiguousarray(weights[key], dtype=np.float32) for key in expected}
+        self.adapter = adapter
+        """The LoRA adapter file the LLM runs with under this projector (config.adapter, found on load)."""
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
         """Encoder states (frames, encoder_dim) -> LLM input embeddings (positions, llm_dim)."""
@@ -121,5 +127,10 @@ class NumpyProjector:
         if not meta.is_file():
             raise FileNotFoundError(f"projector config {meta} (next to {path}) is missing")
         config = ProjectorConfig.from_dict(json.loads(meta.read_text(encoding="utf-8")))
+        adapter = None
+        if config.adapter:
+            adapter = path.parent / config.adapter
+            if not adapter.is_file():
+                raise FileNotFoundError(f"LoRA adapter {adapter} (named by {meta}) is missing")
         with np.load(path) as data:
-            return cls(config, {key: data[key] for key in data.files})
+            return cls(config, {key: data[key] for key in data.files}, adapter)

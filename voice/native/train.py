@@ -1,11 +1,15 @@
-"""Train the projector: the LLM and the encoder stay frozen, only the projector learns.
+"""Train the projector (and, with --lora-rank, a LoRA of the LLM); the encoder stays frozen.
 
 Each example is the chat prompt with the projected audio where the user's text would be, then the
 target: the LLM's own reply to the text (distillation) or, for the "repeat what I said" task, the
 utterance itself. Loss: next-token cross-entropy on the target tokens only. The LLM is the same
 GGUF llama.cpp runs, loaded into torch by transformers (dequantized); tokens come from llama.cpp's
 tokenizer, so training and inference see the same ids. Needs the `train` extra (torch,
-transformers, gguf, accelerate).
+transformers, gguf, accelerate, peft).
+
+With --lora-rank the LLM's linear layers learn a low-rank update too (voice/native/lora.py); it
+is exported beside the projector as a llama.cpp adapter (projector.lora.gguf, named in
+projector.json), which the native path's llama.cpp contexts apply. Without it the LLM is frozen.
 
     python -m voice.native.train --data-dir data/native --out runs/native --steps 2000 --batch-size 8 --dtype bfloat16
 
@@ -13,12 +17,14 @@ bfloat16 (the frozen LLM only; the projector learns in float32) is the fast choi
 CPUs with AMX; float32 is the default.
 
 Writes to --out: checkpoint.pt (resumable: run the same command again to go on), projector.npz
-and projector.json (what NativeAudioChat loads), train_log.jsonl (loss, learning rate, timing).
+and projector.json (what NativeAudioChat loads; with a LoRA, projector.lora.gguf too),
+train_log.jsonl (loss, learning rate, timing).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import math
@@ -34,8 +40,10 @@ from torch import nn
 
 from voice import models
 from voice.llm.base import ChatMessage
+from voice.native.adapter import LoraWeights, adapter_rank, read_adapter, write_adapter
 from voice.native.base import REPEAT_INSTRUCTION
 from voice.native.data import load_manifest
+from voice.native.lora import add_lora, has_lora, lora_alpha, lora_parameters, lora_weights, set_lora_weights
 from voice.native.model import prompt_texts
 from voice.native.projector import NumpyProjector, ProjectorConfig
 
@@ -85,8 +93,10 @@ class TorchProjector(nn.Module):
 
 
 @functools.cache
-def load_llm(model_path: Path, dtype: torch.dtype = torch.float32, device: str = "cpu"):
-    """The GGUF as a frozen transformers causal LM (dequantized to `dtype`), loaded once per process."""
+def load_llm(model_path: Path, dtype: torch.dtype = torch.float32, device: str = "cpu", lora_rank: int = 0,
+             lora_alpha: float = 0.0):
+    """The GGUF as a frozen transformers causal LM (dequantized to `dtype`), loaded once per process
+    and LoRA setting; with `lora_rank`, LoRA layers (the only trainable weights) on its linear layers."""
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -97,7 +107,46 @@ def load_llm(model_path: Path, dtype: torch.dtype = torch.float32, device: str =
     llm.to(device)
     llm.eval()
     llm.requires_grad_(False)
+    if lora_rank:
+        add_lora(llm, lora_rank, lora_alpha)
+        llm.to(device)
     return llm
+
+
+def adapter_file(export: Path) -> Path:
+    """The LoRA adapter exported with the projector `export` (.npz)."""
+    return export.with_suffix(".lora.gguf")
+
+
+def export(out: Path, name: str, projector: TorchProjector, llm) -> NumpyProjector:
+    """Write the projector `out/name` (.npz and .json) and, with a LoRA, its adapter beside it."""
+    exported = projector.to_numpy()
+    path = out / name
+    if has_lora(llm):
+        adapter = adapter_file(path)
+        write_adapter(adapter, lora_weights(llm), alpha=lora_alpha(llm), n_head=llm.config.num_attention_heads,
+                      n_head_kv=llm.config.num_key_value_heads)
+        exported = NumpyProjector(dataclasses.replace(exported.config, adapter=adapter.name), exported.weights)
+    exported.save(path)
+    return exported
+
+
+def init_lora(llm, args: argparse.Namespace) -> LoraWeights | None:
+    """The LoRA weights to start from: --init's adapter, or None (a new LoRA) when it has none."""
+    if not args.init:
+        return None
+    projector = NumpyProjector.load(args.init)
+    if projector.adapter is None:
+        return None
+    if not args.lora_rank:
+        raise SystemExit(f"--init {args.init} comes with a LoRA adapter: give --lora-rank "
+                         f"(and --lora-alpha) to train on from it")
+    weights, alpha = read_adapter(projector.adapter, n_head=llm.config.num_attention_heads,
+                                  n_head_kv=llm.config.num_key_value_heads)
+    if adapter_rank(weights) != args.lora_rank or alpha != args.lora_alpha:
+        raise SystemExit(f"--init's adapter has rank {adapter_rank(weights)} and alpha {alpha:g}, "
+                         f"not --lora-rank {args.lora_rank} and --lora-alpha {args.lora_alpha:g}")
+    return weights
 
 
 @dataclass(frozen=True)
@@ -214,18 +263,19 @@ def learning_rate(step: int, args: argparse.Namespace) -> float:
     return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def save_checkpoint(out: Path, step: int, projector: TorchProjector, optimizer: torch.optim.Optimizer,
+def save_checkpoint(out: Path, step: int, projector: TorchProjector, llm, optimizer: torch.optim.Optimizer,
                     keep_export: bool = False) -> None:
-    """The resumable checkpoint and the exported projector (also as projector-stepN.npz when kept)."""
+    """The resumable checkpoint and the exported projector and LoRA (also as projector-stepN.npz and
+    projector-stepN.lora.gguf when kept)."""
     state = {"step": step, "config": projector.config.to_dict(), "projector": projector.state_dict(),
+             "lora": lora_weights(llm) if has_lora(llm) else None,
              "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
     temporary = out / f"{CHECKPOINT}.tmp"
     torch.save(state, temporary)
     os.replace(temporary, out / CHECKPOINT)
-    exported = projector.to_numpy()
-    exported.save(out / EXPORT)
+    export(out, EXPORT, projector, llm)
     if keep_export:
-        exported.save(out / f"{Path(EXPORT).stem}-step{step}.npz")
+        export(out, f"{Path(EXPORT).stem}-step{step}.npz", projector, llm)
 
 
 def evaluate(llm, projector: TorchProjector, samples: Samples, indices: list[int], batch_size: int) -> dict:
@@ -271,7 +321,8 @@ def train(args: argparse.Namespace) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model_path = models.gguf_model(args.llm_model)
     examples, info = load_examples([Path(d) for d in args.data_dir], model_path.name)
-    llm = load_llm(model_path, getattr(torch, args.dtype), args.device)
+    llm = load_llm(model_path, getattr(torch, args.dtype), args.device, args.lora_rank,
+                   args.lora_alpha if args.lora_rank else 0.0)
     samples = Samples(examples, model_path, args.max_target_tokens)
     train_indices, val_indices = split_by_text(examples, args.val_fraction, args.seed)
 
@@ -286,16 +337,30 @@ def train(args: argparse.Namespace) -> Path:
     torch.manual_seed(args.seed)
     projector = TorchProjector.from_numpy(NumpyProjector.load(args.init)) if args.init else TorchProjector(config)
     projector.to(args.device)
-    optimizer = torch.optim.AdamW(projector.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    start_lora = init_lora(llm, args)  # refuses an --init trained with a LoRA when --lora-rank is 0
+    if args.lora_rank:
+        set_lora_weights(llm, start_lora)  # None: a new LoRA, also for a model this process trained before
+    groups = [{"params": list(projector.parameters()), "base_lr": args.lr}]
+    if args.lora_rank:
+        groups.append({"params": lora_parameters(llm), "base_lr": args.lora_lr or args.lr})
+    optimizer = torch.optim.AdamW(groups, lr=args.lr, weight_decay=args.weight_decay)
+    trained = [p for group in groups for p in group["params"]]
     step = 0
     if state is not None:
+        if bool(state.get("lora")) != bool(args.lora_rank):
+            raise SystemExit(f"{checkpoint} was trained {'with' if state.get('lora') else 'without'} a LoRA: "
+                             f"give the same --lora-rank to resume it, or --restart")
         projector.load_state_dict(state["projector"])
+        if state.get("lora"):
+            set_lora_weights(llm, state["lora"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         step = int(state["step"])
         print(f"resuming {checkpoint} at step {step}")
+    lora = f", LoRA {sum(p.numel() for p in lora_parameters(llm)):,}" if args.lora_rank else ""
     print(f"{len(train_indices)} training and {len(val_indices)} validation examples; projector "
-          f"{sum(p.numel() for p in projector.parameters()):,} parameters; {args.steps} steps of {args.batch_size}")
+          f"{sum(p.numel() for p in projector.parameters()):,} parameters{lora}; {args.steps} steps of "
+          f"{args.batch_size}")
     if args.evaluate_only:  # the validation losses of the checkpoint (or of --init), nothing trained or written
         print(json.dumps({"step": step, **evaluate(llm, projector, samples, val_indices, args.batch_size)}))
         return out / EXPORT
@@ -308,17 +373,17 @@ def train(args: argparse.Namespace) -> Path:
                      for _ in range(args.batch_size)]
             lr = learning_rate(step, args)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group["base_lr"] / args.lr
             loss, n_tokens = batch_loss(llm, projector, batch)
             optimizer.zero_grad()
             loss.backward()
-            norm = nn.utils.clip_grad_norm_(projector.parameters(), args.clip)
+            norm = nn.utils.clip_grad_norm_(trained, args.clip)
             optimizer.step()
             step += 1
             record = {"step": step, "loss": round(loss.item(), 4), "lr": lr, "grad_norm": round(float(norm), 3),
                       "tokens": n_tokens, "seconds": round(time.perf_counter() - started, 3)}
             if step % args.checkpoint_every == 0 or step == args.steps:
-                save_checkpoint(out, step, projector, optimizer, args.keep_exports)
+                save_checkpoint(out, step, projector, llm, optimizer, args.keep_exports)
                 if val_indices:
                     record.update(evaluate(llm, projector, samples, val_indices, args.batch_size))
             log.write(json.dumps(record) + "\n")
@@ -326,7 +391,7 @@ def train(args: argparse.Namespace) -> Path:
             if step % args.log_every == 0 or step == args.steps or "val_reply" in record:
                 print(" ".join(f"{key}={value}" for key, value in record.items()), flush=True)
     if not (out / EXPORT).is_file():  # resumed a finished run: nothing was trained, export the checkpoint anyway
-        projector.to_numpy().save(out / EXPORT)
+        export(out, EXPORT, projector, llm)
     return out / EXPORT
 
 
@@ -353,7 +418,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--stack", type=int, default=4, help="encoder frames per LLM position")
     p.add_argument("--hidden-dim", type=int, default=1024)
     p.add_argument("--activation", choices=["gelu_tanh", "silu"], default="gelu_tanh")
-    p.add_argument("--init", default=None, help="start from this projector .npz instead of random weights")
+    p.add_argument("--init", default=None,
+                   help="start from this projector .npz (and the LoRA adapter it names) instead of random weights")
+    p.add_argument("--lora-rank", type=int, default=0,
+                   help="also train a LoRA of this rank on the LLM's linear layers (0: the LLM stays frozen)")
+    p.add_argument("--lora-alpha", type=float, default=16.0,
+                   help="LoRA scaling alpha (the update is scaled by alpha / rank)")
+    p.add_argument("--lora-lr", type=float, default=None, help="the LoRA's peak learning rate (default: --lr)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --out")
     p.add_argument("--evaluate-only", action="store_true",
                    help="print the validation losses of the checkpoint in --out (or of --init with --restart)")
