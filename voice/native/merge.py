@@ -25,10 +25,13 @@ log = logging.getLogger(__name__)
 
 def merged_model(model_file: Path, adapter: Path, directory: Path) -> Path:
     """The copy of `model_file` (the GGUF llama.cpp loads) with `adapter` merged in, made in
-    `directory` the first time (a few seconds for the bundled model) and named by both files'
-    contents, so a new adapter or model makes a new copy. Several processes may ask at once: each
-    writes its own temporary file and the last rename wins, with identical content."""
-    key = hashlib.sha256(_digest(model_file) + _digest(adapter)).hexdigest()[:16]
+    `directory` the first time (a few seconds for the bundled model) and named by the model file
+    (path, size, modification time: it is large, and read at every start otherwise) and the
+    adapter's contents, so a new adapter or model makes a new copy. Several processes may ask at
+    once: each writes its own temporary file and the last rename wins, with identical content."""
+    stat = model_file.stat()
+    model_key = f"{model_file.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()
+    key = hashlib.sha256(model_key + _digest(adapter)).hexdigest()[:16]
     target = directory / f"{model_file.name.removesuffix('.gguf')}.lora-{key}.gguf"
     if target.is_file():
         return target

@@ -131,17 +131,14 @@ def export(out: Path, name: str, projector: TorchProjector, llm) -> NumpyProject
     return exported
 
 
-def init_lora(llm, args: argparse.Namespace) -> LoraWeights | None:
-    """The LoRA weights to start from: --init's adapter, or None (a new LoRA) when it has none."""
-    if not args.init:
-        return None
-    projector = NumpyProjector.load(args.init)
-    if projector.adapter is None:
+def init_lora(llm, initial: NumpyProjector | None, args: argparse.Namespace) -> LoraWeights | None:
+    """The LoRA weights to start from: the adapter of --init (`initial`), or None (a new LoRA)."""
+    if initial is None or initial.adapter is None:
         return None
     if not args.lora_rank:
         raise SystemExit(f"--init {args.init} comes with a LoRA adapter: give --lora-rank "
                          f"(and --lora-alpha) to train on from it")
-    weights, alpha = read_adapter(projector.adapter, n_head=llm.config.num_attention_heads,
+    weights, alpha = read_adapter(initial.adapter, n_head=llm.config.num_attention_heads,
                                   n_head_kv=llm.config.num_key_value_heads)
     if adapter_rank(weights) != args.lora_rank or alpha != args.lora_alpha:
         raise SystemExit(f"--init's adapter has rank {adapter_rank(weights)} and alpha {alpha:g}, "
@@ -335,9 +332,10 @@ def train(args: argparse.Namespace) -> Path:
                                  llm_dim=llm.config.hidden_size, activation=args.activation,
                                  encoder=info["encoder"], llm=model_path.name)
     torch.manual_seed(args.seed)
-    projector = TorchProjector.from_numpy(NumpyProjector.load(args.init)) if args.init else TorchProjector(config)
+    initial = NumpyProjector.load(args.init) if args.init else None
+    projector = TorchProjector.from_numpy(initial) if initial else TorchProjector(config)
     projector.to(args.device)
-    start_lora = init_lora(llm, args)  # refuses an --init trained with a LoRA when --lora-rank is 0
+    start_lora = init_lora(llm, initial, args)  # refuses an --init trained with a LoRA when --lora-rank is 0
     if args.lora_rank:
         set_lora_weights(llm, start_lora)  # None: a new LoRA, also for a model this process trained before
     groups = [{"params": list(projector.parameters()), "base_lr": args.lr}]
