@@ -75,6 +75,8 @@ class EmbeddingContext:
         adapters = (self._lib.llama_adapter_lora_p_ctypes * 1)(self._adapter)
         scales = (ctypes.c_float * 1)(1.0)
         if self._lib.llama_set_adapters_lora(self.llama.ctx, adapters, 1, scales) != 0:
+            self._lib.llama_adapter_lora_free(self._adapter)
+            self._adapter = None
             raise LLMError(f"llama.cpp could not apply the LoRA adapter {path}")
 
     def tokenize(self, text: str) -> list[int]:

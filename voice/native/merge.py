@@ -93,8 +93,5 @@ def _merged(tensor, a: np.ndarray, b: np.ndarray, alpha: float) -> tuple[np.ndar
 
 
 def _digest(path: Path) -> bytes:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.digest()
+        return hashlib.file_digest(handle, "sha256").digest()
