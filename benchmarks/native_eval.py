@@ -18,6 +18,7 @@ and the native model's transcription WER is reported for each: the part of the r
 WER that the synthetic voices share is the words; the rest is the voices.
 
     python -m benchmarks.native_eval [--projector bundled] [--out benchmarks/results] [--real-only]
+                                     [--native-url http://host:port/v1]
 """
 
 from __future__ import annotations
@@ -104,15 +105,21 @@ def same_request(native_reply: str, cascade_reply: str, said: str) -> bool:
     return bool(content_words(native_reply) & content_words(cascade_reply) & content_words(said))
 
 
-def evaluate(projector: str | Path, max_tokens: int = 48, synthetic_voices: bool = True) -> dict[str, Any]:
+def evaluate(projector: str | Path, max_tokens: int = 48, synthetic_voices: bool = True,
+             native_url: str | None = None, native_api_key: str | None = None) -> dict[str, Any]:
+    """Evaluate the embedded native model with `projector`, or the one served at `native_url`."""
     from voice import models
     from voice.asr.whisper import WhisperTranscriber
     from voice.llm.llamacpp import LlamaCppChat
     from voice.native.model import NativeAudioChat
+    from voice.native.served import ServedAudioChat
 
     recordings = load_recordings()
     asr = WhisperTranscriber(models.whisper_model(None))
-    native = NativeAudioChat(models.native_projector(str(projector)), encoder=asr.whisper_model)
+    if native_url:
+        native = ServedAudioChat(native_url, api_key=native_api_key, timeout=300)
+    else:
+        native = NativeAudioChat(models.native_projector(str(projector)), encoder=asr.whisper_model)
     llm = LlamaCppChat(models.gguf_model(None), n_ctx=2048, parallel=1)
     options = GenerationOptions(max_tokens=max_tokens, temperature=0.0)
     system = [ChatMessage("system", INSTRUCTIONS)]
@@ -139,7 +146,7 @@ def evaluate(projector: str | Path, max_tokens: int = 48, synthetic_voices: bool
     on_topic = [r for r in rows if shares_a_content_word(r["cascade_reply"], r["reference"])]
 
     return {
-        "projector": str(projector),
+        "projector": native_url or str(projector),
         "recordings": len(rows),
         "native_transcription_wer": corpus_wer(references, [r["native_heard"] for r in rows]),
         "whisper_wer": corpus_wer(references, [r["whisper_transcript"] for r in rows]),
@@ -211,8 +218,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--real-only", action="store_true",
                         help="only the real recordings: not their texts in the three synthetic voices")
+    parser.add_argument("--native-url", default=None,
+                        help="evaluate the native model served at this OpenAI-compatible URL (for example "
+                             "llama-server with `python -m voice.native.mmproj`'s file) instead of the embedded one")
+    parser.add_argument("--native-api-key", default=None)
     args = parser.parse_args(argv)
-    result = evaluate(args.projector, args.max_tokens, synthetic_voices=not args.real_only)
+    result = evaluate(args.projector, args.max_tokens, synthetic_voices=not args.real_only,
+                      native_url=args.native_url, native_api_key=args.native_api_key)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "native_eval.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     (args.out / "native_eval.md").write_text(markdown(result), encoding="utf-8")

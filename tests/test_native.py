@@ -385,6 +385,21 @@ def test_training_end_to_end(tmp_path, encoder, audio, capsys):
     assert reply.strip()
     chat.close()
 
+    # The same sentences encoded padded to Whisper's window, as llama-server pads them, trained in
+    # batches of their own; validation reports each layout.
+    window_dir = tmp_path / "window"
+    data.main(["--count", "0", "--sentences", "3", "--padded-window", "--out", str(window_dir),
+               "--holdout", str(DATA / "manifest.tsv")])
+    window = data.load_manifest(window_dir)
+    assert [example["text"] for example in window] == [example["text"] for example in sentences]
+    assert all(data.load_features(window_dir, example).shape == (1500, 384) for example in window)
+    window_run = tmp_path / "window-run"
+    train.main(["--data-dir", str(sentences_dir), str(window_dir), "--out", str(window_run), "--batch-size", "2",
+                "--steps", "2", "--checkpoint-every", "2", "--val-fraction", "0.3", "--warmup", "1",
+                "--hidden-dim", "128", "--window-share", "0.5"])
+    record = json.loads((window_run / "train_log.jsonl").read_text().splitlines()[-1])
+    assert np.isfinite(record["val_repeat"]) and np.isfinite(record["val_window_repeat"])
+
 
 def test_a_transcript_is_capped_by_how_long_the_speech_was():
     assert transcript_token_cap(0.0, 96) == 8

@@ -106,12 +106,17 @@ def test_a_client_that_leaves_mid_reply_frees_the_model(audio_api):
 
 
 async def test_voice_serve_answers_native_turns_through_the_served_model(audio_api, artifacts):
-    process, port = start_voice_server("--native-url", audio_api, "--native-api-key", KEY, "--pipeline", "native",
-                                       log_path=artifacts / "voice-server-native-url.log")
+    await answers_a_native_turn(audio_api, KEY, artifacts / "voice-server-native-url.log")
+
+
+async def answers_a_native_turn(native_url: str, key: str, log_path: Path, timeout: float = 120) -> None:
+    """`voice serve --native-url` answers a spoken turn through the server at `native_url`, in audio."""
+    process, port = start_voice_server("--native-url", native_url, "--native-api-key", key, "--pipeline", "native",
+                                       log_path=log_path)
     try:
         websocket = await connect(port)
         await speak(websocket, clip(CLIP))
-        events = await collect_until(websocket, "response.done", timeout=120)
+        events = await collect_until(websocket, "response.done", timeout=timeout)
         done = events[-1]["response"]
         assert done["status"] == "completed", done
         assert done["metadata"]["pipeline"] == "native"

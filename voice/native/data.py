@@ -87,6 +87,8 @@ class DataOptions:
     """Share spoken by flite (when it is installed)."""
     augment: AugmentOptions = AugmentOptions()
     save_audio: bool = False
+    padded_window: bool = False
+    """Encode each clip padded to Whisper's 30 s window, as llama.cpp's libmtmd does."""
     llm_model: str | None = None
     asr_model: str | None = None
     reply_cache: str | None = None
@@ -192,15 +194,17 @@ def build(out: str | Path, options: DataOptions, progress: Callable[[int, int], 
             "sentence_start": options.sentence_start, "sentence_max_words": options.sentence_max_words,
             "sentence_source": options.sentence_source,
             "reply_max_tokens": options.reply_max_tokens, "espeak": speaker.espeak_share,
-            "flite": speaker.flite_share, "augment": asdict(options.augment)}
+            "flite": speaker.flite_share, "augment": asdict(options.augment),
+            "padded_window": options.padded_window}
     if done and (out / "info.json").is_file():
         before = json.loads((out / "info.json").read_text(encoding="utf-8"))
         before.setdefault("sentence_max_words", MAX_WORDS)  # directories made before the options
         before.setdefault("sentence_source", "fortunes")
+        before.setdefault("padded_window", False)
         # The sentences are picked by index from a list these settings decide: completing a directory
         # with others would give an id another text.
         changed = [key for key in ("encoder", "llm", "seed", "reply_max_tokens", "sentence_max_words",
-                                   "sentence_source") if before.get(key) != info[key]]
+                                   "sentence_source", "padded_window") if before.get(key) != info[key]]
         if changed:
             raise SystemExit(f"{out} was made with other settings ({', '.join(changed)}): use another --out")
     (out / "info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
@@ -242,7 +246,7 @@ def _make_example(out: Path, example_id: str, text: str, rng: random.Random, noi
 
     audio, voice = speaker.speak(text, rng)
     audio, augmentation = augment(audio, noise_rng, options.augment)
-    features = encoder.encode(audio)
+    features = encoder.encode(audio, pad_to_window=options.padded_window)
     np.save(out / "features" / f"{example_id}.npy", features.astype(np.float16))
     if options.save_audio:
         soundfile.write(out / "audio" / f"{example_id}.wav", audio, ASR_RATE)
@@ -293,6 +297,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eq-share", type=float, default=0.0, help="share with a random equaliser colouring")
     parser.add_argument("--band-share", type=float, default=0.0, help="share band-limited (4-6 kHz)")
     parser.add_argument("--save-audio", action="store_true", help="also keep the 16 kHz audio (audio/ID.wav)")
+    parser.add_argument("--padded-window", action="store_true",
+                        help="encode each clip padded to Whisper's 30 s window, as llama.cpp serves the model "
+                             "(voice/native/mmproj.py); training then lays the prompt out as llama-server does")
     parser.add_argument("--llm-model", default=None, help="GGUF that writes the replies (default: bundled)")
     parser.add_argument("--asr-model", default=None, help="Whisper model of the encoder (default: bundled)")
     args = parser.parse_args(argv)
@@ -305,7 +312,8 @@ def main(argv: list[str] | None = None) -> None:
                           holdout=tuple(args.holdout), seed=args.seed,
                           reply_max_tokens=args.reply_max_tokens, espeak_share=args.espeak_share,
                           flite_share=args.flite_share, augment=augmentation, save_audio=args.save_audio,
-                          llm_model=args.llm_model, asr_model=args.asr_model, reply_cache=args.reply_cache)
+                          llm_model=args.llm_model, asr_model=args.asr_model, reply_cache=args.reply_cache,
+                          padded_window=args.padded_window)
     started = time.monotonic()
 
     def progress(done: int, total: int) -> None:

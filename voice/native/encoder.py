@@ -43,8 +43,10 @@ class WhisperEncoder:
         n_mels = self._model.feature_extractor.mel_filters.shape[0]
         self.dim = self._encode_mel(np.zeros((n_mels, 2), np.float32)).shape[1]
 
-    def encode(self, audio_16k: np.ndarray) -> np.ndarray:
-        """Encoder states, float32 (frames, dim), about 50 frames a second of audio."""
+    def encode(self, audio_16k: np.ndarray, pad_to_window: bool = False) -> np.ndarray:
+        """Encoder states, float32 (frames, dim), about 50 frames a second of audio; with
+        `pad_to_window`, each 30 s piece is padded to Whisper's whole window first (1500 frames a
+        piece), as llama.cpp's libmtmd pads every clip (`voice.native.mmproj`)."""
         audio = np.asarray(audio_16k, dtype=np.float32).reshape(-1)
         if audio.size < _MIN_SAMPLES:
             audio = np.pad(audio, (0, _MIN_SAMPLES - audio.size))
@@ -52,9 +54,11 @@ class WhisperEncoder:
         pieces = [audio[start:start + step] for start in range(0, audio.size, step)]
         if len(pieces) > 1 and pieces[-1].size < _MIN_SAMPLES:
             pieces = pieces[:-1]
-        return np.concatenate([self._encode_piece(piece) for piece in pieces])
+        return np.concatenate([self._encode_piece(piece, pad_to_window) for piece in pieces])
 
-    def _encode_piece(self, audio: np.ndarray) -> np.ndarray:
+    def _encode_piece(self, audio: np.ndarray, pad_to_window: bool = False) -> np.ndarray:
+        if pad_to_window:
+            audio = np.pad(audio, (0, _MAX_SECONDS * ASR_RATE - audio.size))
         mel = self._model.feature_extractor(audio)[:, :-1]  # padding=160 adds one frame past the end
         return self._encode_mel(mel[:, : max(2, mel.shape[1] // 2 * 2)])  # the encoder's stride-2 convolution
 

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from voice.cache_file import write_cached
 from voice.native.adapter import read_llama_adapter
 
 log = logging.getLogger(__name__)
@@ -35,15 +34,7 @@ def merged_model(model_file: Path, adapter: Path, directory: Path) -> Path:
     target = directory / f"{model_file.name.removesuffix('.gguf')}.lora-{key}.gguf"
     if target.is_file():
         return target
-    directory.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".part")
-    os.close(handle)
-    try:
-        merge(model_file, adapter, Path(temporary))
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; the cache is shared like the others
-        os.replace(temporary, target)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+    write_cached(target, lambda path: merge(model_file, adapter, path))
     log.info("merged the LoRA adapter %s into %s: %s", adapter.name, model_file.name, target)
     return target
 

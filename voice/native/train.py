@@ -44,6 +44,7 @@ from voice.native.adapter import LoraWeights, adapter_rank, read_adapter, write_
 from voice.native.base import REPEAT_INSTRUCTION
 from voice.native.data import load_manifest
 from voice.native.lora import add_lora, has_lora, lora_alpha, lora_parameters, lora_weights, set_lora_weights
+from voice.native.mmproj import BOUNDARY_TEXT
 from voice.native.model import prompt_texts
 from voice.native.projector import NumpyProjector, ProjectorConfig
 
@@ -179,21 +180,38 @@ class Samples:
         """Whether the example has a reply target (plain sentences are for the repeat task only)."""
         return self.examples[index].get("reply_ids") is not None
 
+    def padded(self, index: int) -> bool:
+        """Whether the example's audio was encoded padded to Whisper's window (for llama-server)."""
+        return bool(self.examples[index].get("padded_window"))
+
     def get(self, index: int, repeat: bool) -> Sample:
         """The sequence of one example for one task (a repeat-only example always repeats)."""
         example = self.examples[index]
         if repeat or not self.has_reply(index):
-            key = (None, REPEAT_INSTRUCTION)
+            key = (None, REPEAT_INSTRUCTION, self.padded(index))
             target = self.tokenize(example["text"]) + [self.end]
         else:
-            key = (example["system"], None)
+            key = (example["system"], None, self.padded(index))
             target = list(example["reply_ids"]) + ([self.end] if example["finished"] else [])
         if key not in self._prompts:
             messages = [ChatMessage("system", key[0])] if key[0] else []
             before, after = prompt_texts(messages, key[1])
-            self._prompts[key] = (self.tokenize(before), self.tokenize(after))
+            if key[2]:
+                before, after = self._llama_server_layout(before, after, key[1])
+            else:
+                before, after = self.tokenize(before), self.tokenize(after)
+            self._prompts[key] = (before, after)
         before, after = self._prompts[key]
         return Sample(before, self.features[index].astype(np.float32), after, target[: self.max_target])
+
+
+    def _llama_server_layout(self, before: str, after: str, instruction: str | None) -> tuple[list[int], list[int]]:
+        """The prompt as llama-server builds it around an `input_audio` part (voice/native/mmproj.py):
+        the instruction text joined to the audio without a line break, and the begin- and
+        end-of-audio embeddings, which the export makes those of the newline token, around the audio."""
+        newline = self.tokenize(BOUNDARY_TEXT)
+        text = before.removesuffix("\n") if instruction else before
+        return self.tokenize(text) + newline, newline + self.tokenize(after)
 
 
 def batch_loss(llm, projector: TorchProjector, samples: list[Sample]) -> tuple[torch.Tensor, int]:
@@ -246,7 +264,8 @@ def load_examples(data_dirs: list[Path], llm_name: str) -> tuple[list[dict], dic
         if info.get("llm") != llm_name:
             print(f"warning: the replies in {data_dir} were written by {info.get('llm')}, training for {llm_name}")
         infos.append(info)
-        examples += [{**example, "features": str(data_dir / example["features"])} for example in found]
+        examples += [{**example, "features": str(data_dir / example["features"]),
+                      "padded_window": bool(info.get("padded_window"))} for example in found]
     if len({(info["encoder"], info["encoder_dim"]) for info in infos}) > 1:
         raise SystemExit("the data directories were encoded by different encoders")
     return examples, infos[0]
@@ -276,17 +295,21 @@ def save_checkpoint(out: Path, step: int, projector: TorchProjector, llm, optimi
 
 
 def evaluate(llm, projector: TorchProjector, samples: Samples, indices: list[int], batch_size: int) -> dict:
-    """Validation loss per task on held-out examples."""
+    """Validation loss per task on held-out examples (`val_window_*`: those padded to Whisper's window)."""
     result = {}
     with torch.no_grad():
-        for task, repeat in (("reply", False), ("repeat", True)):
-            total, count = 0.0, 0
-            scored = indices if repeat else [i for i in indices if samples.has_reply(i)]
-            for start in range(0, len(scored), batch_size):
-                batch = [samples.get(i, repeat) for i in scored[start:start + batch_size]]
-                loss, n = batch_loss(llm, projector, batch)
-                total, count = total + float(loss) * n, count + n
-            result[f"val_{task}"] = round(total / max(1, count), 4)
+        for prefix, padded in (("val", False), ("val_window", True)):
+            layout = [i for i in indices if samples.padded(i) == padded]
+            if not layout:
+                continue
+            for task, repeat in (("reply", False), ("repeat", True)):
+                total, count = 0.0, 0
+                scored = layout if repeat else [i for i in layout if samples.has_reply(i)]
+                for start in range(0, len(scored), batch_size):
+                    batch = [samples.get(i, repeat) for i in scored[start:start + batch_size]]
+                    loss, n = batch_loss(llm, projector, batch)
+                    total, count = total + float(loss) * n, count + n
+                result[f"{prefix}_{task}"] = round(total / max(1, count), 4)
     return result
 
 
@@ -322,6 +345,8 @@ def train(args: argparse.Namespace) -> Path:
                    args.lora_alpha if args.lora_rank else 0.0)
     samples = Samples(examples, model_path, args.max_target_tokens)
     train_indices, val_indices = split_by_text(examples, args.val_fraction, args.seed)
+    windowed = [i for i in train_indices if samples.padded(i)]
+    unpadded = [i for i in train_indices if not samples.padded(i)] or windowed
 
     checkpoint = out / CHECKPOINT
     state = torch.load(checkpoint, weights_only=False) if checkpoint.is_file() and not args.restart else None
@@ -367,8 +392,10 @@ def train(args: argparse.Namespace) -> Path:
         while step < args.steps:
             started = time.perf_counter()
             rng = random.Random(f"{args.seed}-{step}")  # the batch depends on the step only: resumes reproduce
-            batch = [samples.get(rng.choice(train_indices), rng.random() < args.repeat_share)
-                     for _ in range(args.batch_size)]
+            pool = train_indices
+            if windowed and args.window_share > 0:  # batches of one layout: a padded clip is 375 positions long
+                pool = windowed if rng.random() < args.window_share else unpadded
+            batch = [samples.get(rng.choice(pool), rng.random() < args.repeat_share) for _ in range(args.batch_size)]
             lr = learning_rate(step, args)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["base_lr"] / args.lr
@@ -412,6 +439,9 @@ def parser() -> argparse.ArgumentParser:
                    help="share of 'repeat what I said' among examples with a reply too (plain sentences always repeat)")
     p.add_argument("--val-fraction", type=float, default=0.02,
                    help="share held out by text (all voices of a text together), evaluated at each checkpoint")
+    p.add_argument("--window-share", type=float, default=0.5,
+                   help="share of batches drawn from examples padded to Whisper's window (data made with "
+                        "--padded-window), when there are any")
     p.add_argument("--max-target-tokens", type=int, default=64)
     p.add_argument("--stack", type=int, default=4, help="encoder frames per LLM position")
     p.add_argument("--hidden-dim", type=int, default=1024)
