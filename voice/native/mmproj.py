@@ -40,7 +40,8 @@ _LAYER_NORM_EPS = 1e-5  # Whisper's
 def mmproj_file(projector_path: Path, directory: Path, *, whisper: str | None = None,
                 llm: str | None = None) -> Path:
     """The mmproj GGUF for a projector, exported into `directory` the first time and named by the
-    contents of the projector and the encoder's weights, so either changing makes a new one."""
+    contents of the projector and the encoder's weights and by the LLM file (whose newline embedding
+    it holds), so any of them changing makes a new one."""
     model_bin = Path(models.whisper_model(whisper)) / "model.bin"
     llm_file = models.llama_file(models.gguf_model(llm))
     digest = hashlib.sha256()
