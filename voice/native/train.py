@@ -300,17 +300,21 @@ def evaluate(llm, projector: TorchProjector, samples: Samples, indices: list[int
     with torch.no_grad():
         for prefix, padded in (("val", False), ("val_window", True)):
             layout = [i for i in indices if samples.padded(i) == padded]
-            if not layout:
-                continue
-            for task, repeat in (("reply", False), ("repeat", True)):
-                total, count = 0.0, 0
-                scored = layout if repeat else [i for i in layout if samples.has_reply(i)]
-                for start in range(0, len(scored), batch_size):
-                    batch = [samples.get(i, repeat) for i in scored[start:start + batch_size]]
-                    loss, n = batch_loss(llm, projector, batch)
-                    total, count = total + float(loss) * n, count + n
-                result[f"{prefix}_{task}"] = round(total / max(1, count), 4)
+            if layout:
+                result[f"{prefix}_reply"] = _mean_loss(llm, projector, samples, layout, False, batch_size)
+                result[f"{prefix}_repeat"] = _mean_loss(llm, projector, samples, layout, True, batch_size)
     return result
+
+
+def _mean_loss(llm, projector: TorchProjector, samples: Samples, indices: list[int], repeat: bool,
+               batch_size: int) -> float:
+    """The loss per target token of one task over `indices` (those with a reply, for replies)."""
+    total, count = 0.0, 0
+    scored = indices if repeat else [i for i in indices if samples.has_reply(i)]
+    for start in range(0, len(scored), batch_size):
+        loss, n = batch_loss(llm, projector, [samples.get(i, repeat) for i in scored[start:start + batch_size]])
+        total, count = total + float(loss) * n, count + n
+    return round(total / max(1, count), 4)
 
 
 def split_by_text(examples: list[dict], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -393,7 +397,7 @@ def train(args: argparse.Namespace) -> Path:
             started = time.perf_counter()
             rng = random.Random(f"{args.seed}-{step}")  # the batch depends on the step only: resumes reproduce
             pool = train_indices
-            if windowed and args.window_share > 0:  # batches of one layout: a padded clip is 375 positions long
+            if windowed:  # batches of one layout: a padded clip is 375 positions long
                 pool = windowed if rng.random() < args.window_share else unpadded
             batch = [samples.get(rng.choice(pool), rng.random() < args.repeat_share) for _ in range(args.batch_size)]
             lr = learning_rate(step, args)
