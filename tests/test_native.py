@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 
 import numpy as np
 import pytest
 import soundfile
 
-from tests.helpers import DATA
+from tests.helpers import DATA, ROOT
 from voice import models
 from voice.llm.base import ChatMessage, GenerationOptions, LLMError
 from voice.native.adapter import read_adapter
@@ -334,13 +336,17 @@ def test_training_end_to_end(tmp_path, encoder, audio, capsys):
 
     common = ["--data-dir", str(data_dir), str(sentences_dir), "--out", str(run), "--batch-size", "2",
               "--checkpoint-every", "1", "--val-fraction", "0.3", "--warmup", "1", "--hidden-dim", "128"]
-    train.main([*common, "--steps", "2"])
+    # In two child processes of one step each, the second resuming the first's checkpoint.
+    subprocess.run([sys.executable, "-m", "voice.native.train", *common, "--steps", "2", "--segment-steps", "1"],
+                   cwd=ROOT, check=True)
     assert (run / "checkpoint.pt").is_file() and (run / "projector.json").is_file()
     train.main([*common, "--steps", "3", "--dtype", "bfloat16", "--keep-exports"])  # resumes at step 2, bfloat16
     assert (run / "projector-step3.npz").is_file() and not (run / "projector-step2.npz").is_file()
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     assert [record["step"] for record in log] == [1, 2, 3]
     assert all(np.isfinite(record["loss"]) for record in log) and "val_reply" in log[-1]
+    assert all(record["rss_gib"] > 0 for record in log)
+    assert log[1]["lr"] == train.learning_rate(1, train.parser().parse_args([*common, "--steps", "2"]))
     capsys.readouterr()
     train.main([*common, "--steps", "3", "--evaluate-only"])  # the checkpoint's losses again, nothing trained
     evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

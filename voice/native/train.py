@@ -18,7 +18,12 @@ CPUs with AMX; float32 is the default.
 
 Writes to --out: checkpoint.pt (resumable: run the same command again to go on), projector.npz
 and projector.json (what NativeAudioChat loads; with a LoRA, projector.lora.gguf too),
-train_log.jsonl (loss, learning rate, timing).
+train_log.jsonl (loss, learning rate, timing, resident memory).
+
+glibc's malloc fragments under training's pattern (activations of hundreds of MB, in shapes that
+change from batch to batch): the heap grows by tens of MB a step for as long as the process lives.
+--segment-steps runs the training in child processes of that many steps each, resuming the
+checkpoint, which gives the heap back between them.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import json
 import math
 import os
 import random
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,7 +176,8 @@ class Samples:
             raise ValueError("the LLM's chat template is not ChatML (<|im_end|> is not one token)")
         self.end = end[0]
         self.examples = examples
-        self.features = [np.load(example["features"]) for example in examples]  # float16, in memory
+        # float16, memory-mapped: the page cache holds them, so they are not on the heap (7 GB for stage 13)
+        self.features = [np.load(example["features"], mmap_mode="r") for example in examples]
         self.max_target = max_target
         self._prompts: dict[tuple[str | None, str | None], tuple[list[int], list[int]]] = {}
 
@@ -269,6 +277,15 @@ def load_examples(data_dirs: list[Path], llm_name: str) -> tuple[list[dict], dic
     if len({(info["encoder"], info["encoder_dim"]) for info in infos}) > 1:
         raise SystemExit("the data directories were encoded by different encoders")
     return examples, infos[0]
+
+
+def resident_gib() -> float:
+    """This process's resident memory in GiB (Linux; 0 elsewhere), logged to watch the heap grow."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**30
 
 
 def learning_rate(step: int, args: argparse.Namespace) -> float:
@@ -393,7 +410,7 @@ def train(args: argparse.Namespace) -> Path:
         return out / EXPORT
 
     with open(out / LOG, "a", encoding="utf-8") as log:
-        while step < args.steps:
+        while step < min(args.steps, args.stop_at or args.steps):
             started = time.perf_counter()
             rng = random.Random(f"{args.seed}-{step}")  # the batch depends on the step only: resumes reproduce
             pool = train_indices
@@ -410,8 +427,9 @@ def train(args: argparse.Namespace) -> Path:
             optimizer.step()
             step += 1
             record = {"step": step, "loss": round(loss.item(), 4), "lr": lr, "grad_norm": round(float(norm), 3),
-                      "tokens": n_tokens, "seconds": round(time.perf_counter() - started, 3)}
-            if step % args.checkpoint_every == 0 or step == args.steps:
+                      "tokens": n_tokens, "seconds": round(time.perf_counter() - started, 3),
+                      "rss_gib": round(resident_gib(), 2)}
+            if step % args.checkpoint_every == 0 or step in (args.steps, args.stop_at):
                 save_checkpoint(out, step, projector, llm, optimizer, args.keep_exports)
                 if val_indices:
                     record.update(evaluate(llm, projector, samples, val_indices, args.batch_size))
@@ -457,6 +475,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lora-alpha", type=float, default=16.0,
                    help="LoRA scaling alpha (the update is scaled by alpha / rank)")
     p.add_argument("--lora-lr", type=float, default=None, help="the LoRA's peak learning rate (default: --lr)")
+    p.add_argument("--stop-at", type=int, default=None,
+                   help="stop after this step, checkpointed (the learning-rate schedule still runs to --steps)")
+    p.add_argument("--segment-steps", type=int, default=0,
+                   help="train in child processes of this many steps each, each resuming the checkpoint: "
+                        "the heap, which malloc fragments, is given back between them (0: one process)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --out")
     p.add_argument("--evaluate-only", action="store_true",
                    help="print the validation losses of the checkpoint in --out (or of --init with --restart)")
@@ -470,8 +493,32 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def train_in_segments(argv: list[str], args: argparse.Namespace) -> Path:
+    """Run `argv` in child processes that stop every `args.segment_steps` steps; each resumes the
+    checkpoint of the one before (a segment already done only loads and stops)."""
+    child, skip = [], False
+    for arg in argv:  # the same arguments, less --restart (the first segment only) and --segment-steps
+        if skip or arg == "--restart" or arg.startswith("--segment-steps="):
+            skip = False
+        elif arg == "--segment-steps":
+            skip = True
+        else:
+            child.append(arg)
+    stops = list(range(args.segment_steps, args.steps, args.segment_steps)) + [args.steps]
+    for number, stop in enumerate(stops):
+        command = [sys.executable, "-m", "voice.native.train", *child, "--stop-at", str(stop)]
+        if number == 0 and args.restart:
+            command.append("--restart")
+        subprocess.run(command, check=True)
+    return Path(args.out) / EXPORT
+
+
 def main(argv: list[str] | None = None) -> Path:
-    return train(parser().parse_args(argv))
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser().parse_args(argv)
+    if args.segment_steps and not args.evaluate_only:
+        return train_in_segments(argv, args)
+    return train(args)
 
 
 if __name__ == "__main__":
