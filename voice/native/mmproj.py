@@ -10,7 +10,7 @@ the same function when the encoder's final LayerNorm is moved into it: Whisper l
 LayerNorm (ours: the encoder's `ln_post`), stacking of `stack` frames, Linear, GELU, Linear. Two
 things differ from the embedded path: the GELU is the erf form (ours is tanh's approximation:
 they differ by under 1e-3), and llama.cpp pads every clip to Whisper's 30 s window, so the LLM
-sees 375 audio positions plus the type's begin and end embeddings, not 50 a second of speech.
+sees 375 audio positions plus the type's begin and end embeddings, not 12.5 a second of speech.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ and projector.json (what NativeAudioChat loads; with a LoRA, projector.lora.gguf
 train_log.jsonl (loss, learning rate, timing, resident memory).
 
 glibc's malloc fragments under training's pattern (activations of hundreds of MB, in shapes that
-change from batch to batch): the heap grows by tens of MB a step for as long as the process lives.
+change from batch to batch): the heap grows for as long as the process lives.
 --segment-steps runs the training in child processes of that many steps each, resuming the
 checkpoint, which gives the heap back between them.
 """
@@ -280,7 +280,8 @@ def load_examples(data_dirs: list[Path], llm_name: str) -> tuple[list[dict], dic
 
 
 def resident_gib() -> float:
-    """This process's resident memory in GiB (Linux; 0 elsewhere), logged to watch the heap grow."""
+    """This process's resident memory in GiB (Linux; 0 elsewhere): the heap, and the pages of the
+    memory-mapped features in use. Logged to watch the heap grow."""
     try:
         pages = int(Path("/proc/self/statm").read_text().split()[1])
     except (OSError, IndexError, ValueError):
@@ -496,14 +497,8 @@ def parser() -> argparse.ArgumentParser:
 def train_in_segments(argv: list[str], args: argparse.Namespace) -> Path:
     """Run `argv` in child processes that stop every `args.segment_steps` steps; each resumes the
     checkpoint of the one before (a segment already done only loads and stops)."""
-    child, skip = [], False
-    for arg in argv:  # the same arguments, less --restart (the first segment only) and --segment-steps
-        if skip or arg == "--restart" or arg.startswith("--segment-steps="):
-            skip = False
-        elif arg == "--segment-steps":
-            skip = True
-        else:
-            child.append(arg)
+    # The same arguments (argparse takes an option's last value), --restart for the first segment only.
+    child = [arg for arg in argv if arg != "--restart"] + ["--segment-steps", "0"]
     stops = list(range(args.segment_steps, args.steps, args.segment_steps)) + [args.steps]
     for number, stop in enumerate(stops):
         command = [sys.executable, "-m", "voice.native.train", *child, "--stop-at", str(stop)]
