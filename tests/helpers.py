@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -104,3 +105,16 @@ def stop(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def record_decode_threads(monkeypatch, module) -> list[str]:  # noqa: ANN001 - pytest's fixture, a module
+    """The names of the threads that call `module.llama_decode` from now on (it still decodes)."""
+    threads: list[str] = []
+    real_decode = module.llama_decode
+
+    def decode(ctx, batch):  # noqa: ANN001, ANN202 - ctypes arguments
+        threads.append(threading.current_thread().name)
+        return real_decode(ctx, batch)
+
+    monkeypatch.setattr(module, "llama_decode", decode)
+    return threads

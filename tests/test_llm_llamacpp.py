@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from tests.helpers import record_decode_threads
 from voice.llm.base import ChatMessage, GenerationOptions
 from voice.llm.llamacpp import LlamaCppChat, shared_turns
 from voice.models import gguf_model
@@ -92,3 +93,32 @@ def test_warming_puts_the_system_prompt_in_every_context(chat):
     assert all(chat._history[index][0] == system.as_dict() for index in range(2))
     new_session = [system, ChatMessage("user", "Hi there.")]
     assert "".join(chat.stream_chat(new_session, OPTIONS, threading.Event())).strip()
+
+
+def test_decodes_run_on_the_compute_thread_whichever_thread_streams(chat, monkeypatch):
+    """llama.cpp's OpenMP teams belong to the calling thread: with decodes from several threads,
+    libgomp stops spinning and a token costs 2.5x (voice/llm/compute_thread.py)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import llama_cpp.llama_cpp
+
+    threads = record_decode_threads(monkeypatch, llama_cpp.llama_cpp)
+    system = ChatMessage("system", "You are a voice assistant. Answer in one short sentence.")
+    with ThreadPoolExecutor(3, thread_name_prefix="worker") as pool:
+        replies = [pool.submit(lambda q=q: "".join(chat.stream_chat([system, ChatMessage("user", q)], OPTIONS,
+                                                                    threading.Event())))
+                   for q in ("What colour is grass?", "Name a fruit.", "Say hello.")]
+        assert all(future.result().strip() for future in replies)
+        pool.submit(chat.prefill, [system, ChatMessage("user", "What is the tallest")], threading.Event()).result()
+    assert len(threads) > 3 * OPTIONS.max_tokens // 2
+    assert set(threads) == {"llama-compute_0"}
+
+
+def test_the_compute_thread_runs_calls_in_order_and_passes_errors_on():
+    from voice.llm.compute_thread import is_compute_thread, on_compute_thread
+
+    assert not is_compute_thread()
+    assert on_compute_thread(is_compute_thread)
+    assert on_compute_thread(lambda: on_compute_thread(lambda: 7))  # called from itself: no deadlock
+    with pytest.raises(ZeroDivisionError):
+        on_compute_thread(lambda: 1 / 0)

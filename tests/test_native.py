@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from tests.helpers import DATA, ROOT
+from tests.helpers import DATA, ROOT, record_decode_threads
 from voice import models
 from voice.llm.base import ChatMessage, GenerationOptions, LLMError
 from voice.native.adapter import read_adapter
@@ -199,6 +199,25 @@ def test_stream_reply_stops_when_cancelled(encoder, audio):
         cancel.set()
     assert len(deltas) == 1
     chat.close()
+
+
+def test_native_decodes_run_on_the_compute_thread(encoder, audio, monkeypatch):
+    """The native contexts' decodes go to the same single thread as the cascade's
+    (voice/llm/compute_thread.py), whichever worker streams the reply."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import llama_cpp
+
+    threads = record_decode_threads(monkeypatch, llama_cpp)
+    chat = NativeAudioChat(NumpyProjector.init(ProjectorConfig(hidden_dim=64)), encoder=encoder)
+    options = GenerationOptions(max_tokens=6, temperature=0.0)
+    with ThreadPoolExecutor(2, thread_name_prefix="worker") as pool:
+        pool.submit(chat.prefill, [], threading.Event(), audio[: len(audio) // 2]).result()
+        for _ in range(2):
+            pool.submit(lambda: list(chat.stream_reply(audio, [], options, threading.Event()))).result()
+    chat.close()
+    assert len(threads) >= 4
+    assert set(threads) == {"llama-compute_0"}
 
 
 def test_a_native_conversation_goes_back_to_the_context_that_holds_it(encoder, audio):

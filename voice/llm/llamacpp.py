@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from voice.llm.base import ChatMessage, GenerationOptions, LLMError, shared_prefix
+from voice.llm.compute_thread import route_decodes
 from voice.models import llama_file
 
 _WAIT_POLL_S = 0.05
@@ -47,6 +48,8 @@ class LlamaCppChat:
         weights = str(llama_file(Path(model_path)))
         self._contexts = [Llama(model_path=weights, n_ctx=n_ctx, n_threads=n_threads, verbose=False)
                           for _ in range(max(1, parallel))]
+        for context in self._contexts:
+            route_decodes(context)
         self._free = list(range(len(self._contexts)))
         self._history: dict[int, list[dict[str, str]]] = {}  # context -> the conversation it last saw
         self._prefilling: set[int] = set()

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from voice.llm.base import LLMError, shared_prefix
+from voice.llm.compute_thread import on_compute_thread
 from voice.models import llama_file
 
 
@@ -119,7 +120,7 @@ class BatchedGreedy:
         for row in last_rows.values():
             batch.logits[row] = logits
         batch.n_tokens = len(entries)
-        code = self._lib.llama_decode(self._ctx, batch)
+        code = on_compute_thread(self._lib.llama_decode, self._ctx, batch)
         if code != 0:
             raise LLMError(f"llama_decode returned {code}")
         return last_rows

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from voice import models
+from voice.blas import one_blas_thread
 from voice.llm.base import ChatMessage, GenerationOptions
 from voice.native.base import AudioChatModel, transcribe
 from voice.native.encoder import FRAMES_PER_SECOND, WhisperEncoder
@@ -109,7 +110,8 @@ class NativeAudioChat:
 
     def audio_embeddings(self, audio_16k: np.ndarray) -> np.ndarray:
         """The LLM input embeddings (positions, n_embd) standing for the audio."""
-        return self.projector(self.encoder.encode(audio_16k))
+        with one_blas_thread():
+            return self.projector(self.encoder.encode(audio_16k))
 
     def stream_reply(self, audio_16k: np.ndarray, messages: list[ChatMessage], options: GenerationOptions,
                      cancel: threading.Event, instruction: str | None = None) -> Iterator[str]:
@@ -146,13 +148,14 @@ class NativeAudioChat:
     def _final_rows(self, context: EmbeddingContext, before: list[int], audio_16k: np.ndarray) -> np.ndarray | None:
         """The embeddings of the audio's leading positions that the rest of the turn will not
         change (what `context` already holds of them, then the new ones); None if no new one."""
-        frames = self.encoder.encode(audio_16k)
-        stack = self.projector.config.stack
-        final = self._final_count(frames)
-        held = self._held_rows(context, before, audio_16k)
-        if final <= len(held):
-            return None
-        new = self.projector(frames[len(held) * stack: final * stack])
+        with one_blas_thread():
+            frames = self.encoder.encode(audio_16k)
+            stack = self.projector.config.stack
+            final = self._final_count(frames)
+            held = self._held_rows(context, before, audio_16k)
+            if final <= len(held):
+                return None
+            new = self.projector(frames[len(held) * stack: final * stack])
         return np.concatenate([held, new]).astype(np.float32, copy=False)
 
     def _final_count(self, frames: np.ndarray) -> int:
@@ -187,8 +190,9 @@ class NativeAudioChat:
         if cancel.is_set():
             return
         started = time.perf_counter()
-        frames = self.encoder.encode(audio_16k)
-        embeddings = self.projector(frames)
+        with one_blas_thread():
+            frames = self.encoder.encode(audio_16k)
+            embeddings = self.projector(frames)
         encoded = time.perf_counter()
         before, after = prompt_texts(messages, instruction)
         before_tokens = self._tokenizer.tokenize(before)
