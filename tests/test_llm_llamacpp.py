@@ -111,7 +111,7 @@ def test_decodes_run_on_the_compute_thread_whichever_thread_streams(chat, monkey
         assert all(future.result().strip() for future in replies)
         pool.submit(chat.prefill, [system, ChatMessage("user", "What is the tallest")], threading.Event()).result()
     assert len(threads) > 3 * OPTIONS.max_tokens // 2
-    assert set(threads) == {"llama-compute_0"}
+    assert set(threads) == {"llama-compute"}
 
 
 def test_the_compute_thread_runs_calls_in_order_and_passes_errors_on():
@@ -122,3 +122,23 @@ def test_the_compute_thread_runs_calls_in_order_and_passes_errors_on():
     assert on_compute_thread(lambda: on_compute_thread(lambda: 7))  # called from itself: no deadlock
     with pytest.raises(ZeroDivisionError):
         on_compute_thread(lambda: 1 / 0)
+
+
+
+def test_a_busy_engine_decodes_on_one_thread(chat, monkeypatch):
+    """Two spinning threads on two shared cores stall at every barrier: while the engine runs
+    BUSY_JOBS model jobs or more, decodes use one thread, else the context's own count."""
+    import llama_cpp.llama_cpp as lib
+
+    from voice.llm import compute_thread
+
+    used: list[int] = []
+    real_decode = lib.llama_decode
+    monkeypatch.setattr(lib, "llama_decode", lambda ctx, batch: (used.append(lib.llama_n_threads(ctx)),
+                                                                 real_decode(ctx, batch))[1])
+    messages = [ChatMessage("system", "Answer in one word."), ChatMessage("user", "Name a colour.")]
+    for jobs in (compute_thread.BUSY_JOBS, 0):
+        monkeypatch.setattr(compute_thread, "_load", lambda jobs=jobs: jobs)
+        used.clear()
+        assert "".join(chat.stream_chat(messages, OPTIONS, threading.Event())).strip()
+        assert set(used) == ({1} if jobs else {chat._contexts[0].n_threads})

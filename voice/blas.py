@@ -3,9 +3,9 @@
 OpenBLAS (numpy's BLAS) keeps its worker threads spinning for a while after a multi-threaded
 call. After the native path's encoder and projector (numpy matrix products) that spin took a core
 from one of llama.cpp's two threads in the decode that followed: in the server, the push-to-talk
-native reply's first token came 80 ms after the end of speech with one BLAS thread everywhere,
-174 ms without. Not everywhere, though: on this VM Whisper's decoding (CTranslate2) ran 50 ms
-slower with numpy's BLAS on one thread for the whole process (`benchmarks/RESULTS.md`).
+native reply's first token came 174 ms after the end of speech without this, 80 ms with it. Only
+around that work, though: with numpy's BLAS on one thread for the whole process, Whisper's
+decoding (CTranslate2) ran 50 ms slower on this VM (`benchmarks/RESULTS.md`, 2026-12-05).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import numpy as np
 from voice import models
 from voice.asr.base import Transcriber
 from voice.llm.base import ChatMessage, ChatModel
+from voice.llm.compute_thread import set_load_probe
 from voice.tts.base import Synthesizer
 
 if TYPE_CHECKING:
@@ -118,6 +119,7 @@ class Engine:
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="model")
         self._jobs = 0  # model jobs under way
         self._jobs_lock = threading.Lock()
+        set_load_probe(lambda: self._jobs)
 
     @property
     def pipelines(self) -> tuple[str, ...]:

@@ -6,37 +6,52 @@ thread. The server calls models from a pool of worker threads, so every worker t
 kept a team; as soon as libgomp manages more threads than there are CPUs it stops spinning between
 parallel regions and puts its threads to sleep, and each of the thousands of small parallel
 regions of a token then pays for a wake-up. On the 2-core VM a SmolLM2 token took 13.5 ms when
-one thread had ever decoded and 34-37 ms once two had (`python -m benchmarks.llama_threads`). So
-every decode, whichever thread asks for it, runs on this module's single thread, and libgomp keeps
-one team. Two replies at once then take turns, token by token, instead of four compute threads
-fighting for two cores.
+one thread had ever decoded and 35 ms once several had (`python -m benchmarks.llama_threads`).
+So every decode, whichever thread asks for it, runs on this module's single thread, and libgomp
+keeps one team.
+
+When the machine is busy with other model work too (several sessions' transcriptions, replies
+and syntheses), a decode runs on one thread instead: a team of two spinning threads on two
+shared cores stalls at every barrier where the other thread lost its core.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+BUSY_JOBS = 3
+"""From this many model jobs under way (the engine's count), decodes run on one thread."""
+
 _local = threading.local()
+_queue: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
+_started = threading.Lock()
+_thread: threading.Thread | None = None
 
 
-def _mark_compute_thread() -> None:
+def _serve() -> None:
     _local.compute = True
+    while True:
+        call, future = _queue.get()
+        if not future.set_running_or_notify_cancel():
+            continue
+        try:
+            future.set_result(call())
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, who raises it
+            future.set_exception(exc)
 
 
-_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-compute", initializer=_mark_compute_thread)
-
-
-def on_compute_thread(function: Callable[..., T], *args: Any) -> T:
-    """Run `function(*args)` on the compute thread and return its result (or raise its error);
-    called from the compute thread itself, it just runs it."""
-    if getattr(_local, "compute", False):
-        return function(*args)
-    return _executor.submit(function, *args).result()
+def _ensure_started() -> None:
+    global _thread
+    with _started:
+        if _thread is None:
+            _thread = threading.Thread(target=_serve, name="llama-compute", daemon=True)
+            _thread.start()
 
 
 def is_compute_thread() -> bool:
@@ -44,9 +59,53 @@ def is_compute_thread() -> bool:
     return getattr(_local, "compute", False)
 
 
+def _no_load() -> int:
+    return 0
+
+
+_load: Callable[[], int] = _no_load
+
+
+def set_load_probe(probe: Callable[[], int]) -> None:
+    """Tell the compute thread how to count the model jobs under way (the engine does)."""
+    global _load
+    _load = probe
+
+
+def decode_threads(threads: int) -> int:
+    """How many threads a decode should use now, of the `threads` its context was made with."""
+    return 1 if _load() >= BUSY_JOBS else threads
+
+
+def on_compute_thread(function: Callable[..., T], *args: Any) -> T:
+    """Run `function(*args)` on the compute thread and return its result (or raise its error);
+    called from the compute thread itself, it just runs it."""
+    if is_compute_thread():
+        return function(*args)
+    _ensure_started()
+    future: Future[T] = Future()
+    _queue.put((lambda: function(*args), future))
+    return future.result()
+
+
+def decode(ctx: Any, threads: int, function: Callable[..., T], *args: Any) -> T:
+    """Run a decode, `function(*args)` on llama.cpp context `ctx` (made with `threads` threads), on
+    the compute thread, with as many threads as `decode_threads` allows now."""
+    def run() -> T:
+        import llama_cpp
+
+        wanted = decode_threads(threads)
+        if llama_cpp.llama_n_threads(ctx) != wanted:
+            llama_cpp.llama_set_n_threads(ctx, wanted, wanted)
+        return function(*args)
+
+    return on_compute_thread(run)
+
+
 def route_decodes(llama: Any) -> None:
     """Make a `llama_cpp.Llama`'s decodes (prompt evaluation and each generated token: every call
     into llama.cpp that computes) run on the compute thread, whichever thread drives it."""
     context = llama._ctx  # llama-cpp-python 0.3.36 (pinned): every decode goes through LlamaContext.decode
-    decode = context.decode
-    context.decode = lambda batch: on_compute_thread(decode, batch)
+    real_decode = context.decode
+    threads = llama.n_threads
+    context.decode = lambda batch: decode(llama.ctx, threads, real_decode, batch)

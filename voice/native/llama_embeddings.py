@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from voice.llm.base import LLMError, shared_prefix
-from voice.llm.compute_thread import on_compute_thread
+from voice.llm.compute_thread import decode
 from voice.models import llama_file
 
 log = logging.getLogger(__name__)
@@ -228,7 +228,7 @@ class EmbeddingContext:
 
     def _decode(self, batch: _Batch, n: int) -> None:
         batch.batch.n_tokens = n
-        code = on_compute_thread(self._lib.llama_decode, self.llama.ctx, batch.batch)
+        code = decode(self.llama.ctx, self.llama.n_threads, self._lib.llama_decode, self.llama.ctx, batch.batch)
         if code != 0:
             raise LLMError(f"llama_decode returned {code}")
         self.n_past += n
