@@ -10,17 +10,35 @@ decoding (CTranslate2) ran 50 ms slower on this VM (`benchmarks/RESULTS.md`, 202
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+_lock = threading.Lock()
+_inside = 0  # threads inside `one_blas_thread` now
+_limiter: Any = None  # threadpoolctl's limit while any is; it restores the limits it changed
 _controller: Any = None
 
 
-def one_blas_thread() -> AbstractContextManager[Any]:
-    """A context in which numpy's BLAS runs on one thread (the limit is process-wide while it lasts)."""
-    global _controller
-    if _controller is None:
-        from threadpoolctl import ThreadpoolController
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """A block in which numpy's BLAS runs on one thread. The limit is process-wide: it is set when
+    the first thread enters such a block and lifted when the last one leaves."""
+    global _inside, _limiter, _controller
+    with _lock:
+        if _inside == 0:
+            if _controller is None:
+                from threadpoolctl import ThreadpoolController
 
-        _controller = ThreadpoolController()
-    return _controller.limit(limits=1, user_api="blas")
+                _controller = ThreadpoolController()
+            _limiter = _controller.limit(limits=1, user_api="blas")
+        _inside += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _inside -= 1
+            if _inside == 0:
+                _limiter.restore_original_limits()
+                _limiter = None
