@@ -10,6 +10,8 @@ from voice.blas import one_blas_thread
 
 
 def blas_threads() -> set[int]:
+    import numpy  # noqa: F401 - its BLAS is what is counted
+
     return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
 
 

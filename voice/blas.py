@@ -29,6 +29,7 @@ def one_blas_thread() -> Iterator[None]:
     with _lock:
         if _inside == 0:
             if _controller is None:
+                import numpy  # noqa: F401 - loaded first, so that the controller finds its BLAS
                 from threadpoolctl import ThreadpoolController
 
                 _controller = ThreadpoolController()
