@@ -32,3 +32,21 @@ def test_overlapping_blocks_keep_one_thread_until_the_last_one_ends():
         thread.join(10)  # the first block ended while this one goes on
         assert blas_threads() == {1}
     assert blas_threads() == before
+
+
+def test_a_block_limits_blas_whichever_thread_entered_one_before():
+    """threadpoolctl ignores all but the first thread that limited OpenBLAS, unless told otherwise."""
+    before = blas_threads()
+    seen: list[set[int]] = []
+
+    def block() -> None:
+        with one_blas_thread():
+            seen.append(blas_threads())
+
+    for _ in range(2):
+        thread = threading.Thread(target=block)
+        thread.start()
+        thread.join(10)
+    block()
+    assert seen == [{1}, {1}, {1}]
+    assert blas_threads() == before

@@ -33,6 +33,7 @@ def one_blas_thread() -> Iterator[None]:
                 from threadpoolctl import ThreadpoolController
 
                 _controller = ThreadpoolController()
+            _release_control()
             _limiter = _controller.limit(limits=1, user_api="blas")
         _inside += 1
     try:
@@ -41,5 +42,16 @@ def one_blas_thread() -> Iterator[None]:
         with _lock:
             _inside -= 1
             if _inside == 0:
+                _release_control()
                 _limiter.restore_original_limits()
                 _limiter = None
+                _release_control()
+
+
+def _release_control() -> None:
+    """threadpoolctl lets only the first thread that limited OpenBLAS change its limit again (its
+    pool is process-wide) and silently ignores the others; the blocks here come from any worker
+    thread, and take turns under `_lock`."""
+    from threadpoolctl import OpenBLASController
+
+    OpenBLASController.clear_controlling_thread(force=True)
