@@ -23,7 +23,6 @@ import json
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -77,9 +76,8 @@ def run_case(how: str, routed: bool, tokens: int, repeats: int) -> dict[str, Any
     elif how == "pool":
         with ThreadPoolExecutor(4) as pool:
             for _ in range(repeats):  # the pool hands the calls to different workers over time
-                for future in [pool.submit(_generate, contexts[0], tokens)]:
-                    record(future.result())
-                threading.Event().wait(0.01)
+                record(pool.submit(_generate, contexts[0], tokens).result())
+                time.sleep(0.01)
     else:
         with ThreadPoolExecutor(2) as pool:
             for _ in range(repeats):

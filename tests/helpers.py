@@ -107,14 +107,15 @@ def stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def record_decode_threads(monkeypatch, module) -> list[str]:  # noqa: ANN001 - pytest's fixture, a module
-    """The names of the threads that call `module.llama_decode` from now on (it still decodes)."""
-    threads: list[str] = []
+def record_decodes(monkeypatch, module, what=None) -> list:  # noqa: ANN001 - pytest's fixture, a module, a callable
+    """`what(ctx)` for each call of `module.llama_decode` from now on (it still decodes); by default
+    the name of the thread that calls it."""
+    seen: list = []
     real_decode = module.llama_decode
 
     def decode(ctx, batch):  # noqa: ANN001, ANN202 - ctypes arguments
-        threads.append(threading.current_thread().name)
+        seen.append(what(ctx) if what else threading.current_thread().name)
         return real_decode(ctx, batch)
 
     monkeypatch.setattr(module, "llama_decode", decode)
-    return threads
+    return seen

@@ -84,6 +84,15 @@ def test_the_adapter_benchmark_times_the_native_model_with_and_without_its_lora(
             tmp_path / "plain.npz")), "--clips", "1", "--out", str(tmp_path)])
 
 
+def test_the_llama_threads_benchmark_runs_every_case_and_saves(tmp_path):
+    from benchmarks import llama_threads
+
+    result = llama_threads.main(["--tokens", "4", "--repeats", "1", "--out", str(tmp_path)])
+    assert (tmp_path / "llama_threads.json").is_file()
+    assert set(result["summary"]) == set(llama_threads.CASES)
+    assert all(case["per_token_ms"] > 0 and case["replies"] >= 1 for case in result["summary"].values())
+
+
 def test_the_native_prefill_benchmark_compares_early_and_whole_turn_audio(tmp_path):
     from benchmarks import native_prefill
 

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from tests.helpers import record_decode_threads
+from tests.helpers import record_decodes
 from voice.llm.base import ChatMessage, GenerationOptions
 from voice.llm.llamacpp import LlamaCppChat, shared_turns
 from voice.models import gguf_model
@@ -102,7 +102,7 @@ def test_decodes_run_on_the_compute_thread_whichever_thread_streams(chat, monkey
 
     import llama_cpp.llama_cpp
 
-    threads = record_decode_threads(monkeypatch, llama_cpp.llama_cpp)
+    threads = record_decodes(monkeypatch, llama_cpp.llama_cpp)
     system = ChatMessage("system", "You are a voice assistant. Answer in one short sentence.")
     with ThreadPoolExecutor(3, thread_name_prefix="worker") as pool:
         replies = [pool.submit(lambda q=q: "".join(chat.stream_chat([system, ChatMessage("user", q)], OPTIONS,
@@ -114,7 +114,7 @@ def test_decodes_run_on_the_compute_thread_whichever_thread_streams(chat, monkey
     assert set(threads) == {"llama-compute"}
 
 
-def test_the_compute_thread_runs_calls_in_order_and_passes_errors_on():
+def test_the_compute_thread_runs_calls_and_passes_errors_on():
     from voice.llm.compute_thread import is_compute_thread, on_compute_thread
 
     assert not is_compute_thread()
@@ -124,7 +124,6 @@ def test_the_compute_thread_runs_calls_in_order_and_passes_errors_on():
         on_compute_thread(lambda: 1 / 0)
 
 
-
 def test_a_busy_engine_decodes_on_one_thread(chat, monkeypatch):
     """Two spinning threads on two shared cores stall at every barrier: while the engine runs
     BUSY_JOBS model jobs or more, decodes use one thread, else the context's own count."""
@@ -132,10 +131,7 @@ def test_a_busy_engine_decodes_on_one_thread(chat, monkeypatch):
 
     from voice.llm import compute_thread
 
-    used: list[int] = []
-    real_decode = lib.llama_decode
-    monkeypatch.setattr(lib, "llama_decode", lambda ctx, batch: (used.append(lib.llama_n_threads(ctx)),
-                                                                 real_decode(ctx, batch))[1])
+    used = record_decodes(monkeypatch, lib, lib.llama_n_threads)
     messages = [ChatMessage("system", "Answer in one word."), ChatMessage("user", "Name a colour.")]
     for jobs in (compute_thread.BUSY_JOBS, 0):
         monkeypatch.setattr(compute_thread, "_load", lambda jobs=jobs: jobs)

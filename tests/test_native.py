@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from tests.helpers import DATA, ROOT, record_decode_threads
+from tests.helpers import DATA, ROOT, record_decodes
 from voice import models
 from voice.llm.base import ChatMessage, GenerationOptions, LLMError
 from voice.native.adapter import read_adapter
@@ -208,7 +208,7 @@ def test_native_decodes_run_on_the_compute_thread(encoder, audio, monkeypatch):
 
     import llama_cpp
 
-    threads = record_decode_threads(monkeypatch, llama_cpp)
+    threads = record_decodes(monkeypatch, llama_cpp)
     chat = NativeAudioChat(NumpyProjector.init(ProjectorConfig(hidden_dim=64)), encoder=encoder)
     options = GenerationOptions(max_tokens=6, temperature=0.0)
     with ThreadPoolExecutor(2, thread_name_prefix="worker") as pool:

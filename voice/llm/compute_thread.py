@@ -30,8 +30,6 @@ BUSY_JOBS = 3
 
 _local = threading.local()
 _queue: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
-_started = threading.Lock()
-_thread: threading.Thread | None = None
 
 
 def _serve() -> None:
@@ -46,12 +44,7 @@ def _serve() -> None:
             future.set_exception(exc)
 
 
-def _ensure_started() -> None:
-    global _thread
-    with _started:
-        if _thread is None:
-            _thread = threading.Thread(target=_serve, name="llama-compute", daemon=True)
-            _thread.start()
+threading.Thread(target=_serve, name="llama-compute", daemon=True).start()  # idle until asked
 
 
 def is_compute_thread() -> bool:
@@ -82,7 +75,6 @@ def on_compute_thread(function: Callable[..., T], *args: Any) -> T:
     called from the compute thread itself, it just runs it."""
     if is_compute_thread():
         return function(*args)
-    _ensure_started()
     future: Future[T] = Future()
     _queue.put((lambda: function(*args), future))
     return future.result()
