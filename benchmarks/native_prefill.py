@@ -1,6 +1,6 @@
 """What evaluating the user's speech while they speak costs the native model, and saves it.
 
-The session gives the native model the turn's audio every half second while the user speaks
+The session gives the native model the turn's audio every 250 ms while the user speaks
 (`NativeAudioChat.prefill`); the model evaluates the audio positions that have AUDIO_MARGIN_S of
 audio after them, and the reply then evaluates only the rest. Whisper's encoder attends both ways,
 so those early positions are not exactly what encoding the whole turn gives. This measures, on
@@ -31,6 +31,7 @@ import numpy as np
 
 from benchmarks.native_eval import INSTRUCTIONS, load_recordings
 from benchmarks.report import save_results
+from server.session import EVALUATE_EVERY_MS
 from voice import models
 from voice.audio import ASR_RATE
 from voice.llm.base import ChatMessage, GenerationOptions
@@ -40,7 +41,7 @@ from voice.native.llama_embeddings import EmbeddingContext
 from voice.native.model import NativeAudioChat, prompt_texts
 
 OUT = Path(__file__).resolve().parent / "results"
-STEP = ASR_RATE // 2  # the session's cadence: half a second of speech
+STEP = EVALUATE_EVERY_MS * ASR_RATE // 1000  # the session's cadence
 
 
 def synthetic(count: int) -> list[tuple[str, np.ndarray, str]]:
@@ -60,13 +61,13 @@ def synthetic(count: int) -> list[tuple[str, np.ndarray, str]]:
 
 
 def speak(native: NativeAudioChat, messages: list[ChatMessage], audio: np.ndarray) -> None:
-    """What the session sends while the user speaks: the speech so far, every half second."""
+    """What the session sends while the user speaks: the speech so far, every EVALUATE_EVERY_MS."""
     for end in range(STEP, audio.size, STEP):
         native.prefill(messages, threading.Event(), audio_16k=audio[:end])
 
 
 def early_embeddings(native: NativeAudioChat, messages: list[ChatMessage], audio: np.ndarray) -> tuple[np.ndarray, int]:
-    """The audio rows a reply uses after the session's prefills (every half second of the
+    """The audio rows a reply uses after the session's prefills (every EVALUATE_EVERY_MS of the
     speech), and how many of them were evaluated early."""
     context = native._free[0]
     context.reset()

@@ -89,6 +89,7 @@ class Connection:
         self._cancels: dict[str, threading.Event] = {}
         self._partial_cancel = threading.Event()  # of the partial transcription under way, if any
         self._evaluating_audio = False  # a native prefill of the user's speech is under way
+        self._next_audio_prefill: PrefillPrompt | None = None  # the newest one asked for meanwhile
         self._holds: dict[str, tuple[asyncio.Event, asyncio.TimerHandle]] = {}  # held transcriptions
         self._loop = asyncio.get_running_loop()
 
@@ -259,8 +260,9 @@ class Connection:
 
     async def _prefill(self, effect: PrefillPrompt) -> None:
         if effect.audio is not None:
-            if self._evaluating_audio:
-                return  # one at a time: the next one, half a second of speech later, covers this one's
+            if self._evaluating_audio:  # one at a time: the newest speech runs when this one ends
+                self._next_audio_prefill = effect
+                return
             self._evaluating_audio = True
         try:
             await self._loop.run_in_executor(self.engine.executor, self.engine.prefill, effect.messages,
@@ -270,8 +272,12 @@ class Connection:
         finally:
             if effect.audio is not None:
                 self._evaluating_audio = False
+                waiting, self._next_audio_prefill = self._next_audio_prefill, None
+                if waiting is not None and not self._closing:
+                    self._track(self._prefill(waiting))
 
     def _start_response(self, effect: StartResponse) -> None:
+        self._next_audio_prefill = None  # the reply evaluates that speech itself
         cancel = threading.Event()
         if self._closing:
             cancel.set()

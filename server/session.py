@@ -37,6 +37,10 @@ _SPECULATE_AFTER_MS = 64  # silence after which the turn is transcribed speculat
 _EARLY_SPECULATE_AFTER_MS = 32
 _MIN_COMMIT_MS = 100
 _EVALUATE_MAX_S = 30  # native: speech evaluated while the user speaks, at most (the encoder's window)
+EVALUATE_EVERY_MS = 250
+"""Native: how often the session gives the model the speech so far while the user speaks. Each time
+costs an encoding of the turn so far and the evaluation of a few new positions; what is left for
+the reply is the audio since the last time and the model's margin (voice/native/model.py)."""
 _HOLD_TRANSCRIPT_MS = 250  # native push-to-talk: how long a commit's transcription waits for a reply
 
 
@@ -397,12 +401,13 @@ class RealtimeSession:
         return self._vad.last_probability >= _PARTIAL_MIN_PROBABILITY
 
     def _maybe_evaluate_speech(self, turn_start: int) -> None:
-        """Native: give the model the speech so far every half second, so that it evaluates the
-        audio while the user speaks and the reply evaluates only the last of it."""
+        """Native: give the model the speech so far every EVALUATE_EVERY_MS, so that it evaluates
+        the audio while the user speaks and the reply evaluates only the last of it."""
         if self.config.pipeline != "native" or not self.config.streaming_asr or self._response is not None:
             return
         speech = self._stream_samples - turn_start
-        if speech - self._evaluated_samples < ASR_RATE // 2 or speech > _EVALUATE_MAX_S * ASR_RATE:
+        if speech - self._evaluated_samples < EVALUATE_EVERY_MS * ASR_RATE // 1000 \
+                or speech > _EVALUATE_MAX_S * ASR_RATE:
             return  # (a longer turn, or an open microphone never committed: the reply encodes it)
         self._evaluated_samples = speech
         messages = self.conversation.messages(self.config.instructions)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -212,6 +213,63 @@ async def test_a_native_reply_caught_in_a_loop_is_ended(in_process_server, monke
     assert response["output"][0]["content"][0]["transcript"] == "You're welcome. You're welcome."
     assert of_type(events, "response.output_audio.delta")
     assert closed and len(pulled) <= 4 * 3 + 1
+    await websocket.close()
+
+
+async def test_speech_evaluations_run_one_at_a_time_the_newest_next(in_process_server, monkeypatch):
+    # Native push-to-talk: the session asks for an evaluation of the speech so far every 250 ms. One
+    # that comes while another runs waits, and only the newest of those runs next; none is left to
+    # run once the reply has started (the reply evaluates the rest itself).
+    native = in_process_server.engine.native
+    real = native.prefill
+    calls: list[int] = []
+    entered, gate, finished = threading.Event(), threading.Event(), threading.Event()
+
+    def slow_prefill(messages, cancel, audio_16k=None):  # noqa: ANN001, ANN202
+        calls.append(0 if audio_16k is None else audio_16k.size)
+        if audio_16k is None:
+            return real(messages, cancel)
+        entered.set()
+        gate.wait(30)
+        real(messages, cancel, audio_16k=audio_16k)
+        finished.set()
+
+    monkeypatch.setattr(native, "prefill", slow_prefill)
+    websocket = await connect(in_process_server.port)
+    await send(websocket, {"type": "session.update", "session": {
+        "type": "realtime", "pipeline": "native", "audio": {"input": {"turn_detection": None}}}})
+    await collect_until(websocket, "session.updated")
+    pcm = clip(CLIP)
+    half = len(pcm) // 2 // 4800 * 4800
+
+    async def append(part: bytes) -> None:
+        for start in range(0, len(part), 4800):  # 100 ms at a time
+            await send(websocket, {"type": "input_audio_buffer.append",
+                                   "audio": base64.b64encode(part[start:start + 4800]).decode()})
+        await send(websocket, {"type": "conversation.item.retrieve", "item_id": "none"})
+        await collect_until(websocket, "error")  # (every append before it has been handled)
+
+    await append(pcm[:half])
+    assert await asyncio.to_thread(entered.wait, 30)
+    speech = [size for size in calls if size]
+    assert len(speech) == 1 and speech[0] < half // 3  # the first, 250 ms in; the rest waited
+    entered.clear()
+    gate.set()
+    assert await asyncio.to_thread(entered.wait, 30)
+    speech = [size for size in calls if size]
+    assert len(speech) == 2 and speech[1] > half // 3 - 5_000  # then only the newest (250 ms steps)
+
+    assert await asyncio.to_thread(finished.wait, 30)
+    gate.clear()
+    entered.clear()
+    await append(pcm[half:])  # after the first of it, the second half waits for its evaluation
+    assert await asyncio.to_thread(entered.wait, 30)
+    await send(websocket, {"type": "input_audio_buffer.commit"}, {"type": "response.create"})
+    await asyncio.sleep(0.3)
+    gate.set()
+    events = await collect_until(websocket, "response.done")
+    assert events[-1]["response"]["status"] == "completed"
+    assert len([size for size in calls if size]) == 3  # nothing ran after the reply started
     await websocket.close()
 
 

@@ -305,12 +305,28 @@ def test_the_speech_is_evaluated_while_the_user_speaks(encoder, audio):
     held = len(holder.cached_embeddings(before))
     spoken = audio[: (audio.size - 1) // half_second * half_second]
     assert held == (len(encoder.encode(spoken)) - int(AUDIO_MARGIN_S * 50)) // 4 > 0
-    positions = len(chat.audio_embeddings(audio))
+    whole = chat.audio_embeddings(audio)
+    positions = len(whole)
+    held_rows = holder.cached_embeddings(before).copy()
     decoded: list[int] = []
     original = holder._decode
     holder._decode = lambda batch, n: (decoded.append(n), original(batch, n))[1]
+    projector, projected = chat.projector, []
+
+    class Projector:  # counts the frames projected
+        config = projector.config
+
+        def __call__(self, frames: np.ndarray) -> np.ndarray:
+            projected.append(len(frames))
+            return projector(frames)
+
+    chat.projector = Projector()
     early = "".join(chat.stream_reply(audio, history, options, threading.Event()))
+    chat.projector = projector
     assert decoded[0] == positions - held + tail  # only the audio after what was evaluated, and the tail
+    assert projected == [len(encoder.encode(audio)) - 4 * held]  # and only that audio is projected
+    rows = holder.cached_embeddings(before)
+    assert np.array_equal(rows[:held], held_rows) and np.allclose(rows[held:], whole[held:], atol=1e-5)
     assert early  # (these projector weights are random: the reply is some text, not an answer)
 
     # Speech of another turn is not taken for this one: its rows are all evaluated.

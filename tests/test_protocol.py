@@ -14,6 +14,7 @@ from server.config import SessionConfig, TurnDetection
 from server.conversation import Item
 from server.events import ProtocolError, parse_client_event
 from server.session import (
+    EVALUATE_EVERY_MS,
     CancelResponse,
     PrefillPrompt,
     RealtimeSession,
@@ -509,10 +510,10 @@ def test_native_history_is_evaluated_ahead_while_the_user_speaks(silero):
     [first] = [e for e in driver.effects if isinstance(e, PrefillPrompt) and e.audio is None]  # at the speech start
     assert first.pipeline == "native" and [m.role for m in first.messages] == ["system"]
     [start] = [e for e in driver.effects if isinstance(e, StartResponse)]
-    # The speech itself, every half second while the user speaks: each time the turn so far.
+    # The speech itself, every EVALUATE_EVERY_MS while the user speaks: each time the turn so far.
     speech = [e.audio for e in driver.effects if isinstance(e, PrefillPrompt) and e.audio is not None]
     sizes = [0, *(e.size for e in speech)]
-    assert len(speech) >= 2 and all(b - a >= 8_000 for a, b in zip(sizes, sizes[1:], strict=False))
+    assert len(speech) >= 4 and all(b - a >= EVALUATE_EVERY_MS * 16 for a, b in zip(sizes, sizes[1:], strict=False))
     assert all(np.array_equal(start.user_audio[: e.size], e) for e in speech)  # what the reply goes on from
     driver.answer(driver.turn_job(), "Turn on the living room lamp.")
     driver.progress(start.response_id, SpeechSegment("Done.", bytes(24_000)))
@@ -531,13 +532,17 @@ def test_push_to_talk_evaluates_the_history_when_the_user_starts_talking(silero,
     [first] = [e for e in driver.effects if isinstance(e, PrefillPrompt) and e.audio is None]  # at the first audio
     assert first.pipeline == pipeline and [m.role for m in first.messages] == ["system"]
     speech = [e.audio for e in driver.effects if isinstance(e, PrefillPrompt) and e.audio is not None]
-    assert len(speech) == (0 if pipeline == "cascade" else len(LAMP) // 3 // 8_000)  # every half second (16 kHz)
     driver.send({"type": "input_audio_buffer.commit"})
     [job] = [e for e in driver.effects if isinstance(e, Transcribe) and e.final]
     driver.answer(job, "Turn on the living room lamp.")
     driver.send({"type": "response.create"})
     [start] = [e for e in driver.effects if isinstance(e, StartResponse)]
-    if pipeline == "native":
+    if pipeline == "cascade":
+        assert not speech
+    else:  # the speech so far, every EVALUATE_EVERY_MS (at 16 kHz)
+        sizes = [0, *(e.size for e in speech)]
+        assert all(b - a >= EVALUATE_EVERY_MS * 16 for a, b in zip(sizes, sizes[1:], strict=False))
+        assert start.user_audio.size - sizes[-1] < 2 * EVALUATE_EVERY_MS * 16
         assert all(np.array_equal(start.user_audio[: e.size], e) for e in speech)
     driver.progress(start.response_id, SpeechSegment("Done.", bytes(24_000)))
     driver.progress(start.response_id, ResponseFinished())

@@ -190,9 +190,8 @@ class NativeAudioChat:
         if cancel.is_set():
             return
         started = time.perf_counter()
-        with one_blas_thread():
+        with one_blas_thread():  # (the log-mel spectrogram is numpy's)
             frames = self.encoder.encode(audio_16k)
-            embeddings = self.projector(frames)
         encoded = time.perf_counter()
         before, after = prompt_texts(messages, instruction)
         before_tokens = self._tokenizer.tokenize(before)
@@ -204,9 +203,12 @@ class NativeAudioChat:
             if cancel.is_set():  # while the audio was encoded: the prompt's evaluation cannot be stopped
                 return
             acquired = time.perf_counter()
-            held = self._held_rows(context, before_tokens, audio_16k)  # evaluated while the user spoke
-            if 0 < len(held) <= len(embeddings):
-                embeddings = np.concatenate([held, embeddings[len(held):]])
+            stack = self.projector.config.stack
+            # Evaluated while the user spoke: only the rest (a frame at least) is projected.
+            held = self._held_rows(context, before_tokens, audio_16k)[: (frames.shape[0] - 1) // stack]
+            with one_blas_thread():
+                rest = self.projector(frames[len(held) * stack:])
+            embeddings = np.concatenate([held, rest]).astype(np.float32, copy=False)
             self._sources.pop(id(context), None)
             reused = context.start([before_tokens, embeddings, context.tokenize(after)])
             self._sources[id(context)] = (audio_16k, max(len(held), self._final_count(frames)))
