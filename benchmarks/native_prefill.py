@@ -9,11 +9,13 @@ not trained on (prompts after the training set's 5,000, spoken by the data scrip
 
 - quality: the per-token loss of the right "repeat what I said" answer (the reference text) and
   of the LLM's own reply to the text (what the projector is trained towards), with the whole-turn
-  encoding and with the early-evaluated rows, for each margin;
+  encoding and with the early-evaluated rows, for each margin, and for each limit on the audio the
+  encoder sees before the positions it computes (`--left-contexts`; ENCODER_LEFT_CONTEXT_S);
 - latency: the time from the end of speech to the reply's first token, with the speech evaluated
   early and without (the same audio, the same context, best of `--repeats`).
 
-    python -m benchmarks.native_prefill [--margins 0.5 1.0] [--synthetic 20] [--clips N] [--out benchmarks/results]
+    python -m benchmarks.native_prefill [--margins 0.5 1.0] [--left-contexts 1 2] [--synthetic 20] [--clips N]
+        [--out benchmarks/results]
 """
 
 from __future__ import annotations
@@ -72,10 +74,17 @@ def early_embeddings(native: NativeAudioChat, messages: list[ChatMessage], audio
     context = native._free[0]
     context.reset()
     speak(native, messages, audio)
-    before = context.tokenize(prompt_texts(messages)[0])
-    held = context.cached_embeddings(before)
-    whole = native.audio_embeddings(audio)
-    return np.concatenate([held, whole[len(held):]]), len(held)
+    rows, held, _ = native._reply_rows(context, context.tokenize(prompt_texts(messages)[0]), audio)
+    return rows, held
+
+
+def variants(margins: list[float], left_contexts: list[float]) -> dict[str, tuple[float, float | None]]:
+    """The early-evaluation settings compared, by name: (AUDIO_MARGIN_S, ENCODER_LEFT_CONTEXT_S).
+    Each margin with the whole turn encoded; each left context with the margin in use."""
+    named: dict[str, tuple[float, float | None]] = {f"margin_{m}": (m, None) for m in margins}
+    margin = native_model.AUDIO_MARGIN_S
+    named.update({f"margin_{margin}_left_{left}": (margin, left) for left in left_contexts})
+    return named
 
 
 def target_loss(context: EmbeddingContext, messages: list[ChatMessage], instruction: str | None,
@@ -120,14 +129,15 @@ def first_token_ms(native: NativeAudioChat, messages: list[ChatMessage], audio: 
 
 
 def run(margins: list[float], n_synthetic: int, repeats: int, clips: int | None = None,
-        max_tokens: int = 48) -> dict[str, Any]:
+        max_tokens: int = 48, left_contexts: list[float] | None = None) -> dict[str, Any]:
     native = NativeAudioChat(models.native_projector("bundled"), parallel=1)
     context = native._free[0]
     system = [ChatMessage("system", INSTRUCTIONS)]
     items = [(r.name, r.audio_16k, r.reference) for r in load_recordings()[:clips]] + synthetic(n_synthetic)
     end = context.tokenize("<|im_end|>")
     rows: list[dict[str, Any]] = []
-    default_margin = native_model.AUDIO_MARGIN_S
+    default_margin, default_left = native_model.AUDIO_MARGIN_S, native_model.ENCODER_LEFT_CONTEXT_S
+    compared = variants(margins, left_contexts or [])
     for name, audio, text in items:
         whole = native.audio_embeddings(audio)
         repeat_target = context.tokenize(text) + end
@@ -138,13 +148,13 @@ def run(margins: list[float], n_synthetic: int, repeats: int, clips: int | None 
             "whole": {"repeat_loss": round(target_loss(context, [], REPEAT_INSTRUCTION, whole, repeat_target), 4),
                       "reply_loss": round(target_loss(context, system, None, whole, reply_target), 4)},
         }
-        for margin in margins:
-            native_model.AUDIO_MARGIN_S = margin
+        for variant, (margin, left) in compared.items():
+            native_model.AUDIO_MARGIN_S, native_model.ENCODER_LEFT_CONTEXT_S = margin, left
             try:
                 spliced, held = early_embeddings(native, system, audio)
             finally:
-                native_model.AUDIO_MARGIN_S = default_margin
-            row[f"margin_{margin}"] = {
+                native_model.AUDIO_MARGIN_S, native_model.ENCODER_LEFT_CONTEXT_S = default_margin, default_left
+            row[variant] = {
                 "early_positions": held,
                 "repeat_loss": round(target_loss(context, [], REPEAT_INSTRUCTION, spliced, repeat_target), 4),
                 "reply_loss": round(target_loss(context, system, None, spliced, reply_target), 4)}
@@ -160,25 +170,27 @@ def run(margins: list[float], n_synthetic: int, repeats: int, clips: int | None 
         if not chosen:
             continue
         summary[kind] = {"clips": len(chosen)}
-        for variant in ["whole", *(f"margin_{m}" for m in margins)]:
+        for variant in ["whole", *compared]:
             summary[kind][variant] = {loss: round(statistics.mean(row[variant][loss] for row in chosen), 4)
                                       for loss in ("repeat_loss", "reply_loss")}
         summary[kind]["first_token_ms_median"] = {
             way: round(statistics.median(row["first_token_ms"][way] for row in chosen), 1)
             for way in ("whole", "early")}
-    return {"margin_in_use_s": default_margin, "margins": margins, "repeats": repeats, "summary": summary,
-            "clips": rows}
+    return {"margin_in_use_s": default_margin, "encoder_left_context_in_use_s": default_left, "margins": margins,
+            "left_contexts": left_contexts or [], "repeats": repeats, "summary": summary, "clips": rows}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--margins", type=float, nargs="+", default=[0.5, 1.0])
+    parser.add_argument("--left-contexts", type=float, nargs="*", default=[],
+                        help="encoder left contexts (s) to compare, at the margin in use")
     parser.add_argument("--synthetic", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--clips", type=int, default=None, help="only the first CLIPS real recordings")
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args(argv)
-    result = run(args.margins, args.synthetic, args.repeats, args.clips)
+    result = run(args.margins, args.synthetic, args.repeats, args.clips, left_contexts=args.left_contexts)
     save_results(args.out, "native_prefill.json", result)
     return result
 

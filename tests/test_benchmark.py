@@ -97,9 +97,11 @@ def test_the_native_prefill_benchmark_compares_early_and_whole_turn_audio(tmp_pa
     from benchmarks import native_prefill
 
     result = native_prefill.main(["--clips", "2", "--synthetic", "1", "--repeats", "1", "--margins", "1.0",
-                                  "--out", str(tmp_path)])
+                                  "--left-contexts", "1.5", "--out", str(tmp_path)])
     assert (tmp_path / "native_prefill.json").is_file()
     assert [row["kind"] for row in result["clips"]] == ["real", "real", "synthetic"]
     for row in result["clips"]:
         assert 0 < row["margin_1.0"]["early_positions"] < row["positions"]
+        windowed = row[f"margin_{result['margin_in_use_s']}_left_1.5"]
+        assert windowed["early_positions"] == row["margin_1.0"]["early_positions"] and windowed["repeat_loss"] > 0
         assert row["whole"]["repeat_loss"] > 0 and row["first_token_ms"]["early"] > 0

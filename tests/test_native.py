@@ -344,6 +344,42 @@ def test_the_speech_is_evaluated_while_the_user_speaks(encoder, audio):
     chat.close()
 
 
+def test_with_a_left_context_the_encoder_sees_only_the_audio_near_the_positions_it_computes(encoder, audio,
+                                                                                           monkeypatch):
+    from voice.native import model
+
+    left = 0.5
+    monkeypatch.setattr(model, "ENCODER_LEFT_CONTEXT_S", left)
+    chat = NativeAudioChat(NumpyProjector.init(ProjectorConfig(hidden_dim=64)), encoder=encoder, parallel=1)
+    seen: list[int] = []
+
+    class Encoder:  # records how much audio each encoding is given
+        dim = encoder.dim
+
+        def encode(self, audio_16k: np.ndarray) -> np.ndarray:
+            seen.append(audio_16k.size)
+            return encoder.encode(audio_16k)
+
+    chat.encoder = Encoder()
+    history = [ChatMessage("system", "You are a voice assistant.")]
+    before = chat._tokenizer.tokenize(prompt_texts(history)[0])
+    step = 4_000
+    for end in range(step, audio.size, step):
+        chat.prefill(history, threading.Event(), audio_16k=audio[:end])
+    held = len(chat._free[0].cached_embeddings(before))
+    # Each time: the left context, then the audio after the positions held (the margin and a step).
+    most = int((left + model.AUDIO_MARGIN_S) * 16_000) + step + 2 * 1280  # (windows start on a position)
+    assert held > 0 and max(seen) <= most < audio.size
+    whole = chat.audio_embeddings(audio)
+    seen.clear()
+    options = GenerationOptions(max_tokens=2, temperature=0.0)
+    "".join(chat.stream_reply(audio, history, options, threading.Event()))
+    assert len(seen) == 1 and seen[0] <= most  # the reply too
+    rows = chat._free[0].cached_embeddings(before)
+    assert rows.shape == whole.shape  # every position, the held ones as they were
+    chat.close()
+
+
 def test_training_end_to_end(tmp_path, encoder, audio, capsys):
     pytest.importorskip("torch")
     pytest.importorskip("transformers")

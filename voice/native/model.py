@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from voice import models
+from voice.audio import ASR_RATE
 from voice.blas import one_blas_thread
 from voice.llm.base import ChatMessage, GenerationOptions
 from voice.native.base import AudioChatModel, transcribe
@@ -40,7 +41,15 @@ AUDIO_MARGIN_S = 1.0
 encoder attends both ways, so a frame's state changes until it has enough audio after it. With
 1 s, on 20 held-out synthetic utterances, the repeat loss is 0.167 against 0.160 with the whole-turn
 encoding (0.187 at 0.5 s), the reply loss 0.752 against 0.755: `python -m benchmarks.native_prefill`."""
+ENCODER_LEFT_CONTEXT_S: float | None = 3.0
+"""Audio the encoder sees before the first position it computes, once earlier positions are held
+evaluated (None: the whole turn). Without a limit every evaluation while the user speaks, and the
+reply, encoded the whole turn so far (4-5 ms a second of it here, every 250 ms of speech); with 3 s
+no encoding is given more than about 4.3 s. On the 20 real recordings (`python -m
+benchmarks.native_prefill --margins 1.0 --left-contexts 1.5 3.0`) the repeat and reply losses are
+2.349 and 1.348 with 3 s, 2.364 and 1.345 with the whole turn; 1.5 s costs more (2.401, 1.382)."""
 _PREFILL_WAIT_S = 0.5  # how long a reply waits for the evaluation of its own audio to finish
+_SAMPLES_PER_FRAME = ASR_RATE // FRAMES_PER_SECOND
 
 DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 """What SmolLM2's chat template puts in when the conversation has no system message."""
@@ -149,19 +158,44 @@ class NativeAudioChat:
         """The embeddings of the audio's leading positions that the rest of the turn will not
         change (what `context` already holds of them, then the new ones); None if no new one."""
         with one_blas_thread():
-            frames = self.encoder.encode(audio_16k)
-            stack = self.projector.config.stack
-            final = self._final_count(frames)
             held = self._held_rows(context, before, audio_16k)
+            frames, total = self._encode_after(audio_16k, len(held))
+            final = self._final_count(total)
             if final <= len(held):
                 return None
-            new = self.projector(frames[len(held) * stack: final * stack])
+            new = self.projector(frames[: (final - len(held)) * self.projector.config.stack])
         return np.concatenate([held, new]).astype(np.float32, copy=False)
 
-    def _final_count(self, frames: np.ndarray) -> int:
-        """How many leading audio positions have AUDIO_MARGIN_S of encoded audio after them."""
+    def _reply_rows(self, context: EmbeddingContext, before: list[int],
+                    audio_16k: np.ndarray) -> tuple[np.ndarray, int, int]:
+        """The audio's embeddings for a reply in `context`: the rows it holds from the evaluation
+        of this speech while the user spoke, then the rest encoded and projected (a frame at least);
+        with how many rows were held, and the turn's encoder frame count."""
         stack = self.projector.config.stack
-        return max(0, (frames.shape[0] - int(AUDIO_MARGIN_S * FRAMES_PER_SECOND)) // stack)
+        with one_blas_thread():
+            held = self._held_rows(context, before, audio_16k)
+            held = held[: max(0, audio_16k.size // _SAMPLES_PER_FRAME - 1) // stack]
+            frames, total = self._encode_after(audio_16k, len(held))
+            rest = self.projector(frames)
+        return np.concatenate([held, rest]).astype(np.float32, copy=False), len(held), total
+
+    def _encode_after(self, audio_16k: np.ndarray, first_row: int) -> tuple[np.ndarray, int]:
+        """The encoder frames of the audio from position `first_row` on, and the whole audio's
+        frame count. The encoder sees ENCODER_LEFT_CONTEXT_S of audio before that position."""
+        stack = self.projector.config.stack
+        row_samples = stack * _SAMPLES_PER_FRAME
+        start = 0
+        if ENCODER_LEFT_CONTEXT_S is not None:
+            start = max(0, first_row * row_samples - int(ENCODER_LEFT_CONTEXT_S * ASR_RATE))
+            start = start // row_samples * row_samples
+        frames = self.encoder.encode(audio_16k[start:])
+        offset = start // _SAMPLES_PER_FRAME
+        return frames[first_row * stack - offset:], offset + frames.shape[0]
+
+    def _final_count(self, frames: int) -> int:
+        """How many leading audio positions have AUDIO_MARGIN_S of encoded audio after them, of
+        audio that encodes to `frames` frames."""
+        return max(0, (frames - int(AUDIO_MARGIN_S * FRAMES_PER_SECOND)) // self.projector.config.stack)
 
     def _held_rows(self, context: EmbeddingContext, before: list[int], audio_16k: np.ndarray) -> np.ndarray:
         """The final audio rows `context` holds after `before` for speech that `audio_16k` goes on."""
@@ -190,9 +224,6 @@ class NativeAudioChat:
         if cancel.is_set():
             return
         started = time.perf_counter()
-        with one_blas_thread():  # (the log-mel spectrogram is numpy's)
-            frames = self.encoder.encode(audio_16k)
-        encoded = time.perf_counter()
         before, after = prompt_texts(messages, instruction)
         before_tokens = self._tokenizer.tokenize(before)
         context = self._acquire(before_tokens, cancel, audio=audio_16k)
@@ -200,21 +231,19 @@ class NativeAudioChat:
             return
         tokens = None
         try:
-            if cancel.is_set():  # while the audio was encoded: the prompt's evaluation cannot be stopped
+            if cancel.is_set():
                 return
             acquired = time.perf_counter()
-            stack = self.projector.config.stack
-            # Evaluated while the user spoke: only the rest (a frame at least) is projected.
-            held = self._held_rows(context, before_tokens, audio_16k)[: (frames.shape[0] - 1) // stack]
-            with one_blas_thread():
-                rest = self.projector(frames[len(held) * stack:])
-            embeddings = np.concatenate([held, rest]).astype(np.float32, copy=False)
+            embeddings, held, frames = self._reply_rows(context, before_tokens, audio_16k)
+            encoded = time.perf_counter()
+            if cancel.is_set():  # while the audio was encoded: the prompt's evaluation cannot be stopped
+                return
             self._sources.pop(id(context), None)
             reused = context.start([before_tokens, embeddings, context.tokenize(after)])
-            self._sources[id(context)] = (audio_16k, max(len(held), self._final_count(frames)))
-            log.debug("native prompt: audio encoded in %.0f ms, context free after %.0f more, %d positions "
-                      "decoded in %.0f ms (%d reused)", 1e3 * (encoded - started), 1e3 * (acquired - encoded),
-                      context.n_past - reused, 1e3 * (time.perf_counter() - acquired), reused)
+            self._sources[id(context)] = (audio_16k, max(held, self._final_count(frames)))
+            log.debug("native prompt: context free after %.0f ms, audio encoded in %.0f ms, %d positions "
+                      "decoded in %.0f ms (%d reused)", 1e3 * (acquired - started), 1e3 * (encoded - acquired),
+                      context.n_past - reused, 1e3 * (time.perf_counter() - encoded), reused)
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             tokens = context.generate(options.max_tokens, options.temperature, cancel=cancel)
             for token in tokens:
