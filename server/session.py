@@ -39,8 +39,8 @@ _MIN_COMMIT_MS = 100
 _EVALUATE_MAX_S = 30  # native: speech evaluated while the user speaks, at most (the encoder's window)
 EVALUATE_EVERY_MS = 250
 """Native: how often the session gives the model the speech so far while the user speaks. Each time
-costs an encoding of the turn so far and the evaluation of a few new positions; what is left for
-the reply is the audio since the last time and the model's margin (voice/native/model.py)."""
+costs an encoding of its last few seconds and the evaluation of a few new positions; what is left
+for the reply is the audio since the last time and the model's margin (voice/native/model.py)."""
 _HOLD_TRANSCRIPT_MS = 250  # native push-to-talk: how long a commit's transcription waits for a reply
 
 

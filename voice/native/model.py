@@ -39,8 +39,9 @@ _WAIT_POLL_S = 0.05
 AUDIO_MARGIN_S = 1.0
 """Audio evaluated while the user speaks stops this far before the audio heard so far: Whisper's
 encoder attends both ways, so a frame's state changes until it has enough audio after it. With
-1 s, on 20 held-out synthetic utterances, the repeat loss is 0.167 against 0.160 with the whole-turn
-encoding (0.187 at 0.5 s), the reply loss 0.752 against 0.755: `python -m benchmarks.native_prefill`."""
+1 s, on the 20 real recordings, the repeat loss is 2.345 against 2.304 with the whole-turn
+encoding (2.443 at 0.5 s), the reply loss 1.345 against 1.313 (1.374 at 0.5 s): `python -m
+benchmarks.native_prefill --margins 0.25 0.5 0.75 1.0` (benchmarks/RESULTS.md, 2026-12-05 05:41)."""
 ENCODER_LEFT_CONTEXT_S: float | None = 3.0
 """Audio the encoder sees before the first position it computes, once earlier positions are held
 evaluated (None: the whole turn). Without a limit every evaluation while the user speaks, and the
