@@ -222,17 +222,20 @@ async def test_speech_evaluations_run_one_at_a_time_the_newest_next(in_process_s
     # run once the reply has started (the reply evaluates the rest itself).
     native = in_process_server.engine.native
     real = native.prefill
-    calls: list[int] = []
-    entered, gate, finished = threading.Event(), threading.Event(), threading.Event()
+    calls: list[int] = []  # the audio evaluations, by size
+    entered, finished = [threading.Event() for _ in range(5)], [threading.Event() for _ in range(5)]
+    gates = {1: threading.Event(), 3: threading.Event()}  # the evaluations that wait to be let through
 
     def slow_prefill(messages, cancel, audio_16k=None):  # noqa: ANN001, ANN202
-        calls.append(0 if audio_16k is None else audio_16k.size)
         if audio_16k is None:
             return real(messages, cancel)
-        entered.set()
-        gate.wait(30)
+        calls.append(audio_16k.size)
+        number = len(calls)
+        entered[number].set()
+        if number in gates:
+            gates[number].wait(30)
         real(messages, cancel, audio_16k=audio_16k)
-        finished.set()
+        finished[number].set()
 
     monkeypatch.setattr(native, "prefill", slow_prefill)
     websocket = await connect(in_process_server.port)
@@ -249,27 +252,26 @@ async def test_speech_evaluations_run_one_at_a_time_the_newest_next(in_process_s
         await send(websocket, {"type": "conversation.item.retrieve", "item_id": "none"})
         await collect_until(websocket, "error")  # (every append before it has been handled)
 
-    await append(pcm[:half])
-    assert await asyncio.to_thread(entered.wait, 30)
-    speech = [size for size in calls if size]
-    assert len(speech) == 1 and speech[0] < half // 3  # the first, 250 ms in; the rest waited
-    entered.clear()
-    gate.set()
-    assert await asyncio.to_thread(entered.wait, 30)
-    speech = [size for size in calls if size]
-    assert len(speech) == 2 and speech[1] > half // 3 - 5_000  # then only the newest (250 ms steps)
+    def reached(event: threading.Event) -> Any:
+        return asyncio.to_thread(event.wait, 30)
 
-    assert await asyncio.to_thread(finished.wait, 30)
-    gate.clear()
-    entered.clear()
-    await append(pcm[half:])  # after the first of it, the second half waits for its evaluation
-    assert await asyncio.to_thread(entered.wait, 30)
+    await append(pcm[:half])
+    assert await reached(entered[1])
+    assert len(calls) == 1 and calls[0] < half // 3  # the first, 250 ms in; the rest waited
+    gates[1].set()
+    assert await reached(entered[2]) and await reached(finished[2])
+    assert len(calls) == 2 and calls[1] > half // 3 - 5_000  # then only the newest (250 ms steps)
+
+    await append(pcm[half:])
+    assert await reached(entered[3])  # the next one, held at its gate: the ones after it wait
     await send(websocket, {"type": "input_audio_buffer.commit"}, {"type": "response.create"})
     await asyncio.sleep(0.3)
-    gate.set()
+    gates[3].set()
     events = await collect_until(websocket, "response.done")
     assert events[-1]["response"]["status"] == "completed"
-    assert len([size for size in calls if size]) == 3  # nothing ran after the reply started
+    assert await reached(finished[3])
+    await asyncio.sleep(0.3)
+    assert len(calls) == 3  # nothing ran after the reply started
     await websocket.close()
 
 
