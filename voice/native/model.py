@@ -45,8 +45,9 @@ benchmarks.native_prefill --margins 0.25 0.5 0.75 1.0` (benchmarks/RESULTS.md, 2
 ENCODER_LEFT_CONTEXT_S: float | None = 3.0
 """Audio the encoder sees before the first position it computes, once earlier positions are held
 evaluated (None: the whole turn). Without a limit every evaluation while the user speaks, and the
-reply, encoded the whole turn so far (4-5 ms a second of it here, every 250 ms of speech); with 3 s
-no encoding is given more than about 4.3 s. On the 20 real recordings (`python -m
+reply, encoded the whole turn so far (4-5 ms a second of it here, every 250 ms of speech); with 3 s,
+once positions are held, an encoding gets at most about 4.3 s (the 3 s, the margin, and the audio
+since the last evaluation). On the 20 real recordings (`python -m
 benchmarks.native_prefill --margins 1.0 --left-contexts 1.5 3.0`) the repeat and reply losses are
 2.349 and 1.348 with 3 s, 2.364 and 1.345 with the whole turn; 1.5 s costs more (2.401, 1.382)."""
 _PREFILL_WAIT_S = 0.5  # how long a reply waits for the evaluation of its own audio to finish
