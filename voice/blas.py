@@ -45,7 +45,6 @@ def one_blas_thread() -> Iterator[None]:
                 _release_control()
                 _limiter.restore_original_limits()
                 _limiter = None
-                _release_control()
 
 
 def _release_control() -> None:

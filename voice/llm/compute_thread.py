@@ -17,10 +17,9 @@ shared cores stalls at every barrier where the other thread lost its core.
 
 from __future__ import annotations
 
-import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -29,22 +28,14 @@ BUSY_JOBS = 3
 """From this many model jobs under way (the engine's count), decodes run on one thread."""
 
 _local = threading.local()
-_queue: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
 
 
-def _serve() -> None:
+def _become_compute_thread() -> None:
     _local.compute = True
-    while True:
-        call, future = _queue.get()
-        if not future.set_running_or_notify_cancel():
-            continue
-        try:
-            future.set_result(call())
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller, who raises it
-            future.set_exception(exc)
+    threading.current_thread().name = "llama-compute"
 
 
-threading.Thread(target=_serve, name="llama-compute", daemon=True).start()  # idle until asked
+_executor = ThreadPoolExecutor(max_workers=1, initializer=_become_compute_thread)
 
 
 def is_compute_thread() -> bool:
@@ -75,9 +66,7 @@ def on_compute_thread(function: Callable[..., T], *args: Any) -> T:
     called from the compute thread itself, it just runs it."""
     if is_compute_thread():
         return function(*args)
-    future: Future[T] = Future()
-    _queue.put((lambda: function(*args), future))
-    return future.result()
+    return _executor.submit(function, *args).result()
 
 
 def decode(ctx: Any, threads: int, function: Callable[..., T], *args: Any) -> T:
