@@ -33,7 +33,6 @@ import numpy as np
 
 from benchmarks.native_eval import INSTRUCTIONS, load_recordings
 from benchmarks.report import save_results
-from server.session import EVALUATE_EVERY_MS
 from voice import models
 from voice.audio import ASR_RATE
 from voice.llm.base import ChatMessage, GenerationOptions
@@ -41,6 +40,7 @@ from voice.native import model as native_model
 from voice.native.base import REPEAT_INSTRUCTION
 from voice.native.llama_embeddings import EmbeddingContext
 from voice.native.model import NativeAudioChat, prompt_texts
+from voice.native.streaming import EVALUATE_EVERY_MS
 
 OUT = Path(__file__).resolve().parent / "results"
 STEP = EVALUATE_EVERY_MS * ASR_RATE // 1000  # the session's cadence
@@ -80,8 +80,9 @@ def early_embeddings(native: NativeAudioChat, messages: list[ChatMessage], audio
 
 def variants(margins: list[float], left_contexts: list[float]) -> dict[str, tuple[float, float | None]]:
     """The early-evaluation settings compared, by name: (AUDIO_MARGIN_S, ENCODER_LEFT_CONTEXT_S).
-    Each margin with the whole turn encoded; each left context with the margin in use."""
-    named: dict[str, tuple[float, float | None]] = {f"margin_{m}": (m, None) for m in margins}
+    Each margin with the left context in use; each left context with the margin in use."""
+    left_in_use = native_model.ENCODER_LEFT_CONTEXT_S
+    named: dict[str, tuple[float, float | None]] = {f"margin_{m}": (m, left_in_use) for m in margins}
     margin = native_model.AUDIO_MARGIN_S
     named.update({f"margin_{margin}_left_{left}": (margin, left) for left in left_contexts})
     return named
@@ -129,8 +130,8 @@ def first_token_ms(native: NativeAudioChat, messages: list[ChatMessage], audio: 
 
 
 def run(margins: list[float], n_synthetic: int, repeats: int, clips: int | None = None,
-        max_tokens: int = 48, left_contexts: list[float] | None = None) -> dict[str, Any]:
-    native = NativeAudioChat(models.native_projector("bundled"), parallel=1)
+        max_tokens: int = 48, left_contexts: list[float] | None = None, projector: str = "bundled") -> dict[str, Any]:
+    native = NativeAudioChat(models.native_projector(projector), parallel=1)
     context = native._free[0]
     system = [ChatMessage("system", INSTRUCTIONS)]
     items = [(r.name, r.audio_16k, r.reference) for r in load_recordings()[:clips]] + synthetic(n_synthetic)
@@ -176,7 +177,8 @@ def run(margins: list[float], n_synthetic: int, repeats: int, clips: int | None 
         summary[kind]["first_token_ms_median"] = {
             way: round(statistics.median(row["first_token_ms"][way] for row in chosen), 1)
             for way in ("whole", "early")}
-    return {"margin_in_use_s": default_margin, "encoder_left_context_in_use_s": default_left, "margins": margins,
+    return {"projector": projector,
+            "margin_in_use_s": default_margin, "encoder_left_context_in_use_s": default_left, "margins": margins,
             "left_contexts": left_contexts or [], "repeats": repeats, "summary": summary, "clips": rows}
 
 
@@ -188,9 +190,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--synthetic", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--clips", type=int, default=None, help="only the first CLIPS real recordings")
+    parser.add_argument("--projector", default="bundled", help="projector .npz (and the LoRA it names) to measure")
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args(argv)
-    result = run(args.margins, args.synthetic, args.repeats, args.clips, left_contexts=args.left_contexts)
+    result = run(args.margins, args.synthetic, args.repeats, args.clips, left_contexts=args.left_contexts,
+                 projector=args.projector)
     save_results(args.out, "native_prefill.json", result)
     return result
 

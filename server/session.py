@@ -21,6 +21,7 @@ from voice.asr.streaming import StablePrefix
 from voice.audio import ASR_RATE, WIRE_RATE, StreamResampler, pcm16_to_float
 from voice.events import ResponseEvent, ResponseFinished, SpeechSegment, StageMark, TextDelta
 from voice.llm.base import ChatMessage, GenerationOptions
+from voice.native.streaming import EVALUATE_EVERY_MS
 from voice.text import reads_as_finished
 from voice.vad import SileroModel, SpeechStarted, SpeechStopped, VadSegmenter
 
@@ -37,10 +38,6 @@ _SPECULATE_AFTER_MS = 64  # silence after which the turn is transcribed speculat
 _EARLY_SPECULATE_AFTER_MS = 32
 _MIN_COMMIT_MS = 100
 _EVALUATE_MAX_S = 30  # native: speech evaluated while the user speaks, at most (the encoder's window)
-EVALUATE_EVERY_MS = 250
-"""Native: how often the session gives the model the speech so far while the user speaks. Each time
-costs an encoding of its last few seconds and the evaluation of a few new positions; what is left
-for the reply is the audio since the last time and the model's margin (voice/native/model.py)."""
 _HOLD_TRANSCRIPT_MS = 250  # native push-to-talk: how long a commit's transcription waits for a reply
 
 

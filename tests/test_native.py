@@ -380,6 +380,28 @@ def test_with_a_left_context_the_encoder_sees_only_the_audio_near_the_positions_
     chat.close()
 
 
+@pytest.mark.parametrize("margin", [0.5, 1.0])
+def test_streamed_states_are_what_the_reply_evaluates_after_the_speech_was_evaluated_while_spoken(
+        encoder, audio, margin, monkeypatch):
+    from voice.native import model
+    from voice.native.streaming import EVALUATE_EVERY_MS, streamed_states
+
+    monkeypatch.setattr(model, "AUDIO_MARGIN_S", margin)
+    chat = NativeAudioChat(NumpyProjector.init(ProjectorConfig(hidden_dim=64)), encoder=encoder, parallel=1)
+    history = [ChatMessage("system", "You are a voice assistant.")]
+    before = chat._tokenizer.tokenize(prompt_texts(history)[0])
+    step = EVALUATE_EVERY_MS * 16
+    for end in range(step, audio.size, step):  # what the session sends while the user speaks
+        chat.prefill(history, threading.Event(), audio_16k=audio[:end])
+    rows, held, _ = chat._reply_rows(chat._free[0], before, audio)
+    states, early = streamed_states(encoder.encode, audio, margin_s=margin, stack=4,
+                                    left_context_s=model.ENCODER_LEFT_CONTEXT_S)
+    assert early == held > 0 and len(states) == len(encoder.encode(audio))
+    assert np.allclose(chat.projector(states), rows, atol=1e-5)  # the rows the server's reply evaluates
+    assert not np.allclose(states[: 4 * early], encoder.encode(audio)[: 4 * early], atol=1e-3)  # not the whole turn's
+    chat.close()
+
+
 def test_training_end_to_end(tmp_path, encoder, audio, capsys):
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
@@ -476,6 +498,19 @@ def test_training_end_to_end(tmp_path, encoder, audio, capsys):
                 "--hidden-dim", "128", "--window-share", "0.5"])
     record = json.loads((window_run / "train_log.jsonl").read_text().splitlines()[-1])
     assert np.isfinite(record["val_repeat"]) and np.isfinite(record["val_window_repeat"])
+
+    # The same sentences encoded as the server evaluates speech while the user speaks.
+    streamed_dir = tmp_path / "streamed"
+    data.main(["--count", "0", "--sentences", "3", "--streamed-margins", "0.25", "0.5", "--out", str(streamed_dir),
+               "--holdout", str(DATA / "manifest.tsv")])
+    streamed = data.load_manifest(streamed_dir)
+    assert [example["text"] for example in streamed] == [example["text"] for example in sentences]
+    for example in streamed:  # every frame of the clip, the first ones as evaluated early
+        assert example["streamed_margin_s"] in (0.25, 0.5) and example["early_positions"] > 0
+        features = data.load_features(streamed_dir, example)
+        assert features.shape[1] == 384 and abs(features.shape[0] - 50 * example["seconds"]) <= 2
+    with pytest.raises(SystemExit, match="streamed_margins"):  # not completed with other encodings
+        data.main(["--count", "0", "--sentences", "4", "--out", str(streamed_dir)])
 
 
 def test_a_transcript_is_capped_by_how_long_the_speech_was():

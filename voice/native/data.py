@@ -44,9 +44,11 @@ from voice.audio import ASR_RATE
 from voice.llm.base import ChatMessage
 from voice.native.augment import AugmentOptions, augment
 from voice.native.batch_generate import BatchedGreedy
+from voice.native.model import ENCODER_LEFT_CONTEXT_S
 from voice.native.prompts import generate_prompts
 from voice.native.sentences import MAX_WORDS, SOURCES, general_sentences
 from voice.native.speakers import Speaker
+from voice.native.streaming import streamed_states
 
 if TYPE_CHECKING:
     from voice.native.encoder import WhisperEncoder
@@ -89,6 +91,11 @@ class DataOptions:
     save_audio: bool = False
     padded_window: bool = False
     """Encode each clip padded to Whisper's 30 s window, as llama.cpp's libmtmd does."""
+    streamed_margins: tuple[float, ...] = ()
+    """Encode each clip as the server evaluates speech while the user speaks (voice/native/streaming.py),
+    with a margin drawn from these (seconds) per example; empty: one encoding of the whole clip."""
+    streamed_stack: int = 4
+    """Encoder frames per LLM position of the projector the streamed encodings are for."""
     llm_model: str | None = None
     asr_model: str | None = None
     reply_cache: str | None = None
@@ -195,16 +202,20 @@ def build(out: str | Path, options: DataOptions, progress: Callable[[int, int], 
             "sentence_source": options.sentence_source,
             "reply_max_tokens": options.reply_max_tokens, "espeak": speaker.espeak_share,
             "flite": speaker.flite_share, "augment": asdict(options.augment),
-            "padded_window": options.padded_window}
+            "padded_window": options.padded_window, "streamed_margins": list(options.streamed_margins),
+            "streamed_stack": options.streamed_stack}
     if done and (out / "info.json").is_file():
         before = json.loads((out / "info.json").read_text(encoding="utf-8"))
         before.setdefault("sentence_max_words", MAX_WORDS)  # directories made before the options
         before.setdefault("sentence_source", "fortunes")
         before.setdefault("padded_window", False)
+        before.setdefault("streamed_margins", [])
+        before.setdefault("streamed_stack", 4)
         # The sentences are picked by index from a list these settings decide: completing a directory
         # with others would give an id another text.
         changed = [key for key in ("encoder", "llm", "seed", "reply_max_tokens", "sentence_max_words",
-                                   "sentence_source", "padded_window") if before.get(key) != info[key]]
+                                   "sentence_source", "padded_window", "streamed_margins", "streamed_stack")
+                   if before.get(key) != info[key]]
         if changed:
             raise SystemExit(f"{out} was made with other settings ({', '.join(changed)}): use another --out")
     (out / "info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
@@ -246,7 +257,14 @@ def _make_example(out: Path, example_id: str, text: str, rng: random.Random, noi
 
     audio, voice = speaker.speak(text, rng)
     audio, augmentation = augment(audio, noise_rng, options.augment)
-    features = encoder.encode(audio, pad_to_window=options.padded_window)
+    streamed: dict = {}
+    if options.streamed_margins:
+        margin = rng.choice(options.streamed_margins)
+        features, early = streamed_states(encoder.encode, audio, margin_s=margin, stack=options.streamed_stack,
+                                          left_context_s=ENCODER_LEFT_CONTEXT_S)
+        streamed = {"streamed_margin_s": margin, "early_positions": early}
+    else:
+        features = encoder.encode(audio, pad_to_window=options.padded_window)
     np.save(out / "features" / f"{example_id}.npy", features.astype(np.float16))
     if options.save_audio:
         soundfile.write(out / "audio" / f"{example_id}.wav", audio, ASR_RATE)
@@ -254,7 +272,7 @@ def _make_example(out: Path, example_id: str, text: str, rng: random.Random, noi
                "reply": reply and reply["reply"], "reply_ids": reply and reply["reply_ids"],
                "finished": reply and reply["finished"], "features": f"features/{example_id}.npy",
                "frames": int(features.shape[0]), "seconds": round(audio.size / ASR_RATE, 3), "voice": voice,
-               "augmentation": augmentation}
+               "augmentation": augmentation, **streamed}
     with open(out / "manifest.jsonl", "a", encoding="utf-8") as handle:
         handle.write(json.dumps(example) + "\n")
 
@@ -300,6 +318,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--padded-window", action="store_true",
                         help="encode each clip padded to Whisper's 30 s window, as llama.cpp serves the model "
                              "(voice/native/mmproj.py); training then lays the prompt out as llama-server does")
+    parser.add_argument("--streamed-margins", type=float, nargs="*", default=[],
+                        help="encode each clip as the server evaluates speech while the user speaks, with a "
+                             "margin (s) drawn from these per example (voice/native/streaming.py)")
+    parser.add_argument("--streamed-stack", type=int, default=4,
+                        help="encoder frames per position of the projector the streamed encodings are for")
     parser.add_argument("--llm-model", default=None, help="GGUF that writes the replies (default: bundled)")
     parser.add_argument("--asr-model", default=None, help="Whisper model of the encoder (default: bundled)")
     args = parser.parse_args(argv)
@@ -313,7 +336,8 @@ def main(argv: list[str] | None = None) -> None:
                           reply_max_tokens=args.reply_max_tokens, espeak_share=args.espeak_share,
                           flite_share=args.flite_share, augment=augmentation, save_audio=args.save_audio,
                           llm_model=args.llm_model, asr_model=args.asr_model, reply_cache=args.reply_cache,
-                          padded_window=args.padded_window)
+                          padded_window=args.padded_window, streamed_margins=tuple(args.streamed_margins),
+                          streamed_stack=args.streamed_stack)
     started = time.monotonic()
 
     def progress(done: int, total: int) -> None:

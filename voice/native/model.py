@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from voice import models
-from voice.audio import ASR_RATE
 from voice.blas import one_blas_thread
 from voice.llm.base import ChatMessage, GenerationOptions
 from voice.native.base import AudioChatModel, transcribe
-from voice.native.encoder import FRAMES_PER_SECOND, WhisperEncoder
+from voice.native.encoder import WhisperEncoder
 from voice.native.llama_embeddings import EmbeddingContext
 from voice.native.merge import merged_model
 from voice.native.projector import NumpyProjector
+from voice.native.streaming import SAMPLES_PER_FRAME, encode_window_start, final_positions
 from voice.native.token_embeddings import TokenEmbeddings
 
 if TYPE_CHECKING:
@@ -51,7 +51,6 @@ since the last evaluation). On the 20 real recordings (`python -m
 benchmarks.native_prefill --margins 1.0 --left-contexts 1.5 3.0`) the repeat and reply losses are
 2.349 and 1.348 with 3 s, 2.364 and 1.345 with the whole turn; 1.5 s costs more (2.401, 1.382)."""
 _PREFILL_WAIT_S = 0.5  # how long a reply waits for the evaluation of its own audio to finish
-_SAMPLES_PER_FRAME = ASR_RATE // FRAMES_PER_SECOND
 
 DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 """What SmolLM2's chat template puts in when the conversation has no system message."""
@@ -176,7 +175,7 @@ class NativeAudioChat:
         stack = self.projector.config.stack
         with one_blas_thread():
             held = self._held_rows(context, before, audio_16k)
-            held = held[: max(0, audio_16k.size // _SAMPLES_PER_FRAME - 1) // stack]
+            held = held[: max(0, audio_16k.size // SAMPLES_PER_FRAME - 1) // stack]
             frames, total = self._encode_after(audio_16k, len(held))
             rest = self.projector(frames)
         return np.concatenate([held, rest]).astype(np.float32, copy=False), len(held), total
@@ -185,19 +184,15 @@ class NativeAudioChat:
         """The encoder frames of the audio from position `first_row` on, and the whole audio's
         frame count. The encoder sees ENCODER_LEFT_CONTEXT_S of audio before that position."""
         stack = self.projector.config.stack
-        row_samples = stack * _SAMPLES_PER_FRAME
-        start = 0
-        if ENCODER_LEFT_CONTEXT_S is not None:
-            start = max(0, first_row * row_samples - int(ENCODER_LEFT_CONTEXT_S * ASR_RATE))
-            start = start // row_samples * row_samples
+        start = encode_window_start(first_row, stack, ENCODER_LEFT_CONTEXT_S)
         frames = self.encoder.encode(audio_16k[start:])
-        offset = start // _SAMPLES_PER_FRAME
+        offset = start // SAMPLES_PER_FRAME
         return frames[first_row * stack - offset:], offset + frames.shape[0]
 
     def _final_count(self, frames: int) -> int:
         """How many leading audio positions have AUDIO_MARGIN_S of encoded audio after them, of
         audio that encodes to `frames` frames."""
-        return max(0, (frames - int(AUDIO_MARGIN_S * FRAMES_PER_SECOND)) // self.projector.config.stack)
+        return final_positions(frames, AUDIO_MARGIN_S, self.projector.config.stack)
 
     def _held_rows(self, context: EmbeddingContext, before: list[int], audio_16k: np.ndarray) -> np.ndarray:
         """The final audio rows `context` holds after `before` for speech that `audio_16k` goes on."""

@@ -176,8 +176,8 @@ class Samples:
             raise ValueError("the LLM's chat template is not ChatML (<|im_end|> is not one token)")
         self.end = end[0]
         self.examples = examples
-        # float16, memory-mapped: the page cache holds them, so they are not on the heap (7 GB for stage 13)
-        self.features = [np.load(example["features"], mmap_mode="r") for example in examples]
+        # float16, read when used: the page cache holds them, so they are not on the heap (7 GB for
+        # stage 13), and no file stays open (a memory map would hold one for each of >15,000 examples)
         self.max_target = max_target
         self._prompts: dict[tuple[str | None, str | None], tuple[list[int], list[int]]] = {}
 
@@ -210,7 +210,8 @@ class Samples:
                 before, after = self.tokenize(before), self.tokenize(after)
             self._prompts[key] = (before, after)
         before, after = self._prompts[key]
-        return Sample(before, self.features[index].astype(np.float32), after, target[: self.max_target])
+        features = np.load(self.examples[index]["features"]).astype(np.float32)
+        return Sample(before, features, after, target[: self.max_target])
 
 
     def _llama_server_layout(self, before: str, after: str, instruction: str | None) -> tuple[list[int], list[int]]:

@@ -1,0 +1,76 @@
+"""The encoder states the native model evaluates when the user's speech is evaluated while spoken.
+
+The session gives the model the speech so far every EVALUATE_EVERY_MS; each time the model holds
+the positions with a margin of audio after them, encoded from a window that starts a left context
+before the first new one, and the reply encodes the rest with the whole turn's audio. Whisper's
+encoder attends both ways, so those states are not what one encoding of the whole turn gives. This
+module composes them without the LLM (`NativeAudioChat` does the same, step by step, in a KV
+cache), to train the projector on them (`python -m voice.native.data --streamed-margins`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from voice.audio import ASR_RATE
+from voice.native.encoder import FRAMES_PER_SECOND
+
+EVALUATE_EVERY_MS = 250
+"""How often the session gives the native model the speech so far while the user speaks. Each time
+costs an encoding of its last few seconds and the evaluation of a few new positions; what is left
+for the reply is the audio since the last time and the model's margin (voice/native/model.py)."""
+SAMPLES_PER_FRAME = ASR_RATE // FRAMES_PER_SECOND
+
+
+def encode_window_start(first_row: int, stack: int, left_context_s: float | None) -> int:
+    """The first audio sample an encoding for positions from `first_row` on sees: `left_context_s`
+    before that position (None: the turn's start), on a position boundary."""
+    if left_context_s is None:
+        return 0
+    row_samples = stack * SAMPLES_PER_FRAME
+    start = max(0, first_row * row_samples - int(left_context_s * ASR_RATE))
+    return start // row_samples * row_samples
+
+
+def final_positions(frames: int, margin_s: float, stack: int) -> int:
+    """How many leading positions of audio that encodes to `frames` frames have `margin_s` of
+    encoded audio after them."""
+    return max(0, (frames - int(margin_s * FRAMES_PER_SECOND)) // stack)
+
+
+def streamed_states(encode: Callable[[np.ndarray], np.ndarray], audio_16k: np.ndarray, *, margin_s: float,
+                    left_context_s: float | None, stack: int,
+                    step_samples: int = EVALUATE_EVERY_MS * ASR_RATE // 1000) -> tuple[np.ndarray, int]:
+    """The encoder states (frames, dim) a reply to `audio_16k` evaluates after the speech was
+    evaluated every `step_samples` while spoken, and how many positions of them were evaluated
+    early. `encode` is the encoder (audio -> states)."""
+    blocks: list[np.ndarray] = []
+    held = 0
+    for end in range(step_samples, audio_16k.size, step_samples):
+        start = encode_window_start(held, stack, left_context_s)
+        frames = encode(audio_16k[start:end])
+        offset = start // SAMPLES_PER_FRAME
+        final = final_positions(offset + frames.shape[0], margin_s, stack)
+        if final > held:
+            blocks.append(frames[held * stack - offset: final * stack - offset])
+            held = final
+    # The reply keeps only positions whose frames the whole turn has (its last frame may be short).
+    held = min(held, max(0, audio_16k.size // SAMPLES_PER_FRAME - 1) // stack)
+    kept = held * stack
+    blocks = _first_frames(blocks, kept)
+    start = encode_window_start(held, stack, left_context_s)
+    frames = encode(audio_16k[start:])
+    blocks.append(frames[kept - start // SAMPLES_PER_FRAME:])
+    return np.concatenate(blocks), held
+
+
+def _first_frames(blocks: list[np.ndarray], count: int) -> list[np.ndarray]:
+    kept: list[np.ndarray] = []
+    for block in blocks:
+        if count <= 0:
+            break
+        kept.append(block[:count])
+        count -= len(kept[-1])
+    return kept
