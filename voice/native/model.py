@@ -41,7 +41,9 @@ AUDIO_MARGIN_S = 1.0
 encoder attends both ways, so a frame's state changes until it has enough audio after it. With
 1 s, on the 20 real recordings, the repeat loss is 2.345 against 2.304 with the whole-turn
 encoding (2.443 at 0.5 s), the reply loss 1.345 against 1.313 (1.374 at 0.5 s): `python -m
-benchmarks.native_prefill --margins 0.25 0.5 0.75 1.0` (benchmarks/RESULTS.md, 2026-12-05 05:41)."""
+benchmarks.native_prefill --margins 0.25 0.5 0.75 1.0` (benchmarks/RESULTS.md, 2026-12-05 05:41).
+Projectors trained on such early states (stages 14 and 15, MODEL_CARD.md) reply as well at 0.25 s
+but transcribe worse, so they are not bundled."""
 ENCODER_LEFT_CONTEXT_S: float | None = 3.0
 """Audio the encoder sees before the first position it computes, once earlier positions are held
 evaluated (None: the whole turn). Without a limit every evaluation while the user speaks, and the
