@@ -511,6 +511,10 @@ def test_training_end_to_end(tmp_path, encoder, audio, capsys):
         assert features.shape[1] == 384 and abs(features.shape[0] - 50 * example["seconds"]) <= 2
     with pytest.raises(SystemExit, match="streamed_margins"):  # not completed with other encodings
         data.main(["--count", "0", "--sentences", "4", "--out", str(streamed_dir)])
+    with pytest.raises(SystemExit):  # one encoding or the other
+        data.main(["--count", "0", "--sentences", "1", "--streamed-margins", "0.5", "--padded-window",
+                   "--out", str(tmp_path / "both")])
+    assert not (tmp_path / "both").exists()
 
 
 def test_a_transcript_is_capped_by_how_long_the_speech_was():

@@ -326,6 +326,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--llm-model", default=None, help="GGUF that writes the replies (default: bundled)")
     parser.add_argument("--asr-model", default=None, help="Whisper model of the encoder (default: bundled)")
     args = parser.parse_args(argv)
+    if args.streamed_margins and args.padded_window:
+        parser.error("--streamed-margins and --padded-window are two ways to encode a clip: choose one")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     augmentation = AugmentOptions(noise_share=args.noise_share, reverb_share=args.reverb_share,
                                   eq_share=args.eq_share, band_share=args.band_share)
