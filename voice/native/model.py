@@ -28,7 +28,7 @@ from voice.native.encoder import WhisperEncoder
 from voice.native.llama_embeddings import EmbeddingContext
 from voice.native.merge import merged_model
 from voice.native.projector import NumpyProjector
-from voice.native.streaming import SAMPLES_PER_FRAME, encode_window_start, final_positions
+from voice.native.streaming import complete_positions, encode_from, final_positions
 from voice.native.token_embeddings import TokenEmbeddings
 
 if TYPE_CHECKING:
@@ -177,7 +177,7 @@ class NativeAudioChat:
         stack = self.projector.config.stack
         with one_blas_thread():
             held = self._held_rows(context, before, audio_16k)
-            held = held[: max(0, audio_16k.size // SAMPLES_PER_FRAME - 1) // stack]
+            held = held[: complete_positions(audio_16k.size, stack)]
             frames, total = self._encode_after(audio_16k, len(held))
             rest = self.projector(frames)
         return np.concatenate([held, rest]).astype(np.float32, copy=False), len(held), total
@@ -185,11 +185,8 @@ class NativeAudioChat:
     def _encode_after(self, audio_16k: np.ndarray, first_row: int) -> tuple[np.ndarray, int]:
         """The encoder frames of the audio from position `first_row` on, and the whole audio's
         frame count. The encoder sees ENCODER_LEFT_CONTEXT_S of audio before that position."""
-        stack = self.projector.config.stack
-        start = encode_window_start(first_row, stack, ENCODER_LEFT_CONTEXT_S)
-        frames = self.encoder.encode(audio_16k[start:])
-        offset = start // SAMPLES_PER_FRAME
-        return frames[first_row * stack - offset:], offset + frames.shape[0]
+        return encode_from(self.encoder.encode, audio_16k, first_row, self.projector.config.stack,
+                           ENCODER_LEFT_CONTEXT_S)
 
     def _final_count(self, frames: int) -> int:
         """How many leading audio positions have AUDIO_MARGIN_S of encoded audio after them, of

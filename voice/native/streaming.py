@@ -24,20 +24,29 @@ for the reply is the audio since the last time and the model's margin (voice/nat
 SAMPLES_PER_FRAME = ASR_RATE // FRAMES_PER_SECOND
 
 
-def encode_window_start(first_row: int, stack: int, left_context_s: float | None) -> int:
-    """The first audio sample an encoding for positions from `first_row` on sees: `left_context_s`
-    before that position (None: the turn's start), on a position boundary."""
-    if left_context_s is None:
-        return 0
-    row_samples = stack * SAMPLES_PER_FRAME
-    start = max(0, first_row * row_samples - int(left_context_s * ASR_RATE))
-    return start // row_samples * row_samples
+def encode_from(encode: Callable[[np.ndarray], np.ndarray], audio_16k: np.ndarray, first_row: int, stack: int,
+                left_context_s: float | None) -> tuple[np.ndarray, int]:
+    """The encoder states of the audio from position `first_row` on, and the whole audio's frame
+    count. The encoder (`encode`: audio -> states) sees `left_context_s` of audio before that
+    position (None: all of it), from a position boundary."""
+    start = 0
+    if left_context_s is not None:
+        row_samples = stack * SAMPLES_PER_FRAME
+        start = max(0, first_row * row_samples - int(left_context_s * ASR_RATE)) // row_samples * row_samples
+    frames = encode(audio_16k[start:])
+    offset = start // SAMPLES_PER_FRAME
+    return frames[first_row * stack - offset:], offset + frames.shape[0]
 
 
 def final_positions(frames: int, margin_s: float, stack: int) -> int:
     """How many leading positions of audio that encodes to `frames` frames have `margin_s` of
     encoded audio after them."""
     return max(0, (frames - int(margin_s * FRAMES_PER_SECOND)) // stack)
+
+
+def complete_positions(samples: int, stack: int) -> int:
+    """How many positions of `samples` audio samples have all their frames (the last frame may be short)."""
+    return max(0, samples // SAMPLES_PER_FRAME - 1) // stack
 
 
 def streamed_states(encode: Callable[[np.ndarray], np.ndarray], audio_16k: np.ndarray, *, margin_s: float,
@@ -49,28 +58,12 @@ def streamed_states(encode: Callable[[np.ndarray], np.ndarray], audio_16k: np.nd
     blocks: list[np.ndarray] = []
     held = 0
     for end in range(step_samples, audio_16k.size, step_samples):
-        start = encode_window_start(held, stack, left_context_s)
-        frames = encode(audio_16k[start:end])
-        offset = start // SAMPLES_PER_FRAME
-        final = final_positions(offset + frames.shape[0], margin_s, stack)
+        frames, total = encode_from(encode, audio_16k[:end], held, stack, left_context_s)
+        final = final_positions(total, margin_s, stack)
         if final > held:
-            blocks.append(frames[held * stack - offset: final * stack - offset])
+            blocks.append(frames[: (final - held) * stack])
             held = final
-    # The reply keeps only positions whose frames the whole turn has (its last frame may be short).
-    held = min(held, max(0, audio_16k.size // SAMPLES_PER_FRAME - 1) // stack)
-    kept = held * stack
-    blocks = _first_frames(blocks, kept)
-    start = encode_window_start(held, stack, left_context_s)
-    frames = encode(audio_16k[start:])
-    blocks.append(frames[kept - start // SAMPLES_PER_FRAME:])
-    return np.concatenate(blocks), held
-
-
-def _first_frames(blocks: list[np.ndarray], count: int) -> list[np.ndarray]:
-    kept: list[np.ndarray] = []
-    for block in blocks:
-        if count <= 0:
-            break
-        kept.append(block[:count])
-        count -= len(kept[-1])
-    return kept
+    held = min(held, complete_positions(audio_16k.size, stack))
+    rest, _ = encode_from(encode, audio_16k, held, stack, left_context_s)
+    early = [np.concatenate(blocks)[: held * stack]] if blocks else []
+    return np.concatenate([*early, rest]), held
