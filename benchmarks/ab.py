@@ -39,22 +39,23 @@ def worktree(revision: str, into: Path) -> Path:
 
 
 async def interleaved(urls: tuple[str, str], clips: list[Clip], rounds: int, pause_s: float,
-                      push_to_talk: bool = False) -> tuple[list[TurnResult], list[TurnResult]]:
+                      push_to_talk: bool = False, fresh_sessions: bool = False,
+                      ) -> tuple[list[TurnResult], list[TurnResult]]:
     """One session per server; every round speaks each clip to both, alternating which goes first
-    (with `push_to_talk`: sessions without turn detection, the client commits each turn)."""
-    clients = [await RealtimeClient.connect(url) for url in urls]
+    (with `push_to_talk`: sessions without turn detection, the client commits each turn). With
+    `fresh_sessions`, each turn has a new session: no reply follows (or copies) an earlier one."""
+    clients = [await _session(url, push_to_talk) for url in urls]
     results: tuple[list[TurnResult], list[TurnResult]] = ([], [])
     pause = bytes(FRAME_BYTES * int(pause_s * 1000 / FRAME_MS))
     try:
-        if push_to_talk:
-            for client in clients:
-                await client.send({"type": "session.update",
-                                   "session": {"audio": {"input": {"turn_detection": None}}}})
         for side in (0, 1):  # warm-up: first-call costs are not latency
             await run_turn(clients[side], clips[0], push_to_talk=push_to_talk)
         for number in range(rounds):
             for clip in clips:
                 for side in ((0, 1) if number % 2 == 0 else (1, 0)):
+                    if fresh_sessions:
+                        await clients[side].close()
+                        clients[side] = await _session(urls[side], push_to_talk)
                     if push_to_talk:
                         await asyncio.sleep(pause_s)
                     else:
@@ -66,10 +67,21 @@ async def interleaved(urls: tuple[str, str], clips: list[Clip], rounds: int, pau
     return results
 
 
-def paired(a: list[TurnResult], b: list[TurnResult]) -> dict[str, Any]:
-    """B - A voice-to-voice of the same clip in the same round, where both turns succeeded."""
-    diffs = [y.voice_to_voice_ms - x.voice_to_voice_ms for x, y in zip(a, b, strict=True)
-             if x.ok and y.ok and x.voice_to_voice_ms is not None and y.voice_to_voice_ms is not None]
+async def _session(url: str, push_to_talk: bool) -> RealtimeClient:
+    client = await RealtimeClient.connect(url)
+    if push_to_talk:
+        await client.send({"type": "session.update", "session": {"audio": {"input": {"turn_detection": None}}}})
+    return client
+
+
+def paired(a: list[TurnResult], b: list[TurnResult], measure: str = "voice_to_voice_ms") -> dict[str, Any]:
+    """B - A of a measure (voice-to-voice, or a server stage such as `llm_first_token_ms`) of the
+    same clip in the same round, where both turns succeeded."""
+    def value(turn: TurnResult) -> float | None:
+        return turn.voice_to_voice_ms if measure == "voice_to_voice_ms" else turn.stages.get(measure)
+
+    diffs = [value(y) - value(x) for x, y in zip(a, b, strict=True)
+             if x.ok and y.ok and value(x) is not None and value(y) is not None]
     return {"pairs": len(diffs), "median_ms": percentile(diffs, 50), "p25_ms": percentile(diffs, 25),
             "p75_ms": percentile(diffs, 75), "mean_ms": statistics.fmean(diffs) if diffs else None,
             "b_faster": sum(1 for d in diffs if d < 0)}
@@ -83,7 +95,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             with voice_server(*args.serve_args, root=base, log=args.out / "server-a.log") as a, \
                     voice_server(*args.serve_args, root=args.candidate, log=args.out / "server-b.log") as b:
                 turns_a, turns_b = await interleaved((a.url, b.url), clips, args.rounds, args.pause,
-                                                     args.push_to_talk)
+                                                     args.push_to_talk, args.fresh_sessions)
         finally:
             if not args.base_tree:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], check=False,
@@ -94,6 +106,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "a": {"tree": args.base if not args.base_tree else str(args.base_tree), **summarise(turns_a)},
         "b": {"tree": str(args.candidate), **summarise(turns_b)},
         "b_minus_a": paired(turns_a, turns_b),
+        "b_minus_a_first_token": paired(turns_a, turns_b, "llm_first_token_ms"),
         "turns": {"a": [t.as_dict() for t in turns_a], "b": [t.as_dict() for t in turns_b]},
     }
 
@@ -109,6 +122,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--pause", type=float, default=1.0, help="seconds of silence before each turn")
     parser.add_argument("--push-to-talk", action="store_true",
                         help="no turn detection: the client commits each turn at its last voiced frame")
+    parser.add_argument("--fresh-sessions", action="store_true",
+                        help="a new session for every turn: no reply follows an earlier one (a small LLM "
+                             "copies its own earlier replies, so a change that alters one reply alters all)")
     parser.add_argument("--serve-args", nargs=argparse.REMAINDER, default=[],
                         help="options for both `voice serve` commands (last on the line)")
     parser.add_argument("--out", type=Path, default=Path("ab-results"))
@@ -123,6 +139,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     diff = report["b_minus_a"]
     print(f"b - a, paired by clip and round: median {diff['median_ms']:+.0f} ms (quartiles {diff['p25_ms']:+.0f} "
           f"to {diff['p75_ms']:+.0f}), b faster in {diff['b_faster']} of {diff['pairs']}; {args.out / 'ab.json'}")
+    token = report["b_minus_a_first_token"]
+    if token["pairs"]:
+        print(f"first token (server), b - a paired: median {token['median_ms']:+.0f} ms (quartiles "
+              f"{token['p25_ms']:+.0f} to {token['p75_ms']:+.0f})")
     return report
 
 

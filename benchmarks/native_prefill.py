@@ -12,20 +12,24 @@ not trained on (prompts after the training set's 5,000, spoken by the data scrip
   encoding and with the early-evaluated rows, for each margin, and for each limit on the audio the
   encoder sees before the positions it computes (`--left-contexts`; ENCODER_LEFT_CONTEXT_S);
 - latency: the time from the end of speech to the reply's first token, with the speech evaluated
-  early and without (the same audio, the same context, best of `--repeats`).
+  early and without (the same audio, the same context, best of `--repeats`);
+- with `--reuse-tolerances`, the same for tentative rows kept within a tolerance
+  (AUDIO_REUSE_TOLERANCE): losses, the positions the reply decodes, and its first token.
 
-    python -m benchmarks.native_prefill [--margins 0.5 1.0] [--left-contexts 1 2] [--synthetic 20] [--clips N]
-        [--out benchmarks/results]
+    python -m benchmarks.native_prefill [--margins 0.5 1.0] [--left-contexts 1 2] [--reuse-tolerances 0.1]
+        [--synthetic 20] [--clips N] [--out benchmarks/results]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import statistics
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,24 +72,46 @@ def speak(native: NativeAudioChat, messages: list[ChatMessage], audio: np.ndarra
         native.prefill(messages, threading.Event(), audio_16k=audio[:end])
 
 
-def early_embeddings(native: NativeAudioChat, messages: list[ChatMessage], audio: np.ndarray) -> tuple[np.ndarray, int]:
-    """The audio rows a reply uses after the session's prefills (every EVALUATE_EVERY_MS of the
-    speech), and how many of them were evaluated early."""
+def early_embeddings(native: NativeAudioChat, messages: list[ChatMessage],
+                     audio: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """The audio rows a reply decodes after the session's prefills (every EVALUATE_EVERY_MS of
+    the speech), as its KV cache holds them; how many of them were final when evaluated early, and
+    how many positions the reply decodes (audio rows and the text after them)."""
     context = native._free[0]
     context.reset()
     speak(native, messages, audio)
-    rows, held, _ = native._reply_rows(context, context.tokenize(prompt_texts(messages)[0]), audio)
-    return rows, held
+    before, after = prompt_texts(messages)
+    before_tokens = context.tokenize(before)
+    rows, held, _ = native._reply_rows(context, before_tokens, audio)
+    reused = context.start([before_tokens, rows, context.tokenize(after)], tolerance=native_model.AUDIO_REUSE_TOLERANCE)
+    return context.cached_embeddings(before_tokens).copy(), held, context.n_past - reused
 
 
-def variants(margins: list[float], left_contexts: list[float]) -> dict[str, tuple[float, float | None]]:
-    """The early-evaluation settings compared, by name: (AUDIO_MARGIN_S, ENCODER_LEFT_CONTEXT_S).
-    Each margin with the left context in use; each left context with the margin in use."""
-    left_in_use = native_model.ENCODER_LEFT_CONTEXT_S
-    named: dict[str, tuple[float, float | None]] = {f"margin_{m}": (m, left_in_use) for m in margins}
+def variants(margins: list[float], left_contexts: list[float],
+             tolerances: list[float] | None = None) -> dict[str, tuple[float, float | None, float]]:
+    """The early-evaluation settings compared, by name: (AUDIO_MARGIN_S, ENCODER_LEFT_CONTEXT_S,
+    AUDIO_REUSE_TOLERANCE). Each margin with the left context and tolerance in use; each left
+    context and each tolerance with the margin in use."""
+    left_in_use, tolerance = native_model.ENCODER_LEFT_CONTEXT_S, native_model.AUDIO_REUSE_TOLERANCE
+    named = {f"margin_{m}": (m, left_in_use, tolerance) for m in margins}
     margin = native_model.AUDIO_MARGIN_S
-    named.update({f"margin_{margin}_left_{left}": (margin, left) for left in left_contexts})
+    named.update({f"margin_{margin}_left_{left}": (margin, left, tolerance) for left in left_contexts})
+    named.update({f"margin_{margin}_reuse_{t}": (margin, left_in_use, t) for t in tolerances or []})
     return named
+
+
+@contextlib.contextmanager
+def early_setting(margin: float, left: float | None, tolerance: float) -> Iterator[None]:
+    """The native model with this AUDIO_MARGIN_S, ENCODER_LEFT_CONTEXT_S and AUDIO_REUSE_TOLERANCE."""
+    names = ("AUDIO_MARGIN_S", "ENCODER_LEFT_CONTEXT_S", "AUDIO_REUSE_TOLERANCE")
+    in_use = [getattr(native_model, name) for name in names]
+    for name, value in zip(names, (margin, left, tolerance), strict=True):
+        setattr(native_model, name, value)
+    try:
+        yield
+    finally:
+        for name, value in zip(names, in_use, strict=True):
+            setattr(native_model, name, value)
 
 
 def target_loss(context: EmbeddingContext, messages: list[ChatMessage], instruction: str | None,
@@ -130,15 +156,15 @@ def first_token_ms(native: NativeAudioChat, messages: list[ChatMessage], audio: 
 
 
 def run(margins: list[float], n_synthetic: int, repeats: int, clips: int | None = None,
-        max_tokens: int = 48, left_contexts: list[float] | None = None, projector: str = "bundled") -> dict[str, Any]:
+        max_tokens: int = 48, left_contexts: list[float] | None = None, projector: str = "bundled",
+        tolerances: list[float] | None = None) -> dict[str, Any]:
     native = NativeAudioChat(models.native_projector(projector), parallel=1)
     context = native._free[0]
     system = [ChatMessage("system", INSTRUCTIONS)]
     items = [(r.name, r.audio_16k, r.reference) for r in load_recordings()[:clips]] + synthetic(n_synthetic)
     end = context.tokenize("<|im_end|>")
     rows: list[dict[str, Any]] = []
-    default_margin, default_left = native_model.AUDIO_MARGIN_S, native_model.ENCODER_LEFT_CONTEXT_S
-    compared = variants(margins, left_contexts or [])
+    compared = variants(margins, left_contexts or [], tolerances)
     for name, audio, text in items:
         whole = native.audio_embeddings(audio)
         repeat_target = context.tokenize(text) + end
@@ -149,16 +175,16 @@ def run(margins: list[float], n_synthetic: int, repeats: int, clips: int | None 
             "whole": {"repeat_loss": round(target_loss(context, [], REPEAT_INSTRUCTION, whole, repeat_target), 4),
                       "reply_loss": round(target_loss(context, system, None, whole, reply_target), 4)},
         }
-        for variant, (margin, left) in compared.items():
-            native_model.AUDIO_MARGIN_S, native_model.ENCODER_LEFT_CONTEXT_S = margin, left
-            try:
-                spliced, held = early_embeddings(native, system, audio)
-            finally:
-                native_model.AUDIO_MARGIN_S, native_model.ENCODER_LEFT_CONTEXT_S = default_margin, default_left
+        for variant, setting in compared.items():
+            with early_setting(*setting):
+                spliced, held, decoded = early_embeddings(native, system, audio)
+                first_ms = first_token_ms(native, system, audio, True, repeats) if setting[2] > 0 else None
             row[variant] = {
-                "early_positions": held,
+                "early_positions": held, "reply_positions": decoded,
                 "repeat_loss": round(target_loss(context, [], REPEAT_INSTRUCTION, spliced, repeat_target), 4),
                 "reply_loss": round(target_loss(context, system, None, spliced, reply_target), 4)}
+            if first_ms is not None:
+                row[variant]["first_token_ms"] = round(first_ms, 1)
         row["first_token_ms"] = {"whole": round(first_token_ms(native, system, audio, False, repeats), 1),
                                  "early": round(first_token_ms(native, system, audio, True, repeats), 1)}
         rows.append(row)
@@ -174,12 +200,19 @@ def run(margins: list[float], n_synthetic: int, repeats: int, clips: int | None 
         for variant in ["whole", *compared]:
             summary[kind][variant] = {loss: round(statistics.mean(row[variant][loss] for row in chosen), 4)
                                       for loss in ("repeat_loss", "reply_loss")}
+            for measure in ("reply_positions", "first_token_ms"):
+                if variant != "whole" and measure in chosen[0][variant]:
+                    summary[kind][variant][f"{measure}_median"] = statistics.median(
+                        row[variant][measure] for row in chosen)
         summary[kind]["first_token_ms_median"] = {
             way: round(statistics.median(row["first_token_ms"][way] for row in chosen), 1)
             for way in ("whole", "early")}
     return {"projector": projector,
-            "margin_in_use_s": default_margin, "encoder_left_context_in_use_s": default_left, "margins": margins,
-            "left_contexts": left_contexts or [], "repeats": repeats, "summary": summary, "clips": rows}
+            "margin_in_use_s": native_model.AUDIO_MARGIN_S,
+            "encoder_left_context_in_use_s": native_model.ENCODER_LEFT_CONTEXT_S,
+            "reuse_tolerance_in_use": native_model.AUDIO_REUSE_TOLERANCE, "margins": margins,
+            "left_contexts": left_contexts or [], "reuse_tolerances": tolerances or [], "repeats": repeats,
+            "summary": summary, "clips": rows}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -187,6 +220,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--margins", type=float, nargs="+", default=[0.5, 1.0])
     parser.add_argument("--left-contexts", type=float, nargs="*", default=[],
                         help="encoder left contexts (s) to compare, at the margin in use")
+    parser.add_argument("--reuse-tolerances", type=float, nargs="*", default=[],
+                        help="AUDIO_REUSE_TOLERANCE values to compare, at the margin in use (each also timed)")
     parser.add_argument("--synthetic", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--clips", type=int, default=None, help="only the first CLIPS real recordings")
@@ -194,7 +229,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args(argv)
     result = run(args.margins, args.synthetic, args.repeats, args.clips, left_contexts=args.left_contexts,
-                 projector=args.projector)
+                 projector=args.projector, tolerances=args.reuse_tolerances)
     save_results(args.out, "native_prefill.json", result)
     return result
 

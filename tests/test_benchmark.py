@@ -45,12 +45,13 @@ def test_the_soak_runs_and_reports_memory_between_rounds(tmp_path):
 def test_the_ab_comparison_serves_a_revision_beside_this_tree(tmp_path):
     clip = "06_ps_goforward.wav"
     result = subprocess.run([sys.executable, "-m", "benchmarks.ab", "--base", "HEAD", "--rounds", "1", "--clips", clip,
-                             "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+                             "--fresh-sessions", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                            timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "ab.json").read_text())
     assert report["a"]["turns"] == report["b"]["turns"] == 1
     assert report["a"]["failed"] == report["b"]["failed"] == 0
-    assert report["b_minus_a"]["pairs"] == 1
+    assert report["b_minus_a"]["pairs"] == report["b_minus_a_first_token"]["pairs"] == 1
     worktrees = subprocess.run(["git", "-C", str(ROOT), "worktree", "list"], capture_output=True, text=True).stdout
     assert len(worktrees.strip().splitlines()) == 1  # the base's checkout is removed again
 

@@ -290,6 +290,62 @@ def test_rows_decoded_before_are_kept_when_a_prompt_goes_on_with_them(context):
         context._decode = original
 
 
+def test_with_a_tolerance_rows_near_the_decoded_ones_are_kept_as_they_were(context):
+    lookup = TokenEmbeddings(models.gguf_model(None))
+    head = context.tokenize(prompt_texts([ChatMessage("system", "Answer in one short sentence.")])[0])
+    rows = lookup(context.tokenize("What is the capital of France?"))
+    context.reset()
+    context.start([head, rows])
+    moved = rows.copy()
+    moved[:5] *= 1.05  # 5% away: kept
+    moved[5] *= 1.5  # 50% away: decoded again, and every row after it
+    decoded: list[int] = []
+    original = context._decode
+    context._decode = lambda batch, n: (decoded.append(n), original(batch, n))[1]
+    try:
+        assert context.start([head, moved], tolerance=0.1) == len(head) + 5
+        assert sum(decoded) == len(rows) - 5
+        held = context.cached_embeddings(head)  # what the KV cache holds: the kept rows as they were
+        np.testing.assert_array_equal(held[:5], rows[:5])
+        np.testing.assert_array_equal(held[5:], moved[5:])
+        decoded.clear()
+        assert context.start([head, moved], tolerance=0.0) == len(head)  # exact: the kept rows 0-4 differ
+        assert sum(decoded) == len(rows)
+    finally:
+        context._decode = original
+
+
+def test_with_a_reuse_tolerance_the_margin_is_evaluated_tentatively_and_kept_when_near(encoder, audio,
+                                                                                       monkeypatch):
+    from voice.native import model
+
+    monkeypatch.setattr(model, "AUDIO_REUSE_TOLERANCE", 1e6)  # every tentative row is near enough
+    chat = NativeAudioChat(NumpyProjector.init(ProjectorConfig(hidden_dim=64)), encoder=encoder, parallel=1)
+    history = [ChatMessage("system", "You are a voice assistant.")]
+    before = chat._tokenizer.tokenize(prompt_texts(history)[0])
+    tail = len(chat._tokenizer.tokenize(prompt_texts(history)[1]))
+    step = 8_000
+    for end in range(step, audio.size, step):
+        chat.prefill(history, threading.Event(), audio_16k=audio[:end])
+    holder = chat._free[0]
+    spoken = audio[: (audio.size - 1) // step * step]
+    evaluated = holder.cached_embeddings(before).copy()
+    # Every complete position of the speech so far is evaluated; only those before the margin are final.
+    assert len(evaluated) == (spoken.size // 320 - 1) // 4
+    assert chat._sources[id(holder)][1] == (len(encoder.encode(spoken)) - int(model.AUDIO_MARGIN_S * 50)) // 4
+    assert chat._sources[id(holder)][1] < len(evaluated)
+    decoded: list[int] = []
+    original = holder._decode
+    holder._decode = lambda batch, n: (decoded.append(n), original(batch, n))[1]
+    "".join(chat.stream_reply(audio, history, GenerationOptions(max_tokens=2, temperature=0.0), threading.Event()))
+    whole = chat.audio_embeddings(audio)
+    assert decoded[0] == len(whole) - len(evaluated) + tail  # the tentative rows were kept
+    rows = holder.cached_embeddings(before)
+    np.testing.assert_array_equal(rows[:len(evaluated)], evaluated)
+    assert len(rows) == len(whole)
+    chat.close()
+
+
 def test_the_speech_is_evaluated_while_the_user_speaks(encoder, audio):
     from voice.native.model import AUDIO_MARGIN_S
 

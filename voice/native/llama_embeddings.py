@@ -114,21 +114,26 @@ class EmbeddingContext:
             return self._cached_rows[:0]
         return self._cached_rows
 
-    def start(self, pieces: Sequence[Piece]) -> int:
+    def start(self, pieces: Sequence[Piece], tolerance: float = 0.0) -> int:
         """Decode a new prompt (see `feed`), keeping what the KV cache already holds of it: its
         leading token ids (the system prompt and history of the previous prompt) and, after all of
-        them, the leading rows of an embeddings piece that are the very rows decoded there before
-        (audio evaluated while the user spoke). Returns how many positions were reused."""
+        them, the leading rows of an embeddings piece that are the rows decoded there before (audio
+        evaluated while the user spoke): the very rows, or with `tolerance`, rows within that
+        relative distance of them (the KV cache then keeps the rows it has, and `cached_embeddings`
+        says so). Returns how many positions were reused."""
         pieces = [piece for piece in pieces if len(piece)]
         first = list(pieces[0]) if pieces and not _is_embeddings(pieces[0]) else []
         rows = pieces[1] if len(pieces) > 1 and first and _is_embeddings(pieces[1]) else None
         reuse = self.cached_prefix(first)
-        kept_rows = _shared_rows(self.cached_embeddings(first), rows) if rows is not None else 0
+        cached = self.cached_embeddings(first)
+        kept_rows = _shared_rows(cached, rows, tolerance) if rows is not None else 0
         if reuse + kept_rows == sum(len(piece) for piece in pieces):  # decode at least one position:
             if kept_rows:                                               # its logits start the reply
                 kept_rows -= 1
             else:
                 reuse -= 1
+        if rows is not None and kept_rows:
+            rows = np.concatenate([cached[:kept_rows], rows[kept_rows:]])
         if reuse <= 0:
             self.reset()
         else:
@@ -138,7 +143,7 @@ class EmbeddingContext:
             self._cached_rows = self._cached_rows[:kept_rows]
             pieces = [first[reuse:], *pieces[1:]]
             if kept_rows:
-                pieces[1] = pieces[1][kept_rows:]
+                pieces[1] = rows[kept_rows:]
         self.feed(self._as_one_piece(pieces))
         self._cached = first
         self._cached_rows = rows if rows is not None else self._cached_rows[:0]
@@ -234,10 +239,15 @@ class EmbeddingContext:
         self.n_past += n
 
 
-def _shared_rows(cached: np.ndarray, rows: np.ndarray) -> int:
-    """How many leading rows of `rows` are exactly the `cached` ones."""
+def _shared_rows(cached: np.ndarray, rows: np.ndarray, tolerance: float = 0.0) -> int:
+    """How many leading rows of `rows` are the `cached` ones: exactly, or with `tolerance`, each
+    within that distance of its cached row, relative to the cached row's norm."""
     n = min(len(cached), len(rows))
-    differs = np.flatnonzero((cached[:n] != rows[:n]).any(axis=1))
+    if tolerance > 0:
+        distance = np.linalg.norm(cached[:n] - rows[:n], axis=1)
+        differs = np.flatnonzero(distance > tolerance * np.linalg.norm(cached[:n], axis=1))
+    else:
+        differs = np.flatnonzero((cached[:n] != rows[:n]).any(axis=1))
     return int(differs[0]) if differs.size else n
 
 

@@ -52,6 +52,15 @@ once positions are held, an encoding gets at most about 4.3 s (the 3 s, the marg
 since the last evaluation). On the 20 real recordings (`python -m
 benchmarks.native_prefill --margins 1.0 --left-contexts 1.5 3.0`) the repeat and reply losses are
 2.349 and 1.348 with 3 s, 2.364 and 1.345 with the whole turn; 1.5 s costs more (2.401, 1.382)."""
+AUDIO_REUSE_TOLERANCE = 0.0
+"""With a tolerance above 0, each evaluation while the user speaks also evaluates the positions
+inside AUDIO_MARGIN_S as they are encoded then (tentatively), and the next evaluation and the reply
+keep the leading ones whose new embedding is within this distance of the one evaluated, relative to
+its norm (`EmbeddingContext.start`), so that the reply decodes fewer positions. Off: on the 20 real
+recordings 0.1 cut the reply's positions from 21 to 15 and its first token from 94 to 81 ms at
++0.004 reply loss (`python -m benchmarks.native_prefill --margins 1.0 --reuse-tolerances 0.1`), but
+on the server the first token did not come sooner (paired A/B, benchmarks/RESULTS.md, 2026-12-05
+09:00-09:45)."""
 _PREFILL_WAIT_S = 0.5  # how long a reply waits for the evaluation of its own audio to finish
 
 DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
@@ -140,34 +149,41 @@ class NativeAudioChat:
         """Evaluate the prompt of the user's next turn ahead, while the user speaks, in the context
         that will serve the reply: the conversation before it (`messages`: system prompt and
         history) and, given the speech so far (`audio_16k`, from the turn's start), the audio up to
-        AUDIO_MARGIN_S before its end. The reply then evaluates only the rest. Skipped when every
-        context is busy (the reply then evaluates it all)."""
+        AUDIO_MARGIN_S before its end (with AUDIO_REUSE_TOLERANCE, the rest of it tentatively). The
+        reply then evaluates only the rest. Skipped when every context is busy (the reply then
+        evaluates it all)."""
         before = self._tokenizer.tokenize(prompt_texts(messages)[0])
         context = self._acquire(before, cancel, wait=False, audio=audio_16k)
         if context is None:
             return
         try:
-            rows = None if audio_16k is None or cancel.is_set() else self._final_rows(context, before, audio_16k)
-            if rows is not None:
+            early = None if audio_16k is None or cancel.is_set() else self._early_rows(context, before, audio_16k)
+            if early is not None:
+                rows, final = early
                 self._sources.pop(id(context), None)  # until the decode below has succeeded
-                context.start([before, rows])
-                self._sources[id(context)] = (audio_16k, len(rows))
+                context.start([before, rows], tolerance=AUDIO_REUSE_TOLERANCE)
+                self._sources[id(context)] = (audio_16k, final)
             elif context.cached_prefix(before) < len(before) and not cancel.is_set():
                 context.start([before])
         finally:
             self._release(context)
 
-    def _final_rows(self, context: EmbeddingContext, before: list[int], audio_16k: np.ndarray) -> np.ndarray | None:
-        """The embeddings of the audio's leading positions that the rest of the turn will not
-        change (what `context` already holds of them, then the new ones); None if no new one."""
+    def _early_rows(self, context: EmbeddingContext, before: list[int],
+                    audio_16k: np.ndarray) -> tuple[np.ndarray, int] | None:
+        """The embeddings to evaluate early for the speech so far: the audio's leading positions
+        that the rest of the turn will not change (what `context` already holds of them, then the
+        new ones) and, with AUDIO_REUSE_TOLERANCE, the positions after them as encoded now; with
+        how many are of the first kind. None if there is no new position."""
+        stack = self.projector.config.stack
         with one_blas_thread():
             held = self._held_rows(context, before, audio_16k)
             frames, total = self._encode_after(audio_16k, len(held))
-            final = self._final_count(total)
-            if final <= len(held):
+            final = max(len(held), self._final_count(total))
+            count = complete_positions(audio_16k.size, stack) if AUDIO_REUSE_TOLERANCE > 0 else final
+            if count <= len(held):
                 return None
-            new = self.projector(frames[: (final - len(held)) * self.projector.config.stack])
-        return np.concatenate([held, new]).astype(np.float32, copy=False)
+            new = self.projector(frames[: (count - len(held)) * stack])
+        return np.concatenate([held, new]).astype(np.float32, copy=False), final
 
     def _reply_rows(self, context: EmbeddingContext, before: list[int],
                     audio_16k: np.ndarray) -> tuple[np.ndarray, int, int]:
@@ -235,11 +251,14 @@ class NativeAudioChat:
             if cancel.is_set():  # while the audio was encoded: the prompt's evaluation cannot be stopped
                 return
             self._sources.pop(id(context), None)
-            reused = context.start([before_tokens, embeddings, context.tokenize(after)])
+            reused = context.start([before_tokens, embeddings, context.tokenize(after)],
+                                   tolerance=AUDIO_REUSE_TOLERANCE)
             self._sources[id(context)] = (audio_16k, max(held, self._final_count(frames)))
             log.debug("native prompt: context free after %.0f ms, audio encoded in %.0f ms, %d positions "
-                      "decoded in %.0f ms (%d reused)", 1e3 * (acquired - started), 1e3 * (encoded - acquired),
-                      context.n_past - reused, 1e3 * (time.perf_counter() - encoded), reused)
+                      "decoded in %.0f ms (%d reused: %d audio rows held final, %d more kept)",
+                      1e3 * (acquired - started), 1e3 * (encoded - acquired), context.n_past - reused,
+                      1e3 * (time.perf_counter() - encoded), reused, held,
+                      max(0, reused - len(before_tokens) - held))
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             tokens = context.generate(options.max_tokens, options.temperature, cancel=cancel)
             for token in tokens:
