@@ -111,11 +111,17 @@ def native_projector(spec: str, out: Path) -> tuple[Path, bool]:
 
 
 async def measure(server: RunningServer, clips: list[Clip], runs: int, pause_s: float,
-                  push_to_talk: bool = False) -> list[TurnResult]:
-    """`runs` sessions one after another, each speaking every clip in turn."""
+                  push_to_talk: bool = False, fresh_sessions: bool = False) -> list[TurnResult]:
+    """`runs` sessions one after another, each speaking every clip in turn (with `fresh_sessions`,
+    every turn on a session of its own: no reply follows, or repeats, an earlier one)."""
     results: list[TurnResult] = []
     for _ in range(runs):
-        results += await run_session(server.url, clips, pause_s=pause_s, push_to_talk=push_to_talk)
+        if not fresh_sessions:
+            results += await run_session(server.url, clips, pause_s=pause_s, push_to_talk=push_to_talk)
+            continue
+        for clip in clips:
+            await asyncio.sleep(pause_s)
+            results += await run_session(server.url, [clip], push_to_talk=push_to_talk)
     return results
 
 
@@ -173,6 +179,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine(),
         "clips": [c.name for c in clips],
         "runs": args.runs,
+        "fresh_sessions": args.fresh_sessions,
         "pipelines": {},
         "concurrency": {},
         "turns": {},
@@ -186,13 +193,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             report["native"] = {"projector": str(projector), "trained": trained}
         with voice_server(*PIPELINES[pipeline], *extra, log=log) as server:
             await run_session(server.url, clips[:1])  # warm-up: first-call costs are not latency
-            results, summary = await measured(server, measure(server, clips, args.runs, args.pause))
+            results, summary = await measured(server, measure(server, clips, args.runs, args.pause,
+                                                              fresh_sessions=args.fresh_sessions))
             report["pipelines"][pipeline] = summary
             report["turns"][pipeline] = [r.as_dict() for r in results]
             print(f"{pipeline}: {json.dumps(summary['voice_to_voice_ms'])} failed={summary['failed']}", flush=True)
             if args.push_to_talk and pipeline != "naive":
                 results, summary = await measured(server, measure(server, clips, args.runs, args.pause,
-                                                                  push_to_talk=True))
+                                                                  push_to_talk=True,
+                                                                  fresh_sessions=args.fresh_sessions))
                 report["pipelines"][f"{pipeline}-ptt"] = summary
                 report["turns"][f"{pipeline}-ptt"] = [r.as_dict() for r in results]
                 print(f"{pipeline}, push-to-talk: {json.dumps(summary['voice_to_voice_ms'])} "
@@ -238,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma-separated session counts for the sweep ('' for none)")
     parser.add_argument("--sweep-turns", type=int, default=4, help="turns per session in the sweep")
     parser.add_argument("--pause", type=float, default=1.0, help="seconds of silence between turns")
+    parser.add_argument("--fresh-sessions", action="store_true",
+                        help="every turn of the pipelines' rows on a new session (SmolLM2 repeats its own "
+                             "earlier replies, so in one session the first reply sets how later ones open)")
     parser.add_argument("--no-push-to-talk", dest="push_to_talk", action="store_false",
                         help="no push-to-talk rows (sessions without turn detection: the client commits "
                              "at the end of speech and asks for the reply, so no silence window is waited for)")

@@ -106,3 +106,23 @@ def test_the_native_prefill_benchmark_compares_early_and_whole_turn_audio(tmp_pa
         windowed = row[f"margin_{result['margin_in_use_s']}_left_1.5"]
         assert windowed["early_positions"] == row["margin_1.0"]["early_positions"] and windowed["repeat_loss"] > 0
         assert row["whole"]["repeat_loss"] > 0 and row["first_token_ms"]["early"] > 0
+
+
+def test_fresh_sessions_give_every_turn_a_session_of_its_own(monkeypatch):
+    import asyncio
+
+    from benchmarks import latency
+
+    calls: list[list[str]] = []
+
+    async def run_session(url, clips, **options):
+        calls.append(list(clips))
+        return []
+
+    monkeypatch.setattr(latency, "run_session", run_session)
+    server = type("Server", (), {"url": "ws://unused"})()
+    asyncio.run(latency.measure(server, ["a", "b"], 2, 0.0))
+    assert calls == [["a", "b"], ["a", "b"]]  # one session a run, speaking every clip
+    calls.clear()
+    asyncio.run(latency.measure(server, ["a", "b"], 2, 0.0, fresh_sessions=True))
+    assert calls == [["a"], ["b"], ["a"], ["b"]]
