@@ -116,12 +116,12 @@ async def measure(server: RunningServer, clips: list[Clip], runs: int, pause_s: 
     every turn on a session of its own: no reply follows, or repeats, an earlier one)."""
     results: list[TurnResult] = []
     for _ in range(runs):
-        if not fresh_sessions:
+        if fresh_sessions:
+            for clip in clips:
+                await asyncio.sleep(pause_s)
+                results += await run_session(server.url, [clip], push_to_talk=push_to_talk)
+        else:
             results += await run_session(server.url, clips, pause_s=pause_s, push_to_talk=push_to_talk)
-            continue
-        for clip in clips:
-            await asyncio.sleep(pause_s)
-            results += await run_session(server.url, [clip], push_to_talk=push_to_talk)
     return results
 
 

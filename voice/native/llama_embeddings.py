@@ -132,7 +132,7 @@ class EmbeddingContext:
                 kept_rows -= 1
             else:
                 reuse -= 1
-        if rows is not None and kept_rows:
+        if tolerance > 0 and rows is not None and kept_rows:  # the near rows stay as the KV cache has them
             rows = np.concatenate([cached[:kept_rows], rows[kept_rows:]])
         if reuse <= 0:
             self.reset()
