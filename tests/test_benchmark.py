@@ -126,3 +126,20 @@ def test_fresh_sessions_give_every_turn_a_session_of_its_own(monkeypatch):
     calls.clear()
     asyncio.run(latency.measure(server, ["a", "b"], 2, 0.0, fresh_sessions=True))
     assert calls == [["a"], ["b"], ["a"], ["b"]]
+
+
+def test_the_tts_stream_benchmark_compares_both_variants_and_saves(tmp_path):
+    from benchmarks import tts_stream
+
+    replies = {"turns": {"cascade": [{"reply": "I'm glad to hear that. The lamp is on now, enjoy your evening."},
+                                     {"reply": "Sure, I can help with that."}]}}
+    (tmp_path / "latency.json").write_text(json.dumps(replies))
+    assert tts_stream.reply_chunks(tmp_path / "latency.json", 5) == {
+        "first": ["I'm glad to", "Sure,"], "later": ["hear that.", "The lamp is on now, enjoy your evening.",
+                                                     "I can help with that."]}
+    result = tts_stream.main(["--replies", str(tmp_path / "latency.json"), "--chunks", "2", "--repeats", "1",
+                              "--out", str(tmp_path)])
+    assert (tmp_path / "tts_stream.json").is_file()
+    streamed, whole = result["summary"]["streamed"], result["summary"]["whole"]
+    assert streamed["first"]["pieces_max_difference"] < 1e-4 and "pieces_max_difference" not in whole["first"]
+    assert streamed["later"]["chunks"] == whole["later"]["chunks"] == 2

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from voice.audio import WIRE_RATE, float_to_pcm16, resample
+from voice.audio import WIRE_RATE, StreamResampler, float_to_pcm16, resample
 from voice.events import ResponseEvent, ResponseFinished, SpeechSegment, StageMark, TextDelta
 from voice.llm.base import ChatMessage, ChatModel, GenerationOptions
 from voice.text import RepetitionGuard, SpeechChunker, clean_for_speech
@@ -117,16 +117,21 @@ def run_response(llm: ChatModel, tts: Synthesizer, request: ResponseRequest, can
             error = _describe(item)
             break
         text = str(item)
+        # One resampler a chunk: its pieces may meet mid-word, where resampling each alone would click.
+        resampler = StreamResampler(tts.sample_rate, WIRE_RATE)
         try:
-            for piece in tts.synthesize(text):
+            for piece in tts.synthesize(text, soon=first_audio):
                 if cancel.is_set():
                     break
-                audio = float_to_pcm16(resample(piece, tts.sample_rate, WIRE_RATE))
+                audio = float_to_pcm16(resampler.process(piece))
                 if first_audio:
                     emit(StageMark("tts_first_audio", clock()))
                     first_audio = False
                 emit(SpeechSegment(text=text, audio=audio))
                 text = ""
+            tail = resampler.process(np.zeros(0, np.float32), last=True)
+            if tail.size and not cancel.is_set():
+                emit(SpeechSegment(text=text, audio=float_to_pcm16(tail)))
             first_spoken.set()
         except Exception as exc:  # noqa: BLE001
             error = f"tts: {exc}"

@@ -14,6 +14,8 @@ class Synthesizer(Protocol):
     sample_rate: int
     name: str
 
-    def synthesize(self, text: str) -> Iterator[np.ndarray]:
-        """Yield audio for `text` in one or more pieces (the caller checks for cancellation between them)."""
+    def synthesize(self, text: str, soon: bool = False) -> Iterator[np.ndarray]:
+        """Yield audio for `text` in one or more pieces (the caller checks for cancellation between
+        them). `soon`: someone is waiting for this audio (a reply's first chunk), so the first piece
+        should come as early as the synthesiser can make it, even at some cost in total time."""
         ...

@@ -1,0 +1,98 @@
+"""Piper with its graph cut at the decoder: a reply's first chunk in pieces that make the very audio
+of the whole graph, at a fixed gain (the bundled voice, no fake)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from voice import models
+from voice.audio import rms_dbfs
+from voice.tts.piper import FIRST_FRAMES, PiperSynthesizer
+from voice.tts.vits_graph import find_context, split_at_decoder
+
+
+@pytest.fixture(scope="module")
+def voice_files():
+    return models.piper_voice(None)
+
+
+@pytest.fixture(scope="module")
+def cut(voice_files):
+    tts = PiperSynthesizer(*voice_files)
+    assert tts.streams, "the bundled voice must cut at its decoder"
+    return tts
+
+
+@pytest.fixture(scope="module")
+def piper(voice_files):
+    """Piper's own voice, for the whole graph's audio."""
+    from piper import PiperVoice
+
+    return PiperVoice.load(str(voice_files[0]))
+
+
+def _whole_graph(piper, tts: PiperSynthesizer, phonemes: list[str]) -> np.ndarray:
+    return piper.session.run(None, tts._inputs(phonemes, noise=False))[0].reshape(-1)
+
+
+@pytest.mark.parametrize("text", ["Sure,", "I'm glad to", "That sounds like a wonderful idea for the weekend."])
+def test_the_pieces_of_a_soon_chunk_are_the_whole_graphs_audio(cut, piper, text):
+    for phonemes in cut._voice.phonemize(text):
+        whole = _whole_graph(piper, cut, phonemes)
+        soon = list(cut._pieces(phonemes, FIRST_FRAMES, noise=False))
+        later = list(cut._pieces(phonemes, 0, noise=False))
+        assert len(later) == 1
+        np.testing.assert_allclose(np.concatenate(soon), whole, atol=1e-4)
+        np.testing.assert_allclose(later[0], whole, atol=1e-4)
+        if whole.size > (FIRST_FRAMES + cut._context) * cut._samples_per_frame:
+            assert len(soon) == 2 and soon[0].size == FIRST_FRAMES * cut._samples_per_frame
+
+
+def test_a_soon_chunk_starts_with_a_short_piece_and_others_come_whole(cut):
+    soon = list(cut.synthesize("That sounds like a wonderful idea for the weekend.", soon=True))
+    later = list(cut.synthesize("That sounds like a wonderful idea for the weekend.", soon=False))
+    assert len(soon) == 2 and soon[0].size == FIRST_FRAMES * cut._samples_per_frame
+    assert len(later) == 1 and later[0].size > 10 * soon[0].size
+    # Only a chunk's first sentence is asked for soon: the rest follow whole.
+    assert len(list(cut.synthesize("Okay. That sounds like a wonderful idea.", soon=True))) in (2, 3)
+    for piece in soon + later:
+        assert piece.dtype == np.float32 and np.max(np.abs(piece)) <= 1.0
+
+
+def test_the_fixed_gain_keeps_pipers_level(cut, voice_files):
+    as_piper = PiperSynthesizer(*voice_files, stream=False)
+    assert not as_piper.streams
+    text = "The capital of France is Paris, and it is lovely in the spring."
+    levels = [rms_dbfs(np.concatenate(list(t.synthesize(text)))) for t in (cut, as_piper)]
+    assert abs(levels[0] - levels[1]) < 3.0, levels
+
+
+def test_a_graph_with_no_decoder_does_not_cut():
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="/enc/Relu")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    assert split_at_decoder(helper.make_model(graph).SerializeToString()) is None
+    assert split_at_decoder(onnx.load(str(models.piper_voice(None)[0])).SerializeToString()) is not None
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(min_value=0, max_value=6))
+def test_the_context_found_is_the_decoders_reach(reach):
+    """A 'decoder' whose every output frame reads `reach` frames on each side needs that context;
+    one that reads the whole latent (a global mean) has none that works."""
+    rng = np.random.default_rng(reach)
+    z = rng.standard_normal((1, 2, 96)).astype(np.float32)
+
+    def local(latent: np.ndarray) -> np.ndarray:  # a moving sum over 2 * reach + 1 frames, 4 samples a frame
+        padded = np.pad(latent[0].sum(0), reach)
+        frames = np.convolve(padded, np.ones(2 * reach + 1), mode="valid")
+        return np.repeat(frames, 4)
+
+    assert find_context(local, z, 4, candidates=tuple(range(0, 12))) == reach
+    assert find_context(lambda latent: np.repeat(latent[0].sum(0) - latent.mean(), 4), z, 4) is None
