@@ -96,3 +96,31 @@ def test_the_context_found_is_the_decoders_reach(reach):
 
     assert find_context(local, z, 4, candidates=tuple(range(0, 12))) == reach
     assert find_context(lambda latent: np.repeat(latent[0].sum(0) - latent.mean(), 4), z, 4) is None
+
+
+def test_a_cut_voice_is_kept_in_the_cache_and_read_back(voice_files, piper, tmp_path, monkeypatch):
+    first = PiperSynthesizer(*voice_files, cache_dir=tmp_path)
+    kept = list(tmp_path.glob("*.cut-*.npz"))
+    assert first.streams and len(kept) == 1
+
+    def no_cutting(model):  # noqa: ANN001, ANN202
+        raise AssertionError("the cached cut should have been used")
+
+    monkeypatch.setattr("voice.tts.piper.split_at_decoder", no_cutting)
+    again = PiperSynthesizer(*voice_files, cache_dir=tmp_path)
+    assert again.streams and (again._context, again._gain) == (first._context, first._gain)
+    for phonemes in again._voice.phonemize("That sounds like a wonderful idea."):
+        whole = _whole_graph(piper, again, phonemes)
+        np.testing.assert_allclose(np.concatenate(list(again._pieces(phonemes, FIRST_FRAMES, noise=False))), whole,
+                                   atol=1e-4)
+    # Another length scale is another file: cutting again, which fails here, so Piper's own way speaks.
+    fallback = PiperSynthesizer(*voice_files, cache_dir=tmp_path, length_scale=1.2)
+    assert not fallback.streams and len(list(tmp_path.glob("*.cut-*.npz"))) == 1
+    assert np.concatenate(list(fallback.synthesize("Okay.", soon=True))).size > 0
+
+
+def test_a_cache_that_cannot_be_written_still_cuts(voice_files, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")  # even root cannot make a directory under a file
+    tts = PiperSynthesizer(*voice_files, cache_dir=blocker / "cache")
+    assert tts.streams and blocker.is_file()

@@ -103,7 +103,7 @@ def build_tts(config: EngineConfig) -> Synthesizer:
     from voice.tts.piper import PiperSynthesizer
 
     model, voice_config = models.piper_voice(config.tts_voice)
-    return PiperSynthesizer(model, voice_config, threads=config.threads)
+    return PiperSynthesizer(model, voice_config, threads=config.threads, cache_dir=models.models_dir())
 
 
 class Engine:
