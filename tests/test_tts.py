@@ -124,3 +124,49 @@ def test_a_cache_that_cannot_be_written_still_cuts(voice_files, tmp_path):
     blocker.write_text("not a directory")  # even root cannot make a directory under a file
     tts = PiperSynthesizer(*voice_files, cache_dir=blocker / "cache")
     assert tts.streams and blocker.is_file()
+
+
+def test_a_reply_speaks_its_first_chunk_soon_and_every_sample_of_it(cut):
+    """voice/turn.py with SmolLM2 and the cut voice: the first chunk is asked for soon, its first
+    piece goes out alone, and the pieces of each chunk are resampled as one stream, to the last
+    sample (so no click where two pieces meet, and no tail lost)."""
+    import threading
+
+    from voice.audio import WIRE_RATE, StreamResampler
+    from voice.events import SpeechSegment
+    from voice.llm.base import ChatMessage, GenerationOptions
+    from voice.llm.llamacpp import LlamaCppChat
+    from voice.turn import ResponseRequest, run_response
+
+    class Recorded:
+        """The cut voice, keeping what it yields for each chunk."""
+
+        sample_rate, name = cut.sample_rate, cut.name
+
+        def __init__(self) -> None:
+            self.chunks: list[tuple[bool, list[np.ndarray]]] = []
+
+        def synthesize(self, text: str, soon: bool = False):  # noqa: ANN202
+            self.chunks.append((soon, []))
+            for piece in cut.synthesize(text, soon=soon):
+                self.chunks[-1][1].append(piece)
+                yield piece
+
+    tts, events = Recorded(), []
+    request = ResponseRequest([ChatMessage("system", "You are a helpful voice assistant."),
+                               ChatMessage("user", "Tell me about the moon in two sentences.")],
+                              GenerationOptions(max_tokens=40, temperature=0.0))
+    run_response(LlamaCppChat(models.gguf_model(None), n_ctx=512, parallel=1), tts, request, threading.Event(),
+                 events.append)
+    segments = [e for e in events if isinstance(e, SpeechSegment)]
+    assert len(tts.chunks) >= 2 and [soon for soon, _ in tts.chunks] == [True] + [False] * (len(tts.chunks) - 1)
+    assert len(tts.chunks[0][1]) == 2  # the head's 0.19 s, then the rest
+    assert segments[0].text and len(segments[0].audio) < 0.2 * WIRE_RATE * 2  # PCM16: 2 bytes a sample
+    heard = np.frombuffer(b"".join(bytes(s.audio) for s in segments), dtype=np.int16)
+    expected = []
+    for _, pieces in tts.chunks:
+        resampler = StreamResampler(cut.sample_rate, WIRE_RATE)
+        expected += [resampler.process(np.concatenate(pieces)), resampler.process(np.zeros(0, np.float32), last=True)]
+    expected = np.clip(np.concatenate(expected), -1.0, 32767 / 32768)  # PCM16 clips resampling's overshoot
+    assert heard.size == expected.size
+    np.testing.assert_allclose(heard / 32768.0, expected, atol=2 / 32768)

@@ -123,7 +123,10 @@ def run_response(llm: ChatModel, tts: Synthesizer, request: ResponseRequest, can
             for piece in tts.synthesize(text, soon=first_audio):
                 if cancel.is_set():
                     break
-                audio = float_to_pcm16(resampler.process(piece))
+                resampled = resampler.process(piece)
+                if not resampled.size:  # all of it still in the resampler's filter: it comes with the next
+                    continue
+                audio = float_to_pcm16(resampled)
                 if first_audio:
                     emit(StageMark("tts_first_audio", clock()))
                     first_audio = False
