@@ -20,3 +20,9 @@ def write_cached(target: Path, write: Callable[[Path], None]) -> None:
         os.replace(temporary, target)
     finally:
         Path(temporary).unlink(missing_ok=True)
+
+
+def file_identity(path: Path) -> str:
+    """What names a large file in a cache key without reading it: its path, size and modification time."""
+    stat = path.stat()
+    return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voice.cache_file import write_cached
+from voice.cache_file import file_identity, write_cached
 from voice.native.adapter import read_llama_adapter
 
 log = logging.getLogger(__name__)
@@ -28,9 +28,7 @@ def merged_model(model_file: Path, adapter: Path, directory: Path) -> Path:
     (path, size, modification time: it is large, and read at every start otherwise) and the
     adapter's contents, so a new adapter or model makes a new copy. Several processes may ask at
     once: each writes its own temporary file and the last rename wins, with identical content."""
-    stat = model_file.stat()
-    model_key = f"{model_file.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()
-    key = hashlib.sha256(model_key + _digest(adapter)).hexdigest()[:16]
+    key = hashlib.sha256(file_identity(model_file).encode() + _digest(adapter)).hexdigest()[:16]
     target = directory / f"{model_file.name.removesuffix('.gguf')}.lora-{key}.gguf"
     if target.is_file():
         return target

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from voice import models
-from voice.cache_file import write_cached
+from voice.cache_file import file_identity, write_cached
 from voice.native.ctranslate2_weights import float_weight, read_variables
 from voice.native.projector import NumpyProjector
 from voice.native.token_embeddings import TokenEmbeddings
@@ -48,8 +48,7 @@ def mmproj_file(projector_path: Path, directory: Path, *, whisper: str | None = 
     for path in (projector_path, projector_path.with_suffix(".json"), model_bin):
         with open(path, "rb") as handle:
             digest.update(hashlib.file_digest(handle, "sha256").digest())
-    stat = llm_file.stat()
-    digest.update(f"{llm_file.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    digest.update(file_identity(llm_file).encode())
     target = directory / f"native-mmproj-{digest.hexdigest()[:16]}.gguf"
     if target.is_file():
         return target

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voice.cache_file import write_cached
+from voice.cache_file import file_identity, write_cached
 from voice.tts.vits_graph import (
     EXACT_TOLERANCE,
     HEAD_FRAMES,
@@ -58,9 +58,9 @@ class PiperSynthesizer:
         from piper import PiperVoice
         from piper.config import PiperConfig, SynthesisConfig
 
+        model_path = Path(model_path)
         config_path = Path(config_path or f"{model_path}.json")
         self._threads = threads
-        model = Path(model_path).read_bytes()
         # Without a session until it is known whether the whole graph is needed (not when cut).
         self._voice = PiperVoice(session=None,
                                  config=PiperConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8"))))
@@ -73,13 +73,13 @@ class PiperSynthesizer:
         self._gain = 1.0
         if stream and speaker_id is None:
             try:
-                self._cut(Path(model_path), model, volume, cache_dir)
+                self._cut(model_path, volume, cache_dir)
             except Exception:  # noqa: BLE001 - only an optimisation: whole chunks work as before
                 self._head = self._rest = None
                 log.warning("cannot cut the Piper voice %s; synthesising whole chunks", self.name, exc_info=True)
             _return_freed_memory()
         if not self.streams:
-            self._voice.session = self._session(model)
+            self._voice.session = self._session(str(model_path))
 
     @property
     def streams(self) -> bool:
@@ -120,8 +120,9 @@ class PiperSynthesizer:
         return {"input": np.array([ids], dtype=np.int64), "input_lengths": np.array([len(ids)], dtype=np.int64),
                 "scales": np.array(scales, dtype=np.float32)}
 
-    def _session(self, model: bytes, spin: bool = True):  # noqa: ANN202 - onnxruntime, imported lazily
-        """A session on `model`; without `spin`, its threads sleep as soon as a run ends."""
+    def _session(self, model: bytes | str, spin: bool = True):  # noqa: ANN202 - onnxruntime, imported lazily
+        """A session on `model` (the graph, or its file); without `spin`, its threads sleep as soon
+        as a run ends."""
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
@@ -132,7 +133,7 @@ class PiperSynthesizer:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return onnxruntime.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
 
-    def _cut(self, model_path: Path, model: bytes, volume: float, cache_dir: str | Path | None) -> None:
+    def _cut(self, model_path: Path, volume: float, cache_dir: str | Path | None) -> None:
         """Cut the graph (or read the cut from `cache_dir`, where the first load keeps it) and set
         the gain."""
         cached = _cache_file(Path(cache_dir), model_path, self._syn_config.length_scale) if cache_dir else None
@@ -140,7 +141,7 @@ class PiperSynthesizer:
             cut = CutVoice.load(cached)
             self._use(cut)
         else:
-            cut = self._make_cut(model)
+            cut = self._make_cut(model_path.read_bytes())  # read only when cut here
             if cut is None:
                 log.info("Piper voice %s: no single latent at its decoder; synthesising whole chunks", self.name)
                 return
@@ -216,8 +217,7 @@ class CutVoice:
 def _cache_file(directory: Path, model_path: Path, length_scale: float | None) -> Path:
     """Named by the voice file (path, size, modification time), the length scale (the level is
     measured with it) and CUT_FORMAT."""
-    stat = model_path.stat()
-    key = f"{model_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{length_scale}:{CUT_FORMAT}"
+    key = f"{file_identity(model_path)}:{length_scale}:{CUT_FORMAT}"
     return directory / f"{model_path.stem}.cut-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
 
 
