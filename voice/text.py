@@ -11,6 +11,10 @@ _EMOJI = re.compile("[\U0001f000-\U0001faff\u2600-\u27bf\ufe0f]")
 # ("Sure.You're welcome."), at its punctuation and a capital letter.
 _SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*(?=\s)|(?<=[a-z])[.!?]+(?=[A-Z])|\n+")
 _CLAUSE_END = re.compile(r"[,;:—–]+(?=\s)")
+# A run of this many characters without a space (longer than English words: a small LLM's
+# "A.K.I.B.E.A.E.I..." reply) is cut anyway, else nothing would be spoken until the reply ends.
+MAX_WORD_CHARS = 40
+_RUN_BREAK = re.compile(r"[.,;:!?/\-]")
 _ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "st", "vs", "etc", "e.g", "i.e", "no", "jr", "sr", "prof"}
 
 
@@ -82,7 +86,18 @@ class SpeechChunker:
         complete = list(re.finditer(r"\S+(?=\s)", text))
         if len(complete) >= limit + (0 if self._emitted == 0 else 1):
             return complete[limit - 1].end()
+        return _cut_in_run(text)
+
+
+def _cut_in_run(text: str) -> int | None:
+    """Where to cut the first run of MAX_WORD_CHARS or more characters without a space: after its
+    last punctuation in that span (a break a voice can read), else right at the span's end."""
+    run = next((m for m in re.finditer(r"\S+", text) if m.end() - m.start() >= MAX_WORD_CHARS), None)
+    if run is None:
         return None
+    span = text[run.start():run.start() + MAX_WORD_CHARS]
+    breaks = [m.end() for m in _RUN_BREAK.finditer(span)]
+    return run.start() + (breaks[-1] if breaks else MAX_WORD_CHARS)
 
 
 class RepetitionGuard:
