@@ -16,6 +16,15 @@ def feed_words(text: str) -> list[str]:
     return out + chunker.flush()
 
 
+def feed_in_steps(text: str, step: int) -> list[str]:
+    """The chunks of `text` streamed in deltas of `step` characters."""
+    chunker = SpeechChunker()
+    out = []
+    for i in range(0, len(text), step):
+        out += chunker.feed(text[i:i + step])
+    return out + chunker.flush()
+
+
 def test_sentences_are_released_as_soon_as_they_end():
     chunker = SpeechChunker()
     assert chunker.feed("Hello there") == []
@@ -74,36 +83,26 @@ def test_a_run_without_spaces_is_cut_before_the_reply_ends():
     # A native reply of the benchmark (2026-12-05): no space for 150 characters, so no word was ever
     # complete and the first audio waited 1.5 s for the reply's end.
     run = "A.K.I.B.E.A.E.I.A.I.S.E.I.A.I.N." + "I.N." * 10 + "I." * 40
-    chunker = SpeechChunker()
-    released = []
-    for i in range(0, len(run), 2):  # tokens of two characters
-        released += chunker.feed(run[i:i + 2])
-    assert len(released) >= 3 and all(len(c) <= MAX_WORD_CHARS and c.endswith(".") for c in released)
-    assert "".join(released + chunker.flush()) == run  # nothing lost
+    chunks = feed_in_steps(run, 2)  # tokens of two characters
+    assert len(chunks) >= 4 and all(len(c) <= MAX_WORD_CHARS and c.endswith(".") for c in chunks)
+    assert "".join(chunks) == run  # nothing lost
 
 
 def test_long_words_are_kept_whole_and_longer_runs_cut_the_same_however_they_stream():
     for text in ["Say supercalifragilisticexpialidocious twice.", "Say antidisestablishmentarianism."]:
-        chunker = SpeechChunker()
-        assert [c for ch in text for c in chunker.feed(ch)] + chunker.flush() == [text]
+        assert feed_in_steps(text, 1) == [text]
     text = "See https://example.com/a/very/long/path/to/a/page/that/goes/on/and/on for it."
     chunks = feed_words(text)
     assert chunks == ["See https://example.com/a/very/long/path/to/", "a/page/that/goes/on/and/on for it."]
     assert " ".join(chunks).replace(" ", "") == text.replace(" ", "")
-    chunker = SpeechChunker()
-    streamed = [c for ch in text for c in chunker.feed(ch)] + chunker.flush()
-    assert streamed == chunks
+    assert feed_in_steps(text, 1) == chunks
 
 
 @given(st.lists(st.sampled_from(["Hi", "there", "friend", ",", ".", "!", "?", " ", "Dr.", "3.5", "\n", "ok"]),
                 max_size=60), st.integers(min_value=1, max_value=7))
 def test_no_word_is_lost_or_invented(tokens, step):
     text = " ".join(tokens)
-    chunker = SpeechChunker()
-    out = []
-    for i in range(0, len(text), step):
-        out += chunker.feed(text[i:i + step])
-    out += chunker.flush()
+    out = feed_in_steps(text, step)
     words = lambda s: [w for w in s.replace(",", " ").replace(".", " ").replace("!", " ").replace("?", " ").split()]  # noqa: E731
     assert words(" ".join(out)) == words(clean_for_speech(text))
 
@@ -112,10 +111,6 @@ def test_no_word_is_lost_or_invented(tokens, step):
                 max_size=60), st.integers(min_value=1, max_value=7))
 def test_runs_without_spaces_are_cut_without_losing_a_character(tokens, step):
     text = "".join(tokens)
-    chunker = SpeechChunker()
-    out = []
-    for i in range(0, len(text), step):
-        out += chunker.feed(text[i:i + step])
-    out += chunker.flush()
+    out = feed_in_steps(text, step)
     speakable = lambda s: "".join(c for c in s if c.isalnum())  # noqa: E731 - chunks of punctuation only are dropped
     assert speakable("".join(out)) == speakable(text)
