@@ -39,7 +39,7 @@ class SpeechChunker:
     chunk. That chunk then plays for under a second, so the second one also ends at a clause
     boundary once it has `second_clause_words` words, or after `second_chunk_max_words`, to be
     ready before the first has been heard; later chunks are cut only when a sentence runs past
-    `max_words`.
+    `max_words`. Any chunk also ends within a run of MAX_WORD_CHARS characters without a space.
     """
 
     def __init__(self, first_clause_words: int = 1, first_chunk_max_words: int = 3, second_clause_words: int = 4,
