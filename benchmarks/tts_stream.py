@@ -80,7 +80,7 @@ def run_variant(variant: str, chunks: dict[str, list[str]], repeats: int) -> dic
             levels.append(rms_dbfs(audio))
             clipped.append(float(np.mean(np.abs(audio) >= 0.999)))
             if tts.streams:
-                diffs.append(_pieces_difference(tts, text))
+                diffs.append(tts.pieces_difference(text))
         result[kind] = {"chunks": len(texts), "first_audio_ms": round(statistics.median(firsts), 1),
                         "total_ms": round(statistics.median(totals), 1),
                         "level_dbfs": round(statistics.median(levels), 2),
@@ -88,20 +88,6 @@ def run_variant(variant: str, chunks: dict[str, list[str]], repeats: int) -> dic
         if diffs:
             result[kind]["pieces_max_difference"] = float(max(diffs))
     return result
-
-
-def _pieces_difference(tts: Any, text: str) -> float:
-    """The largest difference between a `soon` chunk's pieces and the chunk decoded whole, both
-    without noise (so deterministic)."""
-    from voice.tts.piper import FIRST_FRAMES
-
-    worst = 0.0
-    for phonemes in tts._voice.phonemize(text):  # noqa: SLF001 - the benchmark looks inside on purpose
-        if phonemes:
-            pieces = np.concatenate(list(tts._pieces(phonemes, FIRST_FRAMES, noise=False)))  # noqa: SLF001
-            whole = np.concatenate(list(tts._pieces(phonemes, 0, noise=False)))  # noqa: SLF001
-            worst = max(worst, float(np.max(np.abs(pieces - whole))))
-    return worst
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

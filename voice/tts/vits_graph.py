@@ -18,6 +18,7 @@ Both are plain ONNX graphs, run by onnxruntime like the voice itself.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,7 +104,14 @@ def head_graph(split: SplitGraph) -> bytes:
     return head.SerializeToString()
 
 
-def find_context(decode, z: np.ndarray, samples_per_frame: int,  # noqa: ANN001 - a callable
+def max_difference(audio: np.ndarray, reference: np.ndarray) -> float:
+    """The largest absolute difference between two decodes of the same latent (inf if their lengths differ)."""
+    if audio.shape != reference.shape:
+        return float("inf")
+    return float(np.max(np.abs(audio - reference), initial=0.0))
+
+
+def find_context(decode: Callable[[np.ndarray], np.ndarray], z: np.ndarray, samples_per_frame: int,
                  candidates: tuple[int, ...] = CONTEXT_CANDIDATES) -> int | None:
     """The fewest frames of context (of `candidates`) with which windows of `z` decoded one by one
     (`decode`: latent -> flat audio) give the whole decode (within EXACT_TOLERANCE), or None when
@@ -119,7 +127,6 @@ def find_context(decode, z: np.ndarray, samples_per_frame: int,  # noqa: ANN001 
             lo, hi = max(0, start - context), min(frames, end + context)
             audio = decode(np.ascontiguousarray(z[..., lo:hi]))
             pieces.append(audio[(start - lo) * samples_per_frame:(end - lo) * samples_per_frame])
-        streamed = np.concatenate(pieces)
-        if streamed.shape == whole.shape and float(np.max(np.abs(streamed - whole))) <= EXACT_TOLERANCE:
+        if max_difference(np.concatenate(pieces), whole) <= EXACT_TOLERANCE:
             return context
     return None
