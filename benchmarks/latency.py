@@ -2,7 +2,7 @@
 audio-token path, same clips, same models, same run; then a concurrency sweep. Saves JSON, a
 markdown table and PNG plots.
 
-    python -m benchmarks.latency                       # the full run (also: voice bench)
+    python -m benchmarks.latency                       # the full run
     python -m benchmarks.latency --quick               # one clip, one run, no sweep
 """
 
@@ -32,7 +32,7 @@ DEFAULT_CLIPS = [
     "06_ps_goforward.wav",
     "18_rstt_LJ001-0004.wav",
 ]
-PIPELINES: dict[str, list[str]] = {"cascade": [], "naive": ["--naive"], "native": ["--pipeline", "native"]}
+PIPELINES: dict[str, list[str]] = {"cascade": [], "naive": ["--pipeline", "naive"], "native": ["--pipeline", "native"]}
 OUT = Path(__file__).resolve().parent / "results"
 
 
@@ -238,7 +238,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="voice bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.latency", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", nargs="+", default=DEFAULT_CLIPS, help="files in tests/data")
     parser.add_argument("--runs", type=int, default=5, help="sessions per pipeline, each speaking every clip")

@@ -44,7 +44,7 @@ from voice.native import model as native_model
 from voice.native.base import REPEAT_INSTRUCTION
 from voice.native.llama_embeddings import EmbeddingContext
 from voice.native.model import NativeAudioChat, prompt_texts
-from voice.native.streaming import EVALUATE_EVERY_MS
+from voice.turn_taking import EVALUATE_EVERY_MS
 
 OUT = Path(__file__).resolve().parent / "results"
 STEP = EVALUATE_EVERY_MS * ASR_RATE // 1000  # the session's cadence

@@ -7,7 +7,7 @@ in a fresh process, since onnxruntime's threads outlive the runs that woke them:
 
 - `whole`: Piper's synthesis, each chunk decoded whole and scaled to its own peak (before);
 - `streamed`: voice/tts/piper.py now: every chunk at a fixed gain, and the first chunks asked for
-  `soon` (as voice/turn.py does), so made in two pieces by the graph cut at its decoder.
+  `soon` (as voice/response.py does), so made in two pieces by the graph cut at its decoder.
 
 Prints and saves, per variant and kind of chunk, the median time to the first audio and to the
 end, the median level (RMS, dBFS) and the share of clipped samples; and for `streamed`, the largest

@@ -30,21 +30,22 @@ def _serve(args: argparse.Namespace) -> None:
     from server.config import SessionConfig, TurnDetection
     from server.connection import ConnectionLimits
     from voice.engine import Engine, EngineConfig
+    from voice.pipeline import PIPELINES
     from voice.vad import VadConfig
 
+    pipeline = PIPELINES[args.pipeline]
     engine_config = EngineConfig(
         asr_model=args.asr_model, llm_model=args.llm_model, llm_url=args.llm_url, llm_name=args.llm_name,
         llm_api_key=args.llm_api_key, llm_timeout_s=args.llm_timeout, llm_context=args.llm_context,
-        llm_parallel=args.llm_parallel,
-        tts_voice=args.tts_voice, threads=args.threads, asr_short_window=not args.naive,
-        native_projector=args.native_projector or ("bundled" if args.pipeline == "native" else None),
+        llm_parallel=args.llm_parallel, tts_voice=args.tts_voice, threads=args.threads, naive=pipeline.baseline,
+        native_projector=args.native_projector or ("bundled" if pipeline.answers_speech else None),
         native_url=args.native_url, native_name=args.native_name, native_api_key=args.native_api_key,
     )
-    if args.naive:
+    if pipeline.baseline:
         args.silence_ms, args.turn_detection = 500, "server_vad"
     vad = VadConfig(threshold=args.vad_threshold, silence_duration_ms=args.silence_ms,
                     prefix_padding_ms=args.prefix_padding_ms, min_speech_ms=args.min_speech_ms)
-    if args.naive:  # plain VAD decisions, as simple implementations make them
+    if pipeline.baseline:  # plain VAD decisions, as simple implementations make them
         vad = replace(vad, tail_floor_margin_db=None, tail_peak_drop_db=None)
     if args.turn_detection == "semantic_vad":
         detection = TurnDetection.semantic(args.eagerness, threshold=args.vad_threshold,
@@ -52,11 +53,10 @@ def _serve(args: argparse.Namespace) -> None:
     else:
         detection = TurnDetection(vad=vad)
     session = SessionConfig(turn_detection=detection, max_output_tokens=args.max_tokens, pipeline=args.pipeline,
-                            streaming_asr=not args.naive,
                             **({"instructions": args.instructions} if args.instructions else {}))
     limits = ConnectionLimits(max_message_bytes=args.max_message_bytes, idle_timeout_s=args.idle_timeout,
                               max_session_s=args.max_session, max_buffer_seconds=args.max_buffer_seconds,
-                              max_send_buffer_bytes=args.max_send_buffer, naive=args.naive)
+                              max_send_buffer_bytes=args.max_send_buffer)
     options = ServerOptions(host=args.host, port=args.port, api_key=args.api_key or None,
                             allowed_origins=tuple(o for o in args.allowed_origins.split(",") if o),
                             max_sessions=args.max_sessions, limits=limits)
@@ -83,12 +83,6 @@ def _talk(args: argparse.Namespace) -> None:
                      pipeline=args.pipeline, api_key=args.api_key, speed=args.speed))
 
 
-def _bench(args: argparse.Namespace) -> None:
-    from benchmarks.latency import main as bench_main
-
-    bench_main(args.extra)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voice", description="Self-hosted real-time voice assistant server.")
     parser.add_argument("--log-level", default=os.environ.get("VOICE_LOG_LEVEL", "INFO"))
@@ -111,8 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="tokens per llama.cpp context (the prompt's history is kept to about 1,000)")
     serve.add_argument("--llm-parallel", type=int, default=4,
                        help="llama.cpp contexts answering at once; each keeps one conversation cached")
-    serve.add_argument("--pipeline", choices=["cascade", "native"], default="cascade",
-                       help="the default path of a turn: cascade (ASR -> LLM) or native (speech embeddings -> LLM)")
+    serve.add_argument("--pipeline", choices=["cascade", "native", "naive"], default="cascade",
+                       help="the default path of a turn: cascade (ASR -> LLM), native (speech embeddings -> LLM); "
+                            "naive: the benchmark baseline alone (500 ms silence, Whisper on 30 s windows, whole "
+                            "reply before TTS, whole TTS before sending)")
     serve.add_argument("--native-projector", default=None,
                        help="projector .npz that offers the native pipeline ('bundled': the one trained here); "
                             "default: native off unless --pipeline native")
@@ -135,9 +131,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--min-speech-ms", type=int, default=160, help="speech needed to open a turn")
     serve.add_argument("--vad-threshold", type=float, default=0.5)
     serve.add_argument("--threads", type=int, default=2, help="CPU threads per model")
-    serve.add_argument("--naive", action="store_true",
-                       help="benchmark baseline: 500 ms silence, Whisper on 30 s windows, whole reply before TTS, "
-                            "whole TTS before sending")
     limits = serve.add_argument_group("access and limits")
     limits.add_argument("--api-key", default=os.environ.get("VOICE_API_KEY"),
                         help="require this key (Bearer header or openai-insecure-api-key.KEY subprotocol); "
@@ -178,18 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--api-key", default=os.environ.get("VOICE_API_KEY"), help="require Bearer KEY")
     api.set_defaults(func=_audio_api)
 
-    bench = commands.add_parser("bench", help="latency benchmark (options: voice bench -- --help)",
-                                add_help=False)
-    bench.set_defaults(func=_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "bench":
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    args.extra = extra
+    args = parser.parse_args(argv)
     setup_logging(args.log_level, json_lines=args.log_json)
     try:
         args.func(args)

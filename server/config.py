@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from voice.turn_taking import TurnSettings
 from voice.vad import VadConfig
 
 DEFAULT_INSTRUCTIONS = (
@@ -37,11 +38,11 @@ class TurnDetection:
                    vad=VadConfig(**{**vad, "silence_duration_ms": silence_ms}))  # type: ignore[arg-type]
 
     @property
-    def finished_silence_ms(self) -> int | None:
-        """The shorter window for a turn that reads as finished (semantic_vad only)."""
-        if self.type != "semantic_vad":
-            return None
-        return SEMANTIC_WINDOWS_MS[self.eagerness or "auto"][0]
+    def settings(self) -> TurnSettings:
+        """What the turn-taking unit needs: the VAD, and for semantic_vad the shorter window for a
+        turn whose transcript reads as finished."""
+        finished_ms = SEMANTIC_WINDOWS_MS[self.eagerness or "auto"][0] if self.type == "semantic_vad" else None
+        return TurnSettings(vad=self.vad, finished_silence_ms=finished_ms)
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {
@@ -66,10 +67,9 @@ class SessionConfig:
     turn_detection: TurnDetection | None = field(default_factory=TurnDetection.semantic)
     transcription: dict[str, Any] | None = field(default_factory=lambda: {"model": "whisper"})
     """Whether the user's transcript is sent to the client (the cascade always transcribes)."""
-    streaming_asr: bool = True
-    """Partial and speculative transcription while the user speaks (off for the naive baseline)."""
     pipeline: str = "cascade"
-    """`cascade` (ASR -> LLM on the transcript) or `native` (the speech's embeddings straight into the LLM)."""
+    """How a turn is answered (voice/pipeline.py): `cascade` (ASR -> LLM on the transcript), `native`
+    (the speech's embeddings straight into the LLM) or `naive` (the benchmark baseline)."""
     pipelines: tuple[str, ...] = ("cascade",)
     """The pipelines this server offers (`native` only with a native model loaded)."""
     max_output_tokens: int | None = 160

@@ -18,28 +18,20 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from server.config import SessionConfig
-from server.events import Ids, ProtocolError, error_event
+from server.effects import CancelResponse, DeferTranscription, Output, PrefillPrompt, ResponseProgress, StartResponse
 from server.logs import session_id
 from server.metrics import Metrics
-from server.session import (
-    CancelResponse,
-    Output,
-    PrefillPrompt,
-    RealtimeSession,
-    ResponseProgress,
-    StartResponse,
-    Transcribe,
-    TranscriptionHold,
-    TranscriptReady,
-)
+from server.session import RealtimeSession
+from server.wire import Ids, ProtocolError, error_event
 from voice.asr.base import TranscriptionCancelled
 from voice.engine import Engine
-from voice.events import ResponseEvent
-from voice.turn import ResponseRequest, run_response, run_response_naive
+from voice.response import ResponseRequest
+from voice.response_events import ResponseEvent
+from voice.turn_taking import Transcribe, TranscriptReady
 
 log = logging.getLogger(__name__)
 
-MAX_TRANSCRIPTION_HOLD_S = 10.0  # a held transcription runs by then even if its reply is still silent
+MAX_TRANSCRIPTION_DEFER_S = 10.0  # a deferred transcription runs by then even if its reply is still silent
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_POLICY_VIOLATION = 1008
 
@@ -57,8 +49,6 @@ class ConnectionLimits:
     """Uncommitted input audio a session may hold."""
     job_wait_s: float = 10.0
     """How long a closing session waits for its cancelled model jobs."""
-    naive: bool = False
-    """Benchmark baseline: whole reply, then whole synthesis (see run_response_naive)."""
 
 
 async def refuse(websocket: ServerConnection, code: str, message: str) -> None:
@@ -90,7 +80,7 @@ class Connection:
         self._partial_cancel = threading.Event()  # of the partial transcription under way, if any
         self._evaluating_audio = False  # a native prefill of the user's speech is under way
         self._next_audio_prefill: PrefillPrompt | None = None  # the newest one asked for meanwhile
-        self._holds: dict[str, tuple[asyncio.Event, asyncio.TimerHandle]] = {}  # held transcriptions
+        self._deferred: dict[str, tuple[asyncio.Event, asyncio.TimerHandle]] = {}  # deferred transcriptions
         self._loop = asyncio.get_running_loop()
 
     async def run(self) -> None:
@@ -130,7 +120,7 @@ class Connection:
                 cancel.set()
             self._partial_cancel.set()
             self._closing = True
-            for released, timer in self._holds.values():
+            for released, timer in self._deferred.values():
                 timer.cancel()
                 released.set()  # the job ends without transcribing
             self._outgoing.put_nowait(None)
@@ -163,17 +153,17 @@ class Connection:
                 log.info("error event %s: %s", event["error"]["code"], event["error"]["message"])
             self._enqueue(json.dumps(event))
         for effect in output.effects:
-            if isinstance(effect, Transcribe) and effect.hold_ms is not None:
-                # Registered now, not when the job first runs: the hold's next word may come first.
+            if isinstance(effect, Transcribe) and effect.defer_ms is not None:
+                # Registered now, not when the job first runs: the deferral's next word may come first.
                 released = asyncio.Event()
-                self._holds[effect.item_id] = released, self._loop.call_later(effect.hold_ms / 1000, released.set)
-                self._track(self._transcribe_after_hold(effect, released))
+                self._deferred[effect.item_id] = released, self._loop.call_later(effect.defer_ms / 1000, released.set)
+                self._track(self._transcribe_when_released(effect, released))
             elif isinstance(effect, Transcribe):
                 if effect.final or effect.speculative:
                     self._partial_cancel.set()  # the pass someone waits for goes first
                 self._track(self._transcribe(effect))
-            elif isinstance(effect, TranscriptionHold):
-                self._hold(effect)
+            elif isinstance(effect, DeferTranscription):
+                self._defer(effect)
             elif isinstance(effect, StartResponse):
                 self._start_response(effect)
             elif isinstance(effect, PrefillPrompt):
@@ -210,26 +200,26 @@ class Connection:
 
         future.add_done_callback(done)
 
-    async def _transcribe_after_hold(self, effect: Transcribe, released: asyncio.Event) -> None:
-        """Run a held transcription once released, or once its hold runs out."""
+    async def _transcribe_when_released(self, effect: Transcribe, released: asyncio.Event) -> None:
+        """Run a deferred transcription once released, or once its deferral runs out."""
         try:
             await released.wait()
         finally:
-            self._holds.pop(effect.item_id, None)
+            self._deferred.pop(effect.item_id, None)
         if not self._closing:
             self._partial_cancel.set()
             await self._transcribe(effect)
 
-    def _hold(self, effect: TranscriptionHold) -> None:
-        hold = self._holds.get(effect.item_id)
-        if hold is None:
-            return  # it has run already (its hold ran out)
-        released, timer = hold
+    def _defer(self, effect: DeferTranscription) -> None:
+        deferred = self._deferred.get(effect.item_id)
+        if deferred is None:
+            return  # it has run already (its deferral ran out)
+        released, timer = deferred
         timer.cancel()
         if effect.release:
             released.set()
         else:
-            self._holds[effect.item_id] = released, self._loop.call_later(MAX_TRANSCRIPTION_HOLD_S, released.set)
+            self._deferred[effect.item_id] = released, self._loop.call_later(MAX_TRANSCRIPTION_DEFER_S, released.set)
 
     async def _transcribe(self, effect: Transcribe) -> None:
         def result(text: str = "", error: str | None = None) -> TranscriptReady:
@@ -265,8 +255,8 @@ class Connection:
                 return
             self._evaluating_audio = True
         try:
-            await self._loop.run_in_executor(self.engine.executor, self.engine.prefill, effect.messages,
-                                             effect.pipeline, effect.audio)
+            await self._loop.run_in_executor(self.engine.executor, self.engine.prefill, effect.pipeline,
+                                             effect.messages, effect.audio)
         except Exception:  # noqa: BLE001 - only an optimisation: the reply evaluates the prompt itself
             log.warning("prompt prefill failed", exc_info=True)
         finally:
@@ -282,13 +272,8 @@ class Connection:
         if self._closing:
             cancel.set()
         self._cancels[effect.response_id] = cancel
-        request = ResponseRequest(effect.messages, effect.options, effect.audio)
-        llm = self.engine.llm
-        if effect.user_audio is not None:
-            from voice.native.model import NativeTurn
-
-            assert self.engine.native is not None  # sessions are offered native only when it is loaded
-            llm = NativeTurn(self.engine.native, effect.user_audio)
+        request = ResponseRequest(effect.messages, effect.options, effect.audio, effect.user_audio)
+        responder = self.engine.responders[effect.pipeline]  # sessions choose among the engine's pipelines
 
         def emit(event: ResponseEvent) -> None:  # called from worker threads
             if not self._loop.is_closed():
@@ -296,10 +281,8 @@ class Connection:
 
         async def job() -> None:
             try:
-                responder = run_response_naive if self.limits.naive else run_response
                 with self.engine.job():
-                    await self._loop.run_in_executor(self.engine.executor, responder, llm,
-                                                     self.engine.tts, request, cancel, emit)
+                    await self._loop.run_in_executor(self.engine.executor, responder.respond, request, cancel, emit)
             finally:
                 self._cancels.pop(effect.response_id, None)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from server.config import SEMANTIC_WINDOWS_MS, SessionConfig, TurnDetection
-from server.events import ProtocolError
+from server.wire import ProtocolError
 from voice.vad import VadConfig
 
 _WIRE_RATE = 24_000
@@ -89,6 +89,22 @@ def parse_max_tokens(value: Any, param: str, event_id: str | None) -> int | None
     if value == "inf":
         return None
     return _integer(value, param, event_id, 1, 4096)
+
+
+def validate_response_request(request: Any, event_id: str | None) -> dict[str, Any]:
+    """The `response` object of `response.create`, checked (so the client hears about a bad field at once)."""
+    request = _object(request or {}, "response", event_id)
+    if "output_modalities" in request:
+        parse_modalities(request["output_modalities"], "response.output_modalities", event_id)
+    if "max_output_tokens" in request:
+        parse_max_tokens(request["max_output_tokens"], "response.max_output_tokens", event_id)
+    if "instructions" in request and not isinstance(request["instructions"], str):
+        raise _fail("'instructions' must be a string", "response.instructions", event_id)
+    metadata = request.get("metadata")
+    if metadata is not None and (not isinstance(metadata, dict)
+                                 or not all(isinstance(v, str) for v in metadata.values())):
+        raise _fail("response.metadata must map strings to strings", "response.metadata", event_id)
+    return request
 
 
 def apply_session_update(config: SessionConfig, session: Any, event_id: str | None) -> SessionConfig:

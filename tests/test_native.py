@@ -226,14 +226,14 @@ def test_a_native_conversation_goes_back_to_the_context_that_holds_it(encoder, a
     system = ChatMessage("system", "You are a voice assistant.")
     chat.warm([system])
     warmed = len(chat._tokenizer.tokenize(prompt_texts([system])[0]))
-    assert all(context.cached_prefix(context._cached) == warmed for context in chat._free)
+    assert all(context.cached_prefix(context._cached) == warmed for context in chat._pool._free)
     # The KV cache holds a turn's audio, and the history holds its transcript: a conversation's
     # cached part ends where its last user turn begins, and what is before that is reused.
     history = [system]
     for said in ("hello", "turn on the lamp"):
         reply = "".join(chat.stream_reply(audio, history, options, threading.Event()))
         history = [*history, ChatMessage("user", said), ChatMessage("assistant", reply or "ok")]
-    holder = chat._free[-1]  # the context that served the second turn, now idle the shortest
+    holder = chat._pool._free[-1]  # the context that served the second turn, now idle the shortest
     third = "".join(chat.stream_reply(audio, history, options, threading.Event()))
     before = chat._tokenizer.tokenize(prompt_texts(history)[0])
     assert holder.cached_prefix(before) == len(before)  # it served the third turn too
@@ -250,9 +250,9 @@ def test_a_native_conversation_goes_back_to_the_context_that_holds_it(encoder, a
     assert decoded[0] == len(chat.audio_embeddings(audio)) + len(holder.tokenize(prompt_texts(history)[1]))
     holder.reset()
     assert "".join(chat.stream_reply(audio, history, options, threading.Event())) == prefilled  # as without
-    free, chat._free[:] = list(chat._free), []
+    free, chat._pool._free[:] = list(chat._pool._free), []
     chat.prefill([system, ChatMessage("user", "new")], threading.Event())  # every context busy: skipped
-    chat._free[:] = free
+    chat._pool._free[:] = free
     chat.close()
 
 
@@ -327,13 +327,13 @@ def test_with_a_reuse_tolerance_the_margin_is_evaluated_tentatively_and_kept_whe
     step = 8_000
     for end in range(step, audio.size, step):
         chat.prefill(history, threading.Event(), audio_16k=audio[:end])
-    holder = chat._free[0]
+    holder = chat._pool._free[0]
     spoken = audio[: (audio.size - 1) // step * step]
     evaluated = holder.cached_embeddings(before).copy()
     # Every complete position of the speech so far is evaluated; only those before the margin are final.
     assert len(evaluated) == (spoken.size // 320 - 1) // 4
-    assert chat._sources[id(holder)][1] == (len(encoder.encode(spoken)) - int(model.AUDIO_MARGIN_S * 50)) // 4
-    assert chat._sources[id(holder)][1] < len(evaluated)
+    assert chat._sources[holder][1] == (len(encoder.encode(spoken)) - int(model.AUDIO_MARGIN_S * 50)) // 4
+    assert chat._sources[holder][1] < len(evaluated)
     decoded: list[int] = []
     original = holder._decode
     holder._decode = lambda batch, n: (decoded.append(n), original(batch, n))[1]
@@ -357,7 +357,7 @@ def test_the_speech_is_evaluated_while_the_user_speaks(encoder, audio):
     half_second = 8_000
     for end in range(half_second, audio.size, half_second):  # what the session sends while the user speaks
         chat.prefill(history, threading.Event(), audio_16k=audio[:end])
-    holder = max(chat._free, key=lambda context: len(context.cached_embeddings(before)))
+    holder = max(chat._pool._free, key=lambda context: len(context.cached_embeddings(before)))
     held = len(holder.cached_embeddings(before))
     spoken = audio[: (audio.size - 1) // half_second * half_second]
     assert held == (len(encoder.encode(spoken)) - int(AUDIO_MARGIN_S * 50)) // 4 > 0
@@ -387,10 +387,10 @@ def test_the_speech_is_evaluated_while_the_user_speaks(encoder, audio):
 
     # Speech of another turn is not taken for this one: its rows are all evaluated.
     other = audio[::-1].copy()
-    for context in chat._free:
+    for context in chat._pool._free:
         context.reset()
     chat.prefill(history, threading.Event(), audio_16k=audio[: 2 * half_second + half_second])
-    holder = max(chat._free, key=lambda context: len(context.cached_embeddings(before)))
+    holder = max(chat._pool._free, key=lambda context: len(context.cached_embeddings(before)))
     assert len(holder.cached_embeddings(before)) > 0
     original = holder._decode
     holder._decode = lambda batch, n: (decoded.append(n), original(batch, n))[1]
@@ -422,7 +422,7 @@ def test_with_a_left_context_the_encoder_sees_only_the_audio_near_the_positions_
     step = 4_000
     for end in range(step, audio.size, step):
         chat.prefill(history, threading.Event(), audio_16k=audio[:end])
-    held = len(chat._free[0].cached_embeddings(before))
+    held = len(chat._pool._free[0].cached_embeddings(before))
     # Each time: the left context, then the audio after the positions held (the margin and a step).
     most = int((left + model.AUDIO_MARGIN_S) * 16_000) + step + 2 * 1280  # (windows start on a position)
     assert held > 0 and max(seen) <= most < audio.size
@@ -431,7 +431,7 @@ def test_with_a_left_context_the_encoder_sees_only_the_audio_near_the_positions_
     options = GenerationOptions(max_tokens=2, temperature=0.0)
     "".join(chat.stream_reply(audio, history, options, threading.Event()))
     assert len(seen) == 1 and seen[0] <= most  # the reply too
-    rows = chat._free[0].cached_embeddings(before)
+    rows = chat._pool._free[0].cached_embeddings(before)
     assert rows.shape == whole.shape  # every position, the held ones as they were
     chat.close()
 
@@ -440,7 +440,8 @@ def test_with_a_left_context_the_encoder_sees_only_the_audio_near_the_positions_
 def test_streamed_states_are_what_the_reply_evaluates_after_the_speech_was_evaluated_while_spoken(
         encoder, audio, margin, monkeypatch):
     from voice.native import model
-    from voice.native.streaming import EVALUATE_EVERY_MS, streamed_states
+    from voice.native.early_encoding import streamed_states
+    from voice.turn_taking import EVALUATE_EVERY_MS
 
     monkeypatch.setattr(model, "AUDIO_MARGIN_S", margin)
     chat = NativeAudioChat(NumpyProjector.init(ProjectorConfig(hidden_dim=64)), encoder=encoder, parallel=1)
@@ -449,7 +450,7 @@ def test_streamed_states_are_what_the_reply_evaluates_after_the_speech_was_evalu
     step = EVALUATE_EVERY_MS * 16
     for end in range(step, audio.size, step):  # what the session sends while the user speaks
         chat.prefill(history, threading.Event(), audio_16k=audio[:end])
-    rows, held, _ = chat._reply_rows(chat._free[0], before, audio)
+    rows, held, _ = chat._reply_rows(chat._pool._free[0], before, audio)
     states, early = streamed_states(encoder.encode, audio, margin_s=margin, stack=4,
                                     left_context_s=model.ENCODER_LEFT_CONTEXT_S)
     assert early == held > 0 and len(states) == len(encoder.encode(audio))

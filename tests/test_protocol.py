@@ -12,21 +12,13 @@ import pytest
 from clients.python.client import load_wav_pcm24
 from server.config import SessionConfig, TurnDetection
 from server.conversation import Item
-from server.events import ProtocolError, parse_client_event
-from server.session import (
-    EVALUATE_EVERY_MS,
-    CancelResponse,
-    PrefillPrompt,
-    RealtimeSession,
-    ResponseProgress,
-    StartResponse,
-    Transcribe,
-    TranscriptionHold,
-    TranscriptReady,
-)
+from server.effects import CancelResponse, DeferTranscription, PrefillPrompt, ResponseProgress, StartResponse
+from server.session import RealtimeSession
+from server.wire import ProtocolError, parse_client_event
 from tests.helpers import DATA
-from voice.events import ResponseFinished, SpeechSegment, StageMark
 from voice.llm.base import ChatMessage
+from voice.response_events import ResponseFinished, SpeechSegment, StageMark
+from voice.turn_taking import EVALUATE_EVERY_MS, Transcribe, TranscriptReady
 
 
 def append(pcm: bytes) -> str:
@@ -274,7 +266,7 @@ def test_text_only_responses(driver):
     driver.send({"type": "response.create", "response": {"output_modalities": ["text"]}})
     start = [e for e in driver.effects if isinstance(e, StartResponse)][0]
     assert start.audio is False
-    from voice.events import TextDelta
+    from voice.response_events import TextDelta
 
     driver.progress(start.response_id, TextDelta("Hello"))
     driver.progress(start.response_id, ResponseFinished())
@@ -302,8 +294,8 @@ def test_silence_and_noise_produce_no_turn(driver):
 
 def test_buffer_is_bounded_while_idle(driver):
     driver.stream(SILENCE * 10)
-    assert driver.session._buffer.size <= 2 * 16_000 + 512
-    assert np.all(driver.session._buffer == 0)
+    assert driver.session.turns.window.samples.size <= 2 * 16_000 + 512
+    assert np.all(driver.session.turns.window.samples == 0)
 
 
 def test_timings_belong_to_their_own_turn_when_turns_overlap(driver):
@@ -357,7 +349,7 @@ def test_an_early_speculation_declined_by_busy_models_is_asked_again_a_frame_lat
             break
     early = [e for e in driver.effects if isinstance(e, Transcribe) and e.speculative][-1]
     assert early.early
-    silence = driver.session._vad.position_ms - early.voiced_end_ms
+    silence = driver.session.turns.position_ms - early.voiced_end_ms
     assert 32 <= silence < 64
     driver.session.receive_transcript(TranscriptReady(early.item_id, "", final=False, error="skipped: models busy",
                                                       speculative=True, voiced_end_ms=early.voiced_end_ms, early=True),
@@ -399,7 +391,7 @@ def end_of_turn_silence(silero, text: str) -> int:
             answered = True
         stopped = driver.of("input_audio_buffer.speech_stopped")
         if stopped:
-            return driver.session._vad.position_ms - stopped[0]["audio_end_ms"]
+            return driver.session.turns.position_ms - stopped[0]["audio_end_ms"]
     raise AssertionError("the turn never ended")
 
 
@@ -560,16 +552,16 @@ def test_native_push_to_talk_transcribes_the_turn_once_its_reply_is_heard(silero
     driver.send({"type": "input_audio_buffer.commit"})
     [job] = [e for e in driver.effects if isinstance(e, Transcribe) and e.final]
     if pipeline == "cascade":  # the reply waits for this transcript: it runs at once
-        assert job.hold_ms is None
+        assert job.defer_ms is None
         return
-    assert job.hold_ms and job.hold_ms > 0  # held, in case a reply is asked for
+    assert job.defer_ms and job.defer_ms > 0  # held, in case a reply is asked for
     driver.send({"type": "response.create"})
     [start] = [e for e in driver.effects if isinstance(e, StartResponse)]
-    assert [e for e in driver.effects if isinstance(e, TranscriptionHold)] == [TranscriptionHold(job.item_id, False)]
+    assert [e for e in driver.effects if isinstance(e, DeferTranscription)] == [DeferTranscription(job.item_id, False)]
     driver.progress(start.response_id, SpeechSegment("Done.", bytes(24_000)))  # the reply is heard
-    assert [e for e in driver.effects if isinstance(e, TranscriptionHold)][-1] == TranscriptionHold(job.item_id, True)
+    assert [e for e in driver.effects if isinstance(e, DeferTranscription)][-1] == DeferTranscription(job.item_id, True)
     driver.progress(start.response_id, ResponseFinished())
-    assert len([e for e in driver.effects if isinstance(e, TranscriptionHold)]) == 2  # released once
+    assert len([e for e in driver.effects if isinstance(e, DeferTranscription)]) == 2  # released once
     driver.answer(job, "Turn on the living room lamp.")
     assert driver.of("conversation.item.input_audio_transcription.completed")[-1]["transcript"] == \
         "Turn on the living room lamp."
@@ -580,4 +572,4 @@ def test_native_push_to_talk_transcribes_the_turn_once_its_reply_is_heard(silero
     job = [e for e in driver.effects if isinstance(e, Transcribe) and e.final][-1]
     driver.send({"type": "response.create"})
     driver.send({"type": "response.cancel"})
-    assert [e for e in driver.effects if isinstance(e, TranscriptionHold)][-1] == TranscriptionHold(job.item_id, True)
+    assert [e for e in driver.effects if isinstance(e, DeferTranscription)][-1] == DeferTranscription(job.item_id, True)

@@ -10,8 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from server.config import SessionConfig
-from server.events import CLIENT_EVENT_TYPES
-from server.session import CancelResponse, RealtimeSession, StartResponse
+from server.effects import CancelResponse, StartResponse
+from server.session import RealtimeSession
+from server.wire import CLIENT_EVENT_TYPES
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -88,6 +89,6 @@ def test_random_input_never_breaks_a_session(silero, messages):
         out = session.receive_client(json.dumps({"type": "response.create"}), now)
         if not any(isinstance(e, StartResponse) for e in out.effects):
             # Only a pending transcription (an audio commit) may hold a response back.
-            assert session._pending_transcripts, [e["type"] for e in out.events]
+            assert session.turns.transcribing, [e["type"] for e in out.events]
         else:
             session.receive_client(json.dumps({"type": "response.cancel"}), now)

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from voice.asr.hallucination import has_repetition_loop, is_hallucination, strip_non_speech
-from voice.asr.streaming import StablePrefix
+from voice.asr.stable_prefix import StablePrefix
 
 
 def test_words_are_committed_once_two_hypotheses_agree():

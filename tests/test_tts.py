@@ -127,16 +127,16 @@ def test_a_cache_that_cannot_be_written_still_cuts(voice_files, tmp_path):
 
 
 def test_a_reply_speaks_its_first_chunk_soon_and_every_sample_of_it(cut):
-    """voice/turn.py with SmolLM2 and the cut voice: the first chunk is asked for soon, its first
+    """voice/response.py with SmolLM2 and the cut voice: the first chunk is asked for soon, its first
     piece goes out alone, and the pieces of each chunk are resampled as one stream, to the last
     sample (so no click where two pieces meet, and no tail lost)."""
     import threading
 
     from voice.audio import WIRE_RATE, StreamResampler
-    from voice.events import SpeechSegment
     from voice.llm.base import ChatMessage, GenerationOptions
     from voice.llm.llamacpp import LlamaCppChat
-    from voice.turn import ResponseRequest, run_response
+    from voice.response import ResponseRequest, run_response
+    from voice.response_events import SpeechSegment
 
     class Recorded:
         """The cut voice, keeping what it yields for each chunk."""

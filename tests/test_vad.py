@@ -9,7 +9,7 @@ import pytest
 import soundfile
 
 from tests.helpers import DATA
-from voice.vad import FRAME_MS, SpeechStarted, SpeechStopped, VadConfig, VadSegmenter
+from voice.vad import FRAME_MS, VadConfig, VadSegmenter, VoiceStarted, VoiceStopped
 
 SHORT_COMMANDS = [
     "03_v2j_turn_on_living_room_lamp.wav",
@@ -39,7 +39,7 @@ def segment(samples: np.ndarray, config: VadConfig, silero, chunk: int = 480) ->
 @pytest.mark.parametrize("name", SHORT_COMMANDS)
 def test_a_short_command_is_one_turn(name, silero):
     events = [e for _, e in segment(load(name), VadConfig(), silero)]
-    assert [type(e) for e in events] == [SpeechStarted, SpeechStopped]
+    assert [type(e) for e in events] == [VoiceStarted, VoiceStopped]
     duration_ms = len(load(name)) / 16
     assert 0 <= events[0].audio_start_ms < events[1].audio_end_ms <= duration_ms + FRAME_MS
 
@@ -106,7 +106,7 @@ def test_end_of_turn_waits_exactly_the_silence_window(silero):
     for silence in (200, 500, 800):
         events = segment(load("03_v2j_turn_on_living_room_lamp.wav"), VadConfig(silence_duration_ms=silence), silero)
         emitted_at, stopped = events[-1]
-        assert isinstance(stopped, SpeechStopped)
+        assert isinstance(stopped, VoiceStopped)
         assert silence <= emitted_at - stopped.audio_end_ms < silence + 2 * FRAME_MS
 
 

@@ -17,11 +17,12 @@ from voice import models
 from voice.asr.base import Transcriber
 from voice.llm.base import ChatMessage, ChatModel
 from voice.llm.compute_thread import set_load_probe
+from voice.pipeline import CascadeResponder, NaiveResponder, NativeResponder, Responder
 from voice.tts.base import Synthesizer
+from voice.vad import SileroModel
 
 if TYPE_CHECKING:
     from voice.native.base import AudioChatModel
-from voice.vad import SileroModel
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,9 @@ class EngineConfig:
     asr_model: str = models.DEFAULT
     """faster-whisper model: `bundled`, a CTranslate2 directory, or a hub name."""
     asr_compute_type: str = "int8"
-    asr_short_window: bool = True
-    """Encode the utterance plus a few seconds, not a padded 30 s window (see voice/asr/whisper.py)."""
+    naive: bool = False
+    """Serve the naive baseline pipeline only (benchmarks): Whisper on padded 30 s windows, the whole
+    reply before any synthesis."""
     llm_model: str = models.DEFAULT
     """GGUF path for llama.cpp in-process (ignored with `llm_url`)."""
     llm_url: str | None = None
@@ -64,7 +66,7 @@ def build_asr(config: EngineConfig) -> Transcriber:
 
     return WhisperTranscriber(
         models.whisper_model(config.asr_model), compute_type=config.asr_compute_type, cpu_threads=config.threads,
-        short_window=config.asr_short_window,
+        short_window=not config.naive,
     )
 
 
@@ -107,15 +109,19 @@ def build_tts(config: EngineConfig) -> Synthesizer:
 
 
 class Engine:
-    """The shared model stages and the worker threads that run them."""
+    """The shared model stages, the pipelines' responders, and the worker threads that run them."""
 
     def __init__(self, asr: Transcriber, llm: ChatModel, tts: Synthesizer, vad: SileroModel,
-                 workers: int = 16, native: AudioChatModel | None = None) -> None:
+                 workers: int = 16, native: AudioChatModel | None = None, naive: bool = False) -> None:
         self.asr = asr
         self.native = native
         self.llm = llm
         self.tts = tts
         self.vad = vad
+        self.responders: dict[str, Responder] = {"naive": NaiveResponder(llm, tts)} if naive else {
+            "cascade": CascadeResponder(llm, tts),
+            **({"native": NativeResponder(native, llm, tts)} if native is not None else {}),
+        }
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="model")
         self._jobs = 0  # model jobs under way
         self._jobs_lock = threading.Lock()
@@ -124,7 +130,7 @@ class Engine:
     @property
     def pipelines(self) -> tuple[str, ...]:
         """The pipelines sessions may choose."""
-        return ("cascade", "native") if self.native is not None else ("cascade",)
+        return tuple(self.responders)
 
     @property
     def busy(self) -> bool:
@@ -148,25 +154,24 @@ class Engine:
         with self.job():
             return self.asr.transcribe(audio, cancel)
 
-    def prefill(self, messages: list[ChatMessage], pipeline: str = "cascade", audio: np.ndarray | None = None) -> None:
+    def prefill(self, pipeline: str, messages: list[ChatMessage], audio: np.ndarray | None = None) -> None:
         """Evaluate a reply's prompt ahead of time, where the pipeline's model can (in a worker
-        thread); for the native model, with the user's speech so far (`audio`, 16 kHz)."""
-        prefill = getattr(self.native if pipeline == "native" else self.llm, "prefill", None)
-        if prefill is None:
-            return
+        thread); for a pipeline that answers speech, with the user's speech so far (`audio`, 16 kHz)."""
+        responder = self.responders[pipeline]
         if audio is not None:
-            # Not counted as a job: it comes every half second while the user speaks, and the
-            # partial transcripts must not give way to it.
-            prefill(messages, threading.Event(), audio_16k=audio)
+            # Not counted as a job: it comes every 250 ms while the user speaks, and the partial
+            # transcripts must not give way to it.
+            responder.prefill(messages, threading.Event(), audio)
             return
         with self.job():
-            prefill(messages, threading.Event())
+            responder.prefill(messages, threading.Event())
 
     @classmethod
     def load(cls, config: EngineConfig) -> Engine:
         started = time.perf_counter()
         asr = build_asr(config)
-        engine = cls(asr, build_llm(config), build_tts(config), SileroModel(), native=build_native(config, asr))
+        native = None if config.naive else build_native(config, asr)
+        engine = cls(asr, build_llm(config), build_tts(config), SileroModel(), native=native, naive=config.naive)
         log.info("models loaded in %.1f s (asr=%s, llm=%s, tts=%s)", time.perf_counter() - started,
                  config.asr_model, engine.llm.name, engine.tts.name)
         return engine

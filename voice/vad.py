@@ -71,18 +71,18 @@ class VadConfig:
 
 
 @dataclass(frozen=True)
-class SpeechStarted:
+class VoiceStarted:
     audio_start_ms: int
     """Stream position of the first speech frame, less the prefix padding."""
 
 
 @dataclass(frozen=True)
-class SpeechStopped:
+class VoiceStopped:
     audio_end_ms: int
     """Stream position just after the last speech frame."""
 
 
-VadEvent = SpeechStarted | SpeechStopped
+VadEvent = VoiceStarted | VoiceStopped
 
 
 class SileroModel:
@@ -149,13 +149,13 @@ class VadSegmenter:
         if self.speaking:
             self._turn_silence_ms = min(silence_ms, self.config.silence_duration_ms)
 
-    def end_turn(self) -> SpeechStopped | None:
+    def end_turn(self) -> VoiceStopped | None:
         """Close an open turn now (for a turn that has run too long)."""
         if not self.speaking:
             return None
         self.speaking = False
         self._peak_db = _SILENT_DB
-        return SpeechStopped(audio_end_ms=self.position_ms)
+        return VoiceStopped(audio_end_ms=self.position_ms)
 
     def _is_voiced(self, frame: np.ndarray) -> bool:
         probability = self._silero.probability(frame)
@@ -231,7 +231,7 @@ class VadSegmenter:
                     self.speaking = True
                     start_ms = max(0, self._run_start * FRAME_MS - config.prefix_padding_ms)
                     self._run_start = None
-                    return SpeechStarted(audio_start_ms=start_ms)
+                    return VoiceStarted(audio_start_ms=start_ms)
             elif self._run_start is not None and (index - (self._last_voiced or 0)) * FRAME_MS > 100:
                 self._run_start = None  # a short blip, not the start of speech
                 self._peak_db = _SILENT_DB
@@ -244,5 +244,5 @@ class VadSegmenter:
             self.speaking = False
             self._turn_silence_ms = None
             self._peak_db = _SILENT_DB
-            return SpeechStopped(audio_end_ms=(self._last_voiced + 1) * FRAME_MS)
+            return VoiceStopped(audio_end_ms=(self._last_voiced + 1) * FRAME_MS)
         return None

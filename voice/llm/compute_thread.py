@@ -5,8 +5,7 @@ graph on a libgomp thread team that belongs to the calling thread, and a team li
 thread. The server calls models from a pool of worker threads, so every worker that once decoded
 kept a team; as soon as libgomp manages more threads than there are CPUs it stops spinning between
 parallel regions and puts its threads to sleep, and each of the thousands of small parallel
-regions of a token then pays for a wake-up. On the 2-core VM a SmolLM2 token took 13.5 ms when
-one thread had ever decoded and 35 ms once several had (`python -m benchmarks.llama_threads`).
+regions of a token then pays for a wake-up (`python -m benchmarks.llama_threads` measures it).
 So every decode, whichever thread asks for it, runs on this module's single thread, and libgomp
 keeps one team.
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from voice.llm.base import ChatMessage, GenerationOptions, LLMError, shared_prefix
+from voice.llm.chat_template import ChatTemplate
 from voice.llm.compute_thread import route_decodes
+from voice.llm.context_pool import WAIT, ContextPool
 from voice.models import llama_file
 
-_WAIT_POLL_S = 0.05
 _REPLY_ROOM = 256  # tokens a prefilled prompt leaves free in its context
-_CUT = "\x00cut-here\x00"  # marks where the last message's text ends in a rendered prompt
 
 
 def shared_turns(before: list[dict[str, str]], after: list[dict[str, str]]) -> float:
@@ -50,71 +50,57 @@ class LlamaCppChat:
                           for _ in range(max(1, parallel))]
         for context in self._contexts:
             route_decodes(context)
-        self._free = list(range(len(self._contexts)))
+        self._pool = ContextPool(range(len(self._contexts)))  # leases context indices
         self._history: dict[int, list[dict[str, str]]] = {}  # context -> the conversation it last saw
-        self._prefilling: set[int] = set()
-        self._changed = threading.Condition()
-        self._formatter = _chat_formatter(self._contexts[0])
+        self._template = ChatTemplate.of(self._contexts[0])
 
     def warm(self, messages: list[ChatMessage]) -> None:
         """Evaluate `messages` (the system prompt) in every context now, so that no session's
         first turn pays for it."""
         conversation = [m.as_dict() for m in messages] + [{"role": "user", "content": "Hello."}]
-        with self._changed:
-            for index, context in enumerate(self._contexts):
-                if index in self._free:
-                    reply = context.create_chat_completion(messages=conversation, max_tokens=1, temperature=0.0)
-                    content = reply["choices"][0]["message"]["content"] or ""
-                    self._history[index] = [*conversation, {"role": "assistant", "content": content}]
+        with self._pool.idle() as free:
+            for index in free:
+                reply = self._contexts[index].create_chat_completion(messages=conversation, max_tokens=1,
+                                                                     temperature=0.0)
+                content = reply["choices"][0]["message"]["content"] or ""
+                self._history[index] = [*conversation, {"role": "assistant", "content": content}]
 
     def _acquire(self, conversation: list[dict[str, str]], cancel: threading.Event, wait: bool = True) -> int | None:
         """The context that knows most of `conversation` (waiting for it while a prefill runs on
         it, which is short), else the free one idle longest; None if cancelled while waiting.
-        Without `wait` (a prefill): the best context, marked as prefilling, or None if it is busy."""
+        Without `wait` (a prefill): the best context, marked as being prepared, or None if it is busy."""
         def score(index: int) -> float:
             # Beyond the system prompt, which every context holds.
             return max(0.0, shared_turns(self._history.get(index, []), conversation) - 1)
 
-        with self._changed:
-            while True:
-                if cancel.is_set():
-                    return None
-                top = max(score(index) for index in range(len(self._contexts)))
-                best = max(self._free, key=score) if self._free else None  # ties: the first, idle longest
-                if best is not None and score(best) == top:
-                    break
-                if not wait:
-                    return None
-                prefilling = any(score(index) == top for index in self._prefilling)
-                if best is not None and not (top > 0 and prefilling):
-                    break
-                self._changed.wait(_WAIT_POLL_S)
-            self._free.remove(best)
+        def choose(free: Sequence[int], preparing: Mapping[int, object]) -> int | object | None:
+            top = max(score(index) for index in self._pool.contexts)
+            best = max(free, key=score) if free else None  # ties: the first, idle longest
+            if best is not None and score(best) == top:
+                return best
             if not wait:
-                self._prefilling.add(best)
-            return best
+                return None
+            prefilling = any(score(index) == top for index in preparing)
+            return best if best is not None and not (top > 0 and prefilling) else WAIT
+
+        return self._pool.acquire(choose, cancel, tag=None if wait else "prefill")
 
     def _release(self, index: int, conversation: list[dict[str, str]]) -> None:
-        with self._changed:
-            self._history[index] = conversation
-            self._prefilling.discard(index)
-            self._free.append(index)
-            self._changed.notify_all()
+        self._pool.release(index, lambda: self._history.__setitem__(index, conversation))
 
     def prefill(self, messages: list[ChatMessage], cancel: threading.Event) -> None:
         """Evaluate the prompt of `messages` up to the end of the last message's text (a user
         utterance still being spoken) in the context that will serve it, so that the reply, once
         the utterance is complete, evaluates only the words that came after."""
-        if self._formatter is None:
+        if self._template is None:
             return
         conversation = [m.as_dict() for m in messages]
         index = self._acquire(conversation, cancel, wait=False)  # busy: the reply will evaluate it all
         if index is None:
             return
         try:
-            marked = [*conversation[:-1], {**conversation[-1], "content": conversation[-1]["content"] + _CUT}]
-            prompt = self._formatter(messages=marked).prompt.split(_CUT)[0]
             llama = self._contexts[index]
+            prompt = self._template.around_last(conversation)[0]
             tokens = llama.tokenize(prompt.encode("utf-8"), special=True)
             cached = shared_prefix(llama._input_ids, tokens)  # what llama.cpp reuses
             if cached < len(tokens) < llama.n_ctx() - _REPLY_ROOM and not cancel.is_set():
@@ -150,20 +136,3 @@ class LlamaCppChat:
             raise LLMError(f"llama.cpp: {exc}") from exc
         finally:
             self._release(index, [*conversation, {"role": "assistant", "content": "".join(reply)}])
-
-
-def _chat_formatter(llama):  # noqa: ANN001, ANN202 - llama_cpp types, imported lazily
-    """The prompt formatter llama-cpp-python builds from the model's own chat template (the one
-    `create_chat_completion` uses), or None for another chat format (no prefill then)."""
-    from llama_cpp import llama_chat_format
-
-    template = llama.metadata.get("tokenizer.chat_template")
-    if llama.chat_format != "chat_template.default" or not template:
-        return None
-    model = llama._model
-
-    def text(token: int) -> str:
-        return model.token_get_text(token) if token != -1 else ""
-
-    return llama_chat_format.Jinja2ChatFormatter(template=template, eos_token=text(llama.token_eos()),
-                                                 bos_token=text(llama.token_bos()))

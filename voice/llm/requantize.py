@@ -1,11 +1,10 @@
 """A Q8_0 copy of a Q4_1 GGUF, for CPUs where llama.cpp computes Q8_0 much faster.
 
 llama.cpp repacks Q4_0 and Q4_K weights for its AVX2/AVX-512 kernels and multiplies Q8_0 with
-int8 dot products, but has no such path for Q4_1: on the project's VM the bundled
-SmolLM2-135M Q4_1 evaluates a prompt about half as fast as the same weights stored as Q8_0.
-Every Q4_1 value (a 4-bit step of its block's scale, plus the block's minimum) lands within half
-a Q8_0 step of itself, so the copy computes the same model (perplexity within 0.3% here);
-`python -m benchmarks.llm_formats` measures both.
+int8 dot products, but has no such path for Q4_1, so the bundled SmolLM2-135M Q4_1 evaluates a
+prompt much more slowly than the same weights stored as Q8_0. Every Q4_1 value (a 4-bit step of
+its block's scale, plus the block's minimum) lands within half a Q8_0 step of itself, so the copy
+computes the same model; `python -m benchmarks.llm_formats` measures both.
 """
 
 from __future__ import annotations

@@ -44,11 +44,11 @@ from voice.audio import ASR_RATE
 from voice.llm.base import ChatMessage
 from voice.native.augment import AugmentOptions, augment
 from voice.native.batch_generate import BatchedGreedy
+from voice.native.early_encoding import streamed_states
 from voice.native.model import ENCODER_LEFT_CONTEXT_S
 from voice.native.prompts import generate_prompts
 from voice.native.sentences import MAX_WORDS, SOURCES, general_sentences
 from voice.native.speakers import Speaker
-from voice.native.streaming import streamed_states
 
 if TYPE_CHECKING:
     from voice.native.encoder import WhisperEncoder

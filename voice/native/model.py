@@ -2,10 +2,8 @@
 
 The user's speech never becomes text: its encoder states, projected to the LLM's embedding size,
 stand in the chat prompt where the user's message would be (the LLaVA / Ultravox recipe), and the
-LLM answers it directly. The prompt follows the ChatML template of SmolLM2 (and Qwen):
-
-    <|im_start|>system\\n{system}<|im_end|>\\n ... history ...
-    <|im_start|>user\\n[{instruction}\\n]{AUDIO}<|im_end|>\\n<|im_start|>assistant\\n
+LLM answers it directly. The prompt is the LLM's own chat template (from its GGUF), with the audio
+where the user's message text would be.
 """
 
 from __future__ import annotations
@@ -14,7 +12,7 @@ import codecs
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,60 +21,44 @@ import numpy as np
 from voice import models
 from voice.blas import one_blas_thread
 from voice.llm.base import ChatMessage, GenerationOptions
-from voice.native.base import AudioChatModel, transcribe
+from voice.llm.chat_template import ChatTemplate, gguf_template
+from voice.llm.context_pool import WAIT, ContextPool
+from voice.native.base import transcribe
+from voice.native.early_encoding import complete_positions, encode_from, final_positions
 from voice.native.encoder import WhisperEncoder
 from voice.native.llama_embeddings import EmbeddingContext
 from voice.native.merge import merged_model
 from voice.native.projector import NumpyProjector
-from voice.native.streaming import complete_positions, encode_from, final_positions
 from voice.native.token_embeddings import TokenEmbeddings
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
 
 log = logging.getLogger(__name__)
-_WAIT_POLL_S = 0.05
 AUDIO_MARGIN_S = 1.0
 """Audio evaluated while the user speaks stops this far before the audio heard so far: Whisper's
-encoder attends both ways, so a frame's state changes until it has enough audio after it. With
-1 s, on the 20 real recordings, the repeat loss is 2.345 against 2.304 with the whole-turn
-encoding (2.443 at 0.5 s), the reply loss 1.345 against 1.313 (1.374 at 0.5 s): `python -m
-benchmarks.native_prefill --margins 0.25 0.5 0.75 1.0` (benchmarks/RESULTS.md, 2026-12-05 05:41).
-Projectors trained on such early states (stages 14 and 15, MODEL_CARD.md) reply as well at 0.25 s
-but transcribe worse, so they are not bundled."""
+encoder attends both ways, so a frame's state changes until it has enough audio after it (the
+trade-off of margins: `python -m benchmarks.native_prefill --margins ...`)."""
 ENCODER_LEFT_CONTEXT_S: float | None = 3.0
-"""Audio the encoder sees before the first position it computes, once earlier positions are held
-evaluated (None: the whole turn). Without a limit every evaluation while the user speaks, and the
-reply, encoded the whole turn so far (4-5 ms a second of it here, every 250 ms of speech); with 3 s,
-once positions are held, an encoding gets at most about 4.3 s (the 3 s, the margin, and the audio
-since the last evaluation). On the 20 real recordings (`python -m
-benchmarks.native_prefill --margins 1.0 --left-contexts 1.5 3.0`) the repeat and reply losses are
-2.349 and 1.348 with 3 s, 2.364 and 1.345 with the whole turn; 1.5 s costs more (2.401, 1.382)."""
+"""Audio the encoder sees before the first position it computes, once earlier positions are
+evaluated (None: the whole turn), so that an evaluation's cost does not grow with the turn
+(`python -m benchmarks.native_prefill --left-contexts ...`)."""
 AUDIO_REUSE_TOLERANCE = 0.0
-"""With a tolerance above 0, each evaluation while the user speaks also evaluates the positions
-inside AUDIO_MARGIN_S as they are encoded then (tentatively), and the next evaluation and the reply
-keep the leading ones whose new embedding is within this distance of the one evaluated, relative to
-its norm (`EmbeddingContext.start`), so that the reply decodes fewer positions. Off: on the 20 real
-recordings 0.1 cut the reply's positions from 21 to 15 and its first token from 94 to 81 ms at
-+0.004 reply loss (`python -m benchmarks.native_prefill --margins 1.0 --reuse-tolerances 0.1`), but
-on the server the first token did not come sooner (paired A/B, benchmarks/RESULTS.md, 2026-12-05
-09:00-09:45)."""
+"""Above 0, the positions inside AUDIO_MARGIN_S are evaluated tentatively too, and later
+evaluations keep the leading ones whose embedding moved less than this (relative to its norm,
+`EmbeddingContext.start`). Off: it saved decoding but no time on the server
+(`python -m benchmarks.native_prefill --reuse-tolerances ...`, benchmarks.ab)."""
 _PREFILL_WAIT_S = 0.5  # how long a reply waits for the evaluation of its own audio to finish
 
-DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
-"""What SmolLM2's chat template puts in when the conversation has no system message."""
 
-
-def prompt_texts(messages: list[ChatMessage], instruction: str | None = None) -> tuple[str, str]:
-    """The chat-template text before and after the user's audio: `messages` are the conversation
-    so far, the audio is the user's next turn (after `instruction` when one is given)."""
-    parts: list[str] = []
-    if not messages or messages[0].role != "system":
-        parts.append(f"<|im_start|>system\n{DEFAULT_SYSTEM}<|im_end|>\n")
-    for message in messages:
-        parts.append(f"<|im_start|>{message.role}\n{message.content}<|im_end|>\n")
-    parts.append("<|im_start|>user\n" + (f"{instruction}\n" if instruction else ""))
-    return "".join(parts), "<|im_end|>\n<|im_start|>assistant\n"
+def prompt_texts(messages: list[ChatMessage], instruction: str | None = None,
+                 template: ChatTemplate | None = None) -> tuple[str, str]:
+    """The prompt text before and after the user's audio: `messages` are the conversation so far,
+    the audio is the user's next turn (after `instruction` when one is given). `template`: the
+    LLM's chat template (default: the bundled LLM's)."""
+    template = template or gguf_template(models.gguf_model(None))
+    turn = {"role": "user", "content": f"{instruction}\n" if instruction else ""}
+    return template.around_last([*(m.as_dict() for m in messages), turn])
 
 
 class NativeAudioChat:
@@ -98,22 +80,22 @@ class NativeAudioChat:
                              f"{self.encoder.name} gives {self.encoder.dim}")
         if config.llm != model_path.name:
             log.warning("projector was trained for %s, running with %s", config.llm, model_path.name)
-        self._free: list[EmbeddingContext] = []  # idle longest first
-        self._changed = threading.Condition()
-        # Per context (by id): the audio whose encoding its cached rows came from, and how many of
-        # those rows are final (encoded with AUDIO_MARGIN_S of audio after them); and the audio of
-        # an early evaluation under way in it.
-        self._sources: dict[int, tuple[np.ndarray, int]] = {}
-        self._evaluating: dict[int, np.ndarray] = {}
+        # Per context: the audio whose encoding its cached rows came from, and how many of those rows
+        # are final (encoded with AUDIO_MARGIN_S of audio after them).
+        self._sources: dict[EmbeddingContext, tuple[np.ndarray, int]] = {}
         embed = TokenEmbeddings(model_path, background=True)  # text and audio: one decode call
         llama_path, lora = self._llama_model(model_path)
+        contexts = []
         for _ in range(max(1, parallel)):
             context = EmbeddingContext(llama_path, n_ctx=n_ctx, n_threads=n_threads, embed=embed, lora=lora)
             if context.n_embd != config.llm_dim:
                 raise ValueError(f"projector gives {config.llm_dim}-dim embeddings, {model_path.name} "
                                  f"takes {context.n_embd}")
-            self._free.append(context)
-        self._tokenizer = self._free[0]  # any context tokenizes alike, from any thread (the vocabulary is read-only)
+            contexts.append(context)
+        # The audio of an early evaluation under way is the tag of the context it prepares.
+        self._pool: ContextPool[EmbeddingContext] = ContextPool(contexts)
+        self._tokenizer = contexts[0]  # any context tokenizes alike, from any thread (the vocabulary is read-only)
+        self.template = ChatTemplate(self._tokenizer.llama)
 
     def _llama_model(self, model_path: Path) -> tuple[Path, Path | None]:
         """The GGUF the native contexts load, and the LoRA adapter they apply at run time (None when
@@ -152,7 +134,7 @@ class NativeAudioChat:
         AUDIO_MARGIN_S before its end (with AUDIO_REUSE_TOLERANCE, the rest of it tentatively). The
         reply then evaluates only the rest. Skipped when every context is busy (the reply then
         evaluates it all)."""
-        before = self._tokenizer.tokenize(prompt_texts(messages)[0])
+        before = self._tokenizer.tokenize(prompt_texts(messages, template=self.template)[0])
         context = self._acquire(before, cancel, wait=False, audio=audio_16k)
         if context is None:
             return
@@ -160,9 +142,9 @@ class NativeAudioChat:
             early = None if audio_16k is None or cancel.is_set() else self._early_rows(context, before, audio_16k)
             if early is not None:
                 rows, final = early
-                self._sources.pop(id(context), None)  # until the decode below has succeeded
+                self._sources.pop(context, None)  # until the decode below has succeeded
                 context.start([before, rows], tolerance=AUDIO_REUSE_TOLERANCE)
-                self._sources[id(context)] = (audio_16k, final)
+                self._sources[context] = (audio_16k, final)
             elif context.cached_prefix(before) < len(before) and not cancel.is_set():
                 context.start([before])
         finally:
@@ -176,27 +158,27 @@ class NativeAudioChat:
         how many are of the first kind. None if there is no new position."""
         stack = self.projector.config.stack
         with one_blas_thread():
-            held = self._held_rows(context, before, audio_16k)
-            frames, total = self._encode_after(audio_16k, len(held))
-            final = max(len(held), self._final_count(total))
+            cached = self._cached_rows(context, before, audio_16k)
+            frames, total = self._encode_after(audio_16k, len(cached))
+            final = max(len(cached), self._final_count(total))
             count = complete_positions(audio_16k.size, stack) if AUDIO_REUSE_TOLERANCE > 0 else final
-            if count <= len(held):
+            if count <= len(cached):
                 return None
-            new = self.projector(frames[: (count - len(held)) * stack])
-        return np.concatenate([held, new]).astype(np.float32, copy=False), final
+            new = self.projector(frames[: (count - len(cached)) * stack])
+        return np.concatenate([cached, new]).astype(np.float32, copy=False), final
 
     def _reply_rows(self, context: EmbeddingContext, before: list[int],
                     audio_16k: np.ndarray) -> tuple[np.ndarray, int, int]:
         """The audio's embeddings for a reply in `context`: the rows it holds from the evaluation
         of this speech while the user spoke, then the rest encoded and projected (a frame at least);
-        with how many rows were held, and the turn's encoder frame count."""
+        with how many rows were cached, and the turn's encoder frame count."""
         stack = self.projector.config.stack
         with one_blas_thread():
-            held = self._held_rows(context, before, audio_16k)
-            held = held[: complete_positions(audio_16k.size, stack)]
-            frames, total = self._encode_after(audio_16k, len(held))
+            cached = self._cached_rows(context, before, audio_16k)
+            cached = cached[: complete_positions(audio_16k.size, stack)]
+            frames, total = self._encode_after(audio_16k, len(cached))
             rest = self.projector(frames)
-        return np.concatenate([held, rest]).astype(np.float32, copy=False), len(held), total
+        return np.concatenate([cached, rest]).astype(np.float32, copy=False), len(cached), total
 
     def _encode_after(self, audio_16k: np.ndarray, first_row: int) -> tuple[np.ndarray, int]:
         """The encoder frames of the audio from position `first_row` on, and the whole audio's
@@ -209,9 +191,9 @@ class NativeAudioChat:
         audio that encodes to `frames` frames."""
         return final_positions(frames, AUDIO_MARGIN_S, self.projector.config.stack)
 
-    def _held_rows(self, context: EmbeddingContext, before: list[int], audio_16k: np.ndarray) -> np.ndarray:
+    def _cached_rows(self, context: EmbeddingContext, before: list[int], audio_16k: np.ndarray) -> np.ndarray:
         """The final audio rows `context` holds after `before` for speech that `audio_16k` goes on."""
-        source = self._sources.get(id(context))
+        source = self._sources.get(context)
         if source is None or not _starts_with(audio_16k, source[0]):
             return np.zeros((0, context.n_embd), np.float32)
         return context.cached_embeddings(before)[: source[1]]
@@ -219,24 +201,24 @@ class NativeAudioChat:
     def warm(self, messages: list[ChatMessage]) -> None:
         """Evaluate the text before a first turn's audio (the system prompt) in every context, so
         that no session's first turn pays for it."""
-        before = self._tokenizer.tokenize(prompt_texts(messages)[0])
-        with self._changed:
-            for context in self._free:
+        before = self._tokenizer.tokenize(prompt_texts(messages, template=self.template)[0])
+        with self._pool.idle() as free:
+            for context in free:
                 context.start([before])
-                self._sources.pop(id(context), None)
+                self._sources.pop(context, None)
 
     def close(self) -> None:
-        with self._changed:
-            for context in self._free:
+        with self._pool.idle() as free:
+            for context in free:
                 context.close()
-            self._free.clear()
+            free.clear()
 
     def _stream(self, audio_16k: np.ndarray, messages: list[ChatMessage], instruction: str | None,
                 options: GenerationOptions, cancel: threading.Event) -> Iterator[str]:
         if cancel.is_set():
             return
         started = time.perf_counter()
-        before, after = prompt_texts(messages, instruction)
+        before, after = prompt_texts(messages, instruction, self.template)
         before_tokens = self._tokenizer.tokenize(before)
         context = self._acquire(before_tokens, cancel, audio=audio_16k)
         if context is None:
@@ -246,19 +228,19 @@ class NativeAudioChat:
             if cancel.is_set():
                 return
             acquired = time.perf_counter()
-            embeddings, held, frames = self._reply_rows(context, before_tokens, audio_16k)
+            embeddings, cached, frames = self._reply_rows(context, before_tokens, audio_16k)
             encoded = time.perf_counter()
             if cancel.is_set():  # while the audio was encoded: the prompt's evaluation cannot be stopped
                 return
-            self._sources.pop(id(context), None)
+            self._sources.pop(context, None)
             reused = context.start([before_tokens, embeddings, context.tokenize(after)],
                                    tolerance=AUDIO_REUSE_TOLERANCE)
-            self._sources[id(context)] = (audio_16k, max(held, self._final_count(frames)))
+            self._sources[context] = (audio_16k, max(cached, self._final_count(frames)))
             log.debug("native prompt: context free after %.0f ms, audio encoded in %.0f ms, %d positions "
-                      "decoded in %.0f ms (%d reused: %d audio rows held final, %d more kept)",
+                      "decoded in %.0f ms (%d reused: %d final audio rows cached, %d more kept)",
                       1e3 * (acquired - started), 1e3 * (encoded - acquired), context.n_past - reused,
-                      1e3 * (time.perf_counter() - encoded), reused, held,
-                      max(0, reused - len(before_tokens) - held))
+                      1e3 * (time.perf_counter() - encoded), reused, cached,
+                      max(0, reused - len(before_tokens) - cached))
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             tokens = context.generate(options.max_tokens, options.temperature, cancel=cancel)
             for token in tokens:
@@ -274,10 +256,7 @@ class NativeAudioChat:
             self._release(context)
 
     def _release(self, context: EmbeddingContext) -> None:
-        with self._changed:
-            self._evaluating.pop(id(context), None)
-            self._free.append(context)
-            self._changed.notify_all()
+        self._pool.release(context)
 
     def _acquire(self, before: list[int], cancel: threading.Event, wait: bool = True,
                  audio: np.ndarray | None = None) -> EmbeddingContext | None:
@@ -287,41 +266,21 @@ class NativeAudioChat:
         waiting for one (or, with `wait` False, when none is free). A reply waits a little for the
         early evaluation of its own speech to finish, rather than evaluate it all elsewhere."""
         deadline = time.monotonic() + _PREFILL_WAIT_S
-        with self._changed:
-            while not self._free or (wait and audio is not None and time.monotonic() < deadline
-                                     and self._evaluating_for(audio)):
-                if cancel.is_set() or (not wait and not self._free):
-                    return None
-                self._changed.wait(_WAIT_POLL_S)
 
-            def held(context: EmbeddingContext) -> tuple[int, int]:
-                rows = 0 if audio is None else len(self._held_rows(context, before, audio))
-                return context.cached_prefix(before), rows
+        def cached(context: EmbeddingContext) -> tuple[int, int]:
+            rows = 0 if audio is None else len(self._cached_rows(context, before, audio))
+            return context.cached_prefix(before), rows
 
-            best = max(self._free, key=held)
-            self._free.remove(best)
-            if not wait and audio is not None:
-                self._evaluating[id(best)] = audio
-            return best
+        def choose(free: Sequence[EmbeddingContext], preparing: Mapping[EmbeddingContext, object]) -> object:
+            if not free:
+                return WAIT if wait else None
+            if wait and audio is not None and time.monotonic() < deadline \
+                    and any(isinstance(tag, np.ndarray) and _starts_with(audio, tag) for tag in preparing.values()):
+                return WAIT  # this turn's speech is being evaluated in a busy context
+            return max(free, key=cached)
 
-    def _evaluating_for(self, audio: np.ndarray) -> bool:
-        """Whether a busy context is evaluating speech that `audio` goes on (this turn's)."""
-        return any(_starts_with(audio, evaluating) for evaluating in self._evaluating.values())
+        return self._pool.acquire(choose, cancel, tag=audio if not wait else None)
 
 
 def _starts_with(audio: np.ndarray, prefix: np.ndarray) -> bool:
     return prefix.size <= audio.size and np.array_equal(audio[: prefix.size], prefix)
-
-
-class NativeTurn:
-    """One native turn behind the ChatModel interface: the user's speech is the next message, so
-    the cascade's response runner (clauses -> TTS, cancellation, timings) serves both paths."""
-
-    def __init__(self, native: AudioChatModel, audio_16k: np.ndarray) -> None:
-        self.native = native
-        self.audio = audio_16k
-        self.name = native.name
-
-    def stream_chat(self, messages: list[ChatMessage], options: GenerationOptions,
-                    cancel: threading.Event) -> Iterator[str]:
-        return self.native.stream_reply(self.audio, messages, options, cancel)

@@ -1,4 +1,4 @@
-"""One assistant response: LLM tokens -> speakable chunks -> TTS audio, streamed and cancellable.
+"""Runs one reply: LLM tokens -> speakable chunks -> TTS audio, streamed and cancellable.
 
 The LLM runs in its own thread and feeds chunks to the synthesiser as soon as a clause or a
 sentence is complete, so the first audio leaves long before the reply is finished.
@@ -11,13 +11,13 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from voice.audio import WIRE_RATE, StreamResampler, float_to_pcm16, resample
-from voice.events import ResponseEvent, ResponseFinished, SpeechSegment, StageMark, TextDelta
 from voice.llm.base import ChatMessage, ChatModel, GenerationOptions
+from voice.response_events import ResponseEvent, ResponseFinished, SpeechSegment, StageMark, TextDelta
 from voice.text import RepetitionGuard, SpeechChunker, clean_for_speech
 from voice.tts.base import Synthesizer
 
@@ -36,6 +36,9 @@ class ResponseRequest:
     messages: list[ChatMessage]
     options: GenerationOptions
     audio: bool = True
+    """Speak the reply (else text only)."""
+    user_audio: np.ndarray | None = field(default=None, repr=False)
+    """The user's speech (16 kHz), for a pipeline that answers it without a transcript."""
 
 
 def run_response(llm: ChatModel, tts: Synthesizer, request: ResponseRequest, cancel: threading.Event,
@@ -45,7 +48,7 @@ def run_response(llm: ChatModel, tts: Synthesizer, request: ResponseRequest, can
     chunks: queue.Queue[object] = queue.Queue()
     first_spoken = threading.Event()
 
-    def hold_until_first_audio() -> None:
+    def wait_for_first_audio() -> None:
         # On a small CPU, generating on while the first chunk is synthesised slows both: the
         # first audio matters most, so the LLM waits for it (briefly; the rest is not late).
         deadline = time.monotonic() + _FIRST_AUDIO_HOLD_S
@@ -73,7 +76,7 @@ def run_response(llm: ChatModel, tts: Synthesizer, request: ResponseRequest, can
                     said = True
                     chunks.put(chunk)
                     if not first_spoken.is_set():
-                        hold_until_first_audio()
+                        wait_for_first_audio()
             else:
                 said = said or any(c.isalnum() for c in delta)
                 emit(TextDelta(delta))

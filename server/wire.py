@@ -120,3 +120,38 @@ def error_event(ids: Ids, error: ProtocolError) -> dict[str, Any]:
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
+
+
+@dataclass(frozen=True)
+class MessageItem:
+    """A message item of `conversation.item.create`."""
+
+    role: str
+    text: str
+    item_id: str | None
+
+
+def parse_message_item(event: ClientEvent) -> MessageItem:
+    """The message of a `conversation.item.create`, validated (text content parts only)."""
+    spec = require(event, "item", dict)
+    if spec.get("type", "message") != "message":
+        raise ProtocolError("only message items are supported", code="unsupported", param="item.type",
+                            event_id=event.event_id)
+    role = spec.get("role")
+    if role not in ("user", "assistant", "system"):
+        raise ProtocolError("item.role must be user, assistant or system", param="item.role", event_id=event.event_id)
+    content = spec.get("content")
+    if not isinstance(content, list) or not content:
+        raise ProtocolError("item.content must be a non-empty list", param="item.content", event_id=event.event_id)
+    texts = []
+    for part in content:
+        if not isinstance(part, dict) or part.get("type") not in ("input_text", "text", "output_text"):
+            raise ProtocolError("content parts must be input_text, text or output_text", code="unsupported",
+                                param="item.content", event_id=event.event_id)
+        value = part.get("text")
+        if not isinstance(value, str):
+            raise ProtocolError("a text content part needs a 'text' string", param="item.content",
+                                event_id=event.event_id)
+        texts.append(value)
+    item_id = spec.get("id") if isinstance(spec.get("id"), str) else None
+    return MessageItem(role, " ".join(texts), item_id)

@@ -1,6 +1,6 @@
 """The encoder states the native model evaluates when the user's speech is evaluated while spoken.
 
-The session gives the model the speech so far every EVALUATE_EVERY_MS; each time the model holds
+The session gives the model the speech so far every EVALUATE_EVERY_MS; each time the model keeps
 the positions with a margin of audio after them, encoded from a window that starts a left context
 before the first new one, and the reply encodes the rest with the whole turn's audio. Whisper's
 encoder attends both ways, so those states are not what one encoding of the whole turn gives. This
@@ -16,11 +16,8 @@ import numpy as np
 
 from voice.audio import ASR_RATE
 from voice.native.encoder import FRAMES_PER_SECOND
+from voice.turn_taking import EVALUATE_EVERY_MS
 
-EVALUATE_EVERY_MS = 250
-"""How often the session gives the native model the speech so far while the user speaks. Each time
-costs an encoding of its last few seconds and the evaluation of a few new positions; what is left
-for the reply is the audio since the last time and the model's margin (voice/native/model.py)."""
 SAMPLES_PER_FRAME = ASR_RATE // FRAMES_PER_SECOND
 
 
@@ -56,14 +53,14 @@ def streamed_states(encode: Callable[[np.ndarray], np.ndarray], audio_16k: np.nd
     evaluated every `step_samples` while spoken, and how many positions of them were evaluated
     early. `encode` is the encoder (audio -> states)."""
     blocks: list[np.ndarray] = []
-    held = 0
+    evaluated = 0
     for end in range(step_samples, audio_16k.size, step_samples):
-        frames, total = encode_from(encode, audio_16k[:end], held, stack, left_context_s)
+        frames, total = encode_from(encode, audio_16k[:end], evaluated, stack, left_context_s)
         final = final_positions(total, margin_s, stack)
-        if final > held:
-            blocks.append(frames[: (final - held) * stack])
-            held = final
-    held = min(held, complete_positions(audio_16k.size, stack))
-    rest, _ = encode_from(encode, audio_16k, held, stack, left_context_s)
-    early = [np.concatenate(blocks)[: held * stack]] if blocks else []
-    return np.concatenate([*early, rest]), held
+        if final > evaluated:
+            blocks.append(frames[: (final - evaluated) * stack])
+            evaluated = final
+    evaluated = min(evaluated, complete_positions(audio_16k.size, stack))
+    rest, _ = encode_from(encode, audio_16k, evaluated, stack, left_context_s)
+    early = [np.concatenate(blocks)[: evaluated * stack]] if blocks else []
+    return np.concatenate([*early, rest]), evaluated

@@ -1,0 +1,154 @@
+"""A session's replies: the response the client hears, and one started speculatively in the
+silence window that the client hears of only if the turn ends where it assumed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from server.config import SessionConfig
+from server.conversation import Conversation, Item
+from server.effects import CancelResponse, DeferTranscription, Outbox, ResponseProgress, StartResponse
+from server.response_wire import (
+    ActiveResponse,
+    SpeculativeReply,
+    emit_finished,
+    emit_output,
+    emit_started,
+    response_object,
+)
+from server.session_update import parse_max_tokens
+from server.wire import ProtocolError
+from voice.llm.base import GenerationOptions
+from voice.response_events import ResponseEvent, ResponseFinished, SpeechSegment, StageMark, TextDelta
+from voice.turn_taking import TurnClock
+
+
+class Replies:
+    """Starts, adopts, follows and ends the session's responses; builds their wire events."""
+
+    def __init__(self, outbox: Outbox, conversation: Conversation, conversation_id: str) -> None:
+        self.outbox = outbox
+        self.conversation = conversation
+        self.conversation_id = conversation_id
+        self.active: ActiveResponse | None = None
+        self.speculative: SpeculativeReply | None = None
+
+    def speculate(self, config: SessionConfig, pipeline: str, item_id: str, voiced_end: int, transcript: str,
+                  now: float, user_audio: np.ndarray | None = None) -> None:
+        """Answer the turn as it stands now, while the silence window runs: its speculative
+        transcript, or its audio (`user_audio`, for a pipeline that answers speech)."""
+        self.drop_speculative()
+        self.speculative = SpeculativeReply(self.outbox.ids.new("resp"), item_id, voiced_end, transcript, now)
+        messages = self.conversation.messages(config.instructions, pending_user=transcript or None)
+        options = GenerationOptions(max_tokens=config.max_output_tokens or 1024, temperature=config.temperature)
+        self.outbox.work(StartResponse(self.speculative.id, pipeline, messages, options,
+                                       "audio" in config.output_modalities, user_audio))
+
+    def drop_speculative(self) -> None:
+        if self.speculative is not None:
+            self.outbox.work(CancelResponse(self.speculative.id))
+            self.speculative = None
+
+    def take_speculative(self, item_id: str, *, voiced_end: int | None = None,
+                         transcript: str | None = None) -> SpeculativeReply | None:
+        """The speculative reply, for adoption, if it answers exactly this turn (else it is dropped)."""
+        speculative = self.speculative
+        fits = speculative is not None and speculative.item_id == item_id \
+            and (voiced_end is None or speculative.voiced_end_ms == voiced_end) \
+            and (transcript is None or speculative.transcript == transcript)
+        if not fits:
+            self.drop_speculative()
+            return None
+        self.speculative = None
+        return speculative
+
+    def start(self, config: SessionConfig, pipeline: str, request: dict[str, Any], clock: TurnClock, now: float,
+              adopt: SpeculativeReply | None = None, user_audio: np.ndarray | None = None) -> None:
+        """A response the client hears: a new one, or the speculative reply `adopt`ed."""
+        audio = "audio" in tuple(request.get("output_modalities") or config.output_modalities)
+        max_tokens = config.max_output_tokens
+        if "max_output_tokens" in request:
+            max_tokens = parse_max_tokens(request["max_output_tokens"], "response.max_output_tokens", None)
+        response_id = adopt.id if adopt else self.outbox.ids.new("resp")
+        item = Item(id=self.outbox.ids.new("item"), role="assistant",
+                    content_type="output_audio" if audio else "output_text", text="", status="in_progress")
+        messages = self.conversation.messages(request.get("instructions") or config.instructions)
+        previous = self.conversation.add(item)
+        response = ActiveResponse(response_id, item, audio, adopt.started if adopt else now, clock,
+                                  metadata=request.get("metadata"), voice=config.voice,
+                                  max_output_tokens=config.max_output_tokens)
+        self.active = response
+        emit_started(self.outbox.emit, response, previous, self._wire(response, "in_progress", output=[]))
+        if adopt is not None:  # already running since the silence window: catch up on what it did
+            response.metadata = {**(response.metadata or {}), "speculative": "true"}
+            for event in adopt.events:
+                if self.active is None:
+                    break
+                self._on_event(response, event, now)
+            return
+        options = GenerationOptions(max_tokens=max_tokens or 1024, temperature=config.temperature)
+        self.outbox.work(StartResponse(response_id, pipeline, messages, options, audio, user_audio))
+
+    def defer_transcript(self, item_id: str) -> None:
+        """The transcription of the turn the active response answers waits for its first audio."""
+        assert self.active is not None
+        self.active.deferred_transcript = item_id
+        self.outbox.work(DeferTranscription(item_id, release=False))
+
+    def progress(self, progress: ResponseProgress, now: float) -> None:
+        if self.speculative is not None and self.speculative.id == progress.response_id:
+            self.speculative.events.append(progress.event)
+        elif self.active is not None and self.active.id == progress.response_id:
+            self._on_event(self.active, progress.event, now)
+
+    def cancel(self, reason: str) -> None:
+        response = self.active
+        assert response is not None
+        self.outbox.work(CancelResponse(response.id))
+        self._finish(response, "cancelled", reason=reason)
+
+    def close(self) -> None:
+        """The session ended: stop whatever still runs."""
+        self.drop_speculative()
+        if self.active is not None:
+            self.cancel("client_cancelled")
+
+    def _release_transcript(self, response: ActiveResponse) -> None:
+        """The reply is heard (or over): the transcription of the turn it answers runs now."""
+        if response.deferred_transcript is not None:
+            self.outbox.work(DeferTranscription(response.deferred_transcript, release=True))
+            response.deferred_transcript = None
+
+    def _on_event(self, response: ActiveResponse, event: ResponseEvent, now: float) -> None:
+        if isinstance(event, StageMark):
+            response.marks[event.stage] = event.at
+        elif isinstance(event, TextDelta | SpeechSegment):
+            emit_output(self.outbox.emit, response, event, now)
+            self._release_transcript(response)
+        elif isinstance(event, ResponseFinished):
+            if event.error:
+                code = "llm_error" if event.error.startswith("llm") else "tts_error"
+                self.outbox.error(ProtocolError(event.error, code=code, type="server_error"))
+                self._finish(response, "failed", error={"type": "server_error", "code": code, "message": event.error})
+            else:
+                self._finish(response, "cancelled" if event.cancelled else "completed")
+
+    def _finish(self, response: ActiveResponse, status: str, *, reason: str | None = None,
+                error: dict[str, str] | None = None) -> None:
+        self.active = None
+        self._release_transcript(response)
+        emit_finished(self.outbox.emit, response, status)
+        details: dict[str, Any] | None = None
+        if status == "cancelled":
+            details = {"type": "cancelled", "reason": reason or "client_cancelled"}
+        elif error is not None:
+            details = {"type": "failed", "error": error}
+        self.outbox.emit("response.done", response=self._wire(response, status, output=[response.item.to_wire()],
+                                                              status_details=details))
+
+    def _wire(self, response: ActiveResponse, status: str, *, output: list[dict[str, Any]],
+              status_details: dict[str, Any] | None = None) -> dict[str, Any]:
+        return response_object(response, status, output=output, conversation_id=self.conversation_id,
+                               status_details=status_details)
