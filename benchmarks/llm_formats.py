@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from server.config import DEFAULT_INSTRUCTIONS
+from training.prompts import generate_prompts
 from voice import models
 from voice.llm.requantize import q8_0_copy, requantize
-from voice.native.prompts import generate_prompts
 
 _FTYPES = {"q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0", "q4_k": "LLAMA_FTYPE_MOSTLY_Q4_K_S",
            "iq4_nl": "LLAMA_FTYPE_MOSTLY_IQ4_NL", "f16": "LLAMA_FTYPE_MOSTLY_F16"}

@@ -176,7 +176,7 @@ def voice_gap(native: Any, recordings: list[Recording]) -> dict[str, list[str]]:
     gap to the real recordings' WER is the voices, not the words."""
     import random
 
-    from voice.native.speakers import FESTIVAL_VOICES, Speaker, festival_speak
+    from training.speakers import FESTIVAL_VOICES, Speaker, festival_speak
 
     piper = Speaker(espeak_share=0.0, flite_share=0.0)
     speakers = {"piper (trained on)": lambda i, text: piper.speak(text, random.Random(i))[0]}
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="only the real recordings: not their texts in the three synthetic voices")
     parser.add_argument("--native-url", default=None,
                         help="evaluate the native model served at this OpenAI-compatible URL (for example "
-                             "llama-server with `python -m voice.native.mmproj`'s file) instead of the embedded one")
+                             "llama-server with `python -m training.mmproj`'s file) instead of the embedded one")
     parser.add_argument("--native-api-key", default=None)
     args = parser.parse_args(argv)
     result = evaluate(args.projector, args.max_tokens, synthetic_voices=not args.real_only,

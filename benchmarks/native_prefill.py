@@ -53,9 +53,9 @@ STEP = EVALUATE_EVERY_MS * ASR_RATE // 1000  # the session's cadence
 def synthetic(count: int) -> list[tuple[str, np.ndarray, str]]:
     """Utterances after the 5,000 the bundled projector was trained on, spoken and augmented as
     the data script does."""
-    from voice.native.augment import augment
-    from voice.native.prompts import generate_prompts
-    from voice.native.speakers import Speaker
+    from training.augment import augment
+    from training.prompts import generate_prompts
+    from training.speakers import Speaker
 
     speaker, rng, noise_rng = Speaker(), random.Random(7), np.random.default_rng(7)
     items = []
