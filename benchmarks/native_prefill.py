@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.native_eval import INSTRUCTIONS, load_recordings
-from benchmarks.report import save_results
+from benchmarks.report import provenance, save_results
 from voice import models
 from voice.audio import ASR_RATE
 from voice.llm.base import ChatMessage, GenerationOptions
@@ -228,8 +228,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--projector", default="bundled", help="projector .npz (and the LoRA it names) to measure")
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args(argv)
-    result = run(args.margins, args.synthetic, args.repeats, args.clips, left_contexts=args.left_contexts,
-                 projector=args.projector, tolerances=args.reuse_tolerances)
+    stamp = provenance("benchmarks.native_prefill", argv)
+    result = {**stamp, **run(args.margins, args.synthetic, args.repeats, args.clips,
+                             left_contexts=args.left_contexts, projector=args.projector,
+                             tolerances=args.reuse_tolerances)}
     save_results(args.out, "native_prefill.json", result)
     return result
 

@@ -13,7 +13,7 @@ from tests.helpers import ROOT
 
 
 def test_the_benchmark_runs_and_saves_its_results(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "server.cli", "bench", "--quick", "--out", str(tmp_path)],
+    result = subprocess.run([sys.executable, "-m", "benchmarks.latency", "--quick", "--out", str(tmp_path)],
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "latency.json").read_text())
