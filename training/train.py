@@ -176,8 +176,8 @@ class Samples:
             raise ValueError("the LLM's chat template is not ChatML (<|im_end|> is not one token)")
         self.end = end[0]
         self.examples = examples
-        # float16, read when used: the page cache holds them, so they are not on the heap (7 GB for
-        # stage 13), and no file stays open (a memory map would hold one for each of >15,000 examples)
+        # Features are float16 files read when used: the page cache holds them, not the heap, and no
+        # file stays open (a memory map would hold one per example).
         self.max_target = max_target
         self._prompts: dict[tuple[str | None, str | None], tuple[list[int], list[int]]] = {}
 
