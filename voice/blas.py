@@ -1,11 +1,9 @@
 """numpy's BLAS on one thread around work that a llama.cpp decode follows.
 
 OpenBLAS (numpy's BLAS) keeps its worker threads spinning for a while after a multi-threaded
-call. After the native path's encoder and projector (numpy matrix products) that spin took a core
-from one of llama.cpp's two threads in the decode that followed: in the server, the push-to-talk
-native reply's first token came 174 ms after the end of speech without this, 80 ms with it. Only
-around that work, though: with numpy's BLAS on one thread for the whole process, Whisper's
-decoding (CTranslate2) ran 50 ms slower on this VM (`benchmarks/RESULTS.md`, 2026-12-05).
+call; after the native path's encoder and projector that spin takes a core from llama.cpp's
+threads in the decode that follows, which delays the reply's first token. Only around that work,
+though: numpy's BLAS on one thread for the whole process slows Whisper's decoding (CTranslate2).
 """
 
 from __future__ import annotations
