@@ -18,13 +18,13 @@ import asyncio
 import json
 import statistics
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from benchmarks.latency import DEFAULT_CLIPS, percentile, summarise
+from benchmarks.report import provenance
+from benchmarks.results_page import refresh
 from benchmarks.servers import ROOT, voice_server
 from benchmarks.turns import FRAME_BYTES, FRAME_MS, Clip, TurnResult, load_clip, run_turn
 from clients.python.client import RealtimeClient
@@ -101,8 +101,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], check=False,
                                capture_output=True)
     return {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "command": " ".join(["python -m benchmarks.ab", *sys.argv[1:]]),
+        **args.provenance,
         "a": {"tree": args.base if not args.base_tree else str(args.base_tree), **summarise(turns_a)},
         "b": {"tree": str(args.candidate), **summarise(turns_b)},
         "b_minus_a": paired(turns_a, turns_b),
@@ -129,9 +128,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="options for both `voice serve` commands (last on the line)")
     parser.add_argument("--out", type=Path, default=Path("ab-results"))
     args = parser.parse_args(argv)
+    args.provenance = provenance("benchmarks.ab", argv)
     args.out.mkdir(parents=True, exist_ok=True)
     report = asyncio.run(run(args))
     (args.out / "ab.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    refresh(args.out)
     for side in ("a", "b"):
         v2v = report[side]["voice_to_voice_ms"]
         print(f"{side} ({report[side]['tree']}): median {v2v['median']:.0f} p90 {v2v['p90']:.0f} "

@@ -11,10 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import statistics
-import sys
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -22,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.report import write_markdown, write_plots
+from benchmarks.report import provenance, write_markdown, write_plots
+from benchmarks.results_page import refresh
 from benchmarks.servers import RunningServer, voice_server
 from benchmarks.turns import STAGES, STALL_HEARD_MS, Clip, TurnResult, load_clip, run_session, sessions_at_once
 
@@ -159,24 +157,10 @@ async def measured(server: RunningServer, turns: Coroutine[Any, Any, list[TurnRe
     return results, summary
 
 
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or ""
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "system": platform.platform()}
-
-
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+async def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, Any]:
     clips = [load_clip(name) for name in args.clips]
     report: dict[str, Any] = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "command": " ".join(["python -m benchmarks.latency", *sys.argv[1:]]),
-        "machine": machine(),
+        **provenance("benchmarks.latency", argv),
         "clips": [c.name for c in clips],
         "runs": args.runs,
         "fresh_sessions": args.fresh_sessions,
@@ -217,7 +201,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         from benchmarks.native_eval import evaluate
         from benchmarks.native_eval import markdown as eval_markdown
 
-        evaluation = evaluate(report["native"]["projector"])
+        evaluation = {**provenance("benchmarks.latency", argv), **evaluate(report["native"]["projector"])}
         (args.out / "native_eval.json").write_text(json.dumps(evaluation, indent=2) + "\n", encoding="utf-8")
         (args.out / "native_eval.md").write_text(eval_markdown(evaluation), encoding="utf-8")
         report["native"].update({k: v for k, v in evaluation.items() if k != "rows"})
@@ -267,11 +251,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.quick:
         args.clips, args.runs, args.pipelines, args.concurrency = args.clips[:1], 1, ["cascade"], []
     args.out.mkdir(parents=True, exist_ok=True)
-    report = asyncio.run(run(args))
+    report = asyncio.run(run(args, argv))
     (args.out / "latency.json").write_text(json.dumps(report, indent=2))
     write_markdown(report, args.out / "latency.md")
     write_plots(report, args.out)
     print(f"results in {args.out}/latency.json, latency.md, latency.png, stages.png")
+    refresh(args.out)
     return report
 
 

@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import save_results
+from benchmarks.report import provenance, save_results
 
 OUT = Path(__file__).parent / "results"
 CASES = {
@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                               capture_output=True, text=True, check=True)
         summary[name] = json.loads(done.stdout.strip().splitlines()[-1])
         print(name, summary[name], flush=True)
-    result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "tokens": args.tokens,
-              "repeats": args.repeats, "summary": summary}
+    result = {**provenance("benchmarks.llama_threads", argv), "tokens": args.tokens, "repeats": args.repeats,
+              "summary": summary}
     save_results(args.out, "llama_threads.json", result)
     return result
 

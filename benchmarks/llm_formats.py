@@ -20,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.report import provenance
+from benchmarks.results_page import refresh
 from server.config import DEFAULT_INSTRUCTIONS
+from training.prompts import generate_prompts
 from voice import models
 from voice.llm.requantize import q8_0_copy, requantize
-from voice.native.prompts import generate_prompts
 
 _FTYPES = {"q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0", "q4_k": "LLAMA_FTYPE_MOSTLY_Q4_K_S",
            "iq4_nl": "LLAMA_FTYPE_MOSTLY_IQ4_NL", "f16": "LLAMA_FTYPE_MOSTLY_F16"}
@@ -75,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    stamp = provenance("benchmarks.llm_formats", argv)
 
     source = models.gguf_model(None)
     scratch = Path(tempfile.mkdtemp(prefix="llm-formats-"))
@@ -110,9 +113,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"(prompt: {results[name]['prompt_tokens']} tokens, then a tail of {results[name]['tail_tokens']})")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                                        "threads": args.threads, "results": results}, indent=2))
+        args.out.write_text(json.dumps({**stamp, "threads": args.threads, "results": results}, indent=2))
         print(f"saved {args.out}")
+        refresh(args.out.parent)
     for path in scratch.iterdir():
         path.unlink()
     scratch.rmdir()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.native_eval import load_recordings
-from benchmarks.report import save_results
+from benchmarks.report import provenance, save_results
 from voice import models
 from voice.llm.base import ChatMessage
 from voice.native.encoder import WhisperEncoder
@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--clips", type=int, default=None, help="only the first CLIPS real recordings")
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args(argv)
-    result = run(args.projector, args.tokens, args.repeats, args.clips)
+    stamp = provenance("benchmarks.native_adapter", argv)
+    result = {**stamp, **run(args.projector, args.tokens, args.repeats, args.clips)}
     save_results(args.out, "native_adapter.json", result)
     return result
 

@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 import soundfile
 
+from benchmarks.report import provenance
+from benchmarks.results_page import refresh
 from voice.asr.hallucination import normalise
 from voice.audio import ASR_RATE, resample
 from voice.llm.base import ChatMessage, GenerationOptions
@@ -176,7 +178,7 @@ def voice_gap(native: Any, recordings: list[Recording]) -> dict[str, list[str]]:
     gap to the real recordings' WER is the voices, not the words."""
     import random
 
-    from voice.native.speakers import FESTIVAL_VOICES, Speaker, festival_speak
+    from training.speakers import FESTIVAL_VOICES, Speaker, festival_speak
 
     piper = Speaker(espeak_share=0.0, flite_share=0.0)
     speakers = {"piper (trained on)": lambda i, text: piper.speak(text, random.Random(i))[0]}
@@ -220,15 +222,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="only the real recordings: not their texts in the three synthetic voices")
     parser.add_argument("--native-url", default=None,
                         help="evaluate the native model served at this OpenAI-compatible URL (for example "
-                             "llama-server with `python -m voice.native.mmproj`'s file) instead of the embedded one")
+                             "llama-server with `python -m training.mmproj`'s file) instead of the embedded one")
     parser.add_argument("--native-api-key", default=None)
     args = parser.parse_args(argv)
-    result = evaluate(args.projector, args.max_tokens, synthetic_voices=not args.real_only,
-                      native_url=args.native_url, native_api_key=args.native_api_key)
+    stamp = provenance("benchmarks.native_eval", argv)
+    result = {**stamp, **evaluate(args.projector, args.max_tokens, synthetic_voices=not args.real_only,
+                                  native_url=args.native_url, native_api_key=args.native_api_key)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "native_eval.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     (args.out / "native_eval.md").write_text(markdown(result), encoding="utf-8")
     print(markdown(result))
+    refresh(args.out)
     return result
 
 

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.native_eval import INSTRUCTIONS, load_recordings
-from benchmarks.report import save_results
+from benchmarks.report import provenance, save_results
 from voice import models
 from voice.audio import ASR_RATE
 from voice.llm.base import ChatMessage, GenerationOptions
@@ -53,9 +53,9 @@ STEP = EVALUATE_EVERY_MS * ASR_RATE // 1000  # the session's cadence
 def synthetic(count: int) -> list[tuple[str, np.ndarray, str]]:
     """Utterances after the 5,000 the bundled projector was trained on, spoken and augmented as
     the data script does."""
-    from voice.native.augment import augment
-    from voice.native.prompts import generate_prompts
-    from voice.native.speakers import Speaker
+    from training.augment import augment
+    from training.prompts import generate_prompts
+    from training.speakers import Speaker
 
     speaker, rng, noise_rng = Speaker(), random.Random(7), np.random.default_rng(7)
     items = []
@@ -228,8 +228,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--projector", default="bundled", help="projector .npz (and the LoRA it names) to measure")
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args(argv)
-    result = run(args.margins, args.synthetic, args.repeats, args.clips, left_contexts=args.left_contexts,
-                 projector=args.projector, tolerances=args.reuse_tolerances)
+    stamp = provenance("benchmarks.native_prefill", argv)
+    result = {**stamp, **run(args.margins, args.synthetic, args.repeats, args.clips,
+                             left_contexts=args.left_contexts, projector=args.projector,
+                             tolerances=args.reuse_tolerances)}
     save_results(args.out, "native_prefill.json", result)
     return result
 

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 
 from benchmarks.native_eval import DATA, read_16k
+from benchmarks.report import provenance
+from benchmarks.results_page import refresh
 from server.config import DEFAULT_INSTRUCTIONS
 from voice import models
 from voice.llm.base import ChatMessage
@@ -69,7 +71,6 @@ def measure(rounds: int, threads: int) -> dict:
     apart.close()
     together.close()
     return {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "rounds": rounds,
         "threads": threads,
         "decode_call_ms": {key: statistics.median(values) for key, values in calls.items()},
@@ -86,10 +87,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/native_prompt.json"))
     args = parser.parse_args(argv)
-    report = measure(args.rounds, args.threads)
-    report["command"] = "python -m benchmarks.native_prompt " + " ".join(argv or [])
+    report = {**provenance("benchmarks.native_prompt", argv), **measure(args.rounds, args.threads)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    refresh(args.out.parent)
     calls = report["decode_call_ms"]
     print("one decode call, ms (tokens / embeddings): " + ", ".join(
         f"{n}: {calls[f'tokens_{n}']:.0f} / {calls[f'embeddings_{n}']:.0f}" for n in SIZES))

@@ -1,20 +1,50 @@
-"""Markdown tables and matplotlib plots of a latency benchmark report; saving a benchmark's JSON."""
+"""A benchmark's provenance (date, command, machine) and JSON; the latency report's tables and plots."""
 
 from __future__ import annotations
 
 import json
+import os
+import platform
+import shlex
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from benchmarks.turns import STALL_HEARD_MS
 
 
+def machine() -> dict[str, Any]:
+    """The CPU model (from /proc/cpuinfo), its core count, Python and the system."""
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "system": platform.platform()}
+
+
+def provenance(module: str, argv: list[str] | None = None) -> dict[str, Any]:
+    """`date`, `command` (as typed from the repository root) and `machine` for a benchmark's JSON; `argv`
+    is what its main was given (None: the command line)."""
+    args = sys.argv[1:] if argv is None else argv
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "command": " ".join(["python -m", module, *map(shlex.quote, args)]), "machine": machine()}
+
+
 def save_results(out: str | Path, name: str, result: dict[str, Any]) -> Path:
-    """Write `result` as `out/name` (JSON) and print its summary; returns the file."""
+    """Write `result` as `out/name` (JSON), print its summary and refresh RESULTS.md; returns the file."""
+    from benchmarks.results_page import refresh
+
     path = Path(out) / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     print(json.dumps(result["summary"], indent=1))
+    refresh(path.parent)
     return path
 
 
@@ -51,6 +81,28 @@ def _stalls(summary: dict[str, Any]) -> str:
     return f"{summary.get('stalled_turns', 0)} ({_ms(stall['max'])})"
 
 
+LATENCY_HEADER = [
+    "| pipeline | turns | failed | v2v median | p90 | p95 | end of turn | transcript | reply start | "
+    "LLM 1st token | TTS 1st audio | WER | server CPU | RSS MB | CPU steal | stalls |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+]
+
+
+def latency_rows(report: dict[str, Any]) -> list[str]:
+    """The latency table's rows: each pipeline, then each concurrency of the cascade."""
+    rows = [_row(name, summary) for name, summary in report["pipelines"].items()]
+    return rows + [_row(f"cascade, {sessions} concurrent", summary)
+                   for sessions, summary in report["concurrency"].items()]
+
+
+def latency_ratios(report: dict[str, Any]) -> list[str]:
+    """The median ratios a latency report holds, one sentence each."""
+    names = [("naive_over_cascade_median", "Naive / cascade median voice-to-voice"),
+             ("native_over_cascade_median", "Native / cascade median voice-to-voice"),
+             ("native_over_cascade_push_to_talk_median", "Native / cascade median voice-to-voice, push-to-talk")]
+    return [f"{label}: **{report[key]:.2f}x**." for key, label in names if key in report]
+
+
 def write_markdown(report: dict[str, Any], path: Path) -> None:
     machine = report["machine"]
     lines = [
@@ -69,22 +121,11 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         "and asks for the reply right after the last voiced frame (a button released), so no silence window "
         "is waited for and nothing can be prepared in one: each path's own speed.",
         "",
-        "| pipeline | turns | failed | v2v median | p90 | p95 | end of turn | transcript | reply start | "
-        "LLM 1st token | TTS 1st audio | WER | server CPU | RSS MB | CPU steal | stalls |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *LATENCY_HEADER,
+        *latency_rows(report),
+        "",
+        *latency_ratios(report),
     ]
-    for name, summary in report["pipelines"].items():
-        lines.append(_row(name, summary))
-    for sessions, summary in report["concurrency"].items():
-        lines.append(_row(f"cascade, {sessions} concurrent", summary))
-    lines.append("")
-    if "naive_over_cascade_median" in report:
-        lines.append(f"Naive / cascade median voice-to-voice: **{report['naive_over_cascade_median']:.2f}x**.")
-    if "native_over_cascade_median" in report:
-        lines.append(f"Native / cascade median voice-to-voice: **{report['native_over_cascade_median']:.2f}x**.")
-    if "native_over_cascade_push_to_talk_median" in report:
-        lines.append("Native / cascade median voice-to-voice, push-to-talk: "
-                     f"**{report['native_over_cascade_push_to_talk_median']:.2f}x**.")
     if "native" in report:
         native = report["native"]
         state = "trained" if native["trained"] else "UNTRAINED (latency only; its words mean nothing)"

@@ -17,14 +17,15 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.latency import DEFAULT_CLIPS, OUT, machine
+from benchmarks.latency import DEFAULT_CLIPS, OUT
+from benchmarks.report import provenance
+from benchmarks.results_page import refresh
 from benchmarks.servers import voice_server
 from benchmarks.turns import TurnResult, load_clip, sessions_at_once
 
@@ -100,9 +101,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     early = [r.voice_to_voice_ms for t, r in ok if t < seconds / 3]
     late = [r.voice_to_voice_ms for t, r in ok if t >= 2 * seconds / 3]
     return {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "command": " ".join(["python -m benchmarks.soak", *sys.argv[1:]]),
-        "machine": machine(),
+        **args.provenance,
         "sessions": args.sessions,
         "minutes": args.minutes,
         "rounds": rounds,
@@ -131,9 +130,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--pause", type=float, default=2.0, help="seconds of silence between turns")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
+    args.provenance = provenance("benchmarks.soak", argv)
     args.out.mkdir(parents=True, exist_ok=True)
     report = asyncio.run(soak(args))
     (args.out / "soak.json").write_text(json.dumps(report, indent=2))
+    refresh(args.out)
     summary = {k: v for k, v in report.items() if not k.endswith("_samples") and k != "failed_turns"}
     print(json.dumps(summary, indent=2))
     return report

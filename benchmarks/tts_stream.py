@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.report import save_results
+from benchmarks.report import provenance, save_results
 
 OUT = Path(__file__).parent / "results"
 VARIANTS = ("whole", "streamed")
@@ -115,8 +115,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{streamed['first_audio_ms']} ms, total {whole['total_ms']} -> {streamed['total_ms']} ms, level "
               f"{whole['level_dbfs']} -> {streamed['level_dbfs']} dBFS, clipped {streamed['clipped_share']:.4%}, "
               f"pieces vs whole {streamed['pieces_max_difference']:.1e}")
-    result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "replies": args.replies,
-              "repeats": args.repeats, "chunks": chunks, "summary": summary}
+    result = {**provenance("benchmarks.tts_stream", argv), "replies": args.replies, "repeats": args.repeats,
+              "chunks": chunks, "summary": summary}
     save_results(args.out, "tts_stream.json", result)
     return result
 

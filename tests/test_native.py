@@ -119,8 +119,9 @@ def test_text_around_embeddings_is_decoded_with_them_in_one_batch(context):
     np.testing.assert_array_equal(loading(question), lookup(question))
 
 
+@pytest.mark.training
 def test_batched_greedy_replies_match_one_at_a_time_and_keep_sequences_apart(context):
-    from voice.native.batch_generate import BatchedGreedy
+    from training.batch_generate import BatchedGreedy
 
     before, after = prompt_texts([ChatMessage("system", "Answer in one short sentence.")])
     prompts = [context.tokenize(before + question + after)
@@ -172,10 +173,11 @@ def test_projector_stacks_frames_and_saves(tmp_path):
     np.testing.assert_array_equal(loaded(encoded), projector(encoded))
 
 
+@pytest.mark.training
 @pytest.mark.parametrize("activation", ["gelu_tanh", "silu"])
 def test_numpy_projector_matches_torch(activation):
     torch = pytest.importorskip("torch")
-    from voice.native.train import TorchProjector
+    from training.train import TorchProjector
 
     projector = NumpyProjector.init(ProjectorConfig(hidden_dim=256, activation=activation), seed=1)
     module = TorchProjector.from_numpy(projector)
@@ -459,10 +461,11 @@ def test_streamed_states_are_what_the_reply_evaluates_after_the_speech_was_evalu
     chat.close()
 
 
+@pytest.mark.training
 def test_training_end_to_end(tmp_path, encoder, audio, capsys):
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from voice.native import data, train
+    from training import data, train
 
     data_dir, run = tmp_path / "data", tmp_path / "run"
     data.main(["--count", "3", "--out", str(data_dir), "--reply-max-tokens", "12"])
@@ -487,7 +490,7 @@ def test_training_end_to_end(tmp_path, encoder, audio, capsys):
     common = ["--data-dir", str(data_dir), str(sentences_dir), "--out", str(run), "--batch-size", "2",
               "--checkpoint-every", "1", "--val-fraction", "0.3", "--warmup", "1", "--hidden-dim", "128"]
     # In two child processes of one step each, the second resuming the first's checkpoint.
-    subprocess.run([sys.executable, "-m", "voice.native.train", *common, "--steps", "2", "--segment-steps", "1"],
+    subprocess.run([sys.executable, "-m", "training.train", *common, "--steps", "2", "--segment-steps", "1"],
                    cwd=ROOT, check=True)
     assert (run / "checkpoint.pt").is_file() and (run / "projector.json").is_file()
     train.main([*common, "--steps", "3", "--dtype", "bfloat16", "--keep-exports"])  # resumes at step 2, bfloat16
@@ -596,9 +599,10 @@ def test_a_transcript_ends_at_its_first_line_break():
     assert finished_transcript("what you please please please please\nand") == "what you please"
 
 
+@pytest.mark.training
 def test_validation_holds_out_texts_in_every_voice() -> None:
     pytest.importorskip("torch")
-    from voice.native.train import split_by_text
+    from training.train import split_by_text
 
     texts = [f"sentence number {n}" for n in range(50)]
     examples = [{"text": text} for text in texts] + [{"text": text.upper() + " "} for text in texts]  # a second voice

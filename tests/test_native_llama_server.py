@@ -1,6 +1,6 @@
 """The served native backend against a server we did not write: llama.cpp's `llama-server`, taking
 `input_audio` content parts through libmtmd, serving the bundled native model (SmolLM2 with its
-LoRA, and the Whisper encoder + projector exported by `voice.native.mmproj`)."""
+LoRA, and the Whisper encoder + projector exported by `training.mmproj`)."""
 
 from __future__ import annotations
 
@@ -19,12 +19,12 @@ import soundfile
 from tests.helpers import DATA, ROOT, free_port, reference, stop, wait_http, wer
 from tests.realtime_sdk import clip
 from tests.test_native_served import answers_a_native_turn
+from training.mmproj import BOUNDARY_TEXT, mmproj_file
 from voice import models
 from voice.audio import ASR_RATE, WIRE_RATE, pcm16_to_float, resample
 from voice.llm.base import GenerationOptions
 from voice.native.base import REPEAT_INSTRUCTION
 from voice.native.encoder import WhisperEncoder
-from voice.native.mmproj import BOUNDARY_TEXT, mmproj_file
 from voice.native.projector import NumpyProjector
 from voice.native.served import ServedAudioChat, audio_message
 
@@ -91,12 +91,13 @@ def test_llama_server_answers_real_speech_through_the_served_backend(llama_serve
     assert wer(reference(CLIP), heard) < 1.0, heard  # it heard some of the words: the audio went through
 
 
+@pytest.mark.training
 @pytest.mark.parametrize("instruction,system", [(REPEAT_INSTRUCTION, None), (None, "You are a kind voice assistant.")])
 def test_training_lays_padded_examples_out_as_llama_server_does(llama_server: str, tmp_path: Path,
                                                                 instruction: str | None, system: str | None):
     """`--padded-window` examples train on the tokens llama-server puts around the audio: its chat
     template, the instruction joined to the audio, and the boundary embeddings (the newline's)."""
-    from voice.native.train import Samples
+    from training.train import Samples
 
     np.save(tmp_path / "features.npy", np.zeros((1500, 384), np.float16))
     example = {"text": "turn on the lamp", "system": system, "reply_ids": None if instruction else [42],

@@ -68,14 +68,15 @@ def test_a_projector_names_its_adapter_and_a_missing_one_is_a_clear_error(tmp_pa
     assert "adapter" not in (tmp_path / "plain.json").read_text()  # projectors without one read as before
 
 
+@pytest.mark.training
 def test_llama_cpp_applies_a_lora_as_it_was_trained(tmp_path):
     """The same random LoRA in torch (transformers + peft, the training side) and in llama.cpp (the
     exported adapter) moves the next-token logits the same way; with the query and key rows left in
     transformers' order it would not."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("peft")
-    from voice.native import train
-    from voice.native.lora import lora_weights, set_lora_weights
+    from training import train
+    from training.lora import lora_weights, set_lora_weights
 
     model_path = models.gguf_model(None)
     llm = train.load_llm(model_path, torch.float32, "cpu", 4, 8.0)

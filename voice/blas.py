@@ -1,10 +1,9 @@
 """numpy's BLAS on one thread around work that a llama.cpp decode follows.
 
 OpenBLAS (numpy's BLAS) keeps its worker threads spinning for a while after a multi-threaded
-call. After the native path's encoder and projector (numpy matrix products) that spin takes a core
-from one of llama.cpp's two threads in the decode that follows, delaying the native reply's first
-token. Only around that work, though: numpy's BLAS on one thread for the whole process slows
-Whisper's decoding (CTranslate2).
+call; after the native path's encoder and projector that spin takes a core from llama.cpp's
+threads in the decode that follows, which delays the reply's first token. Only around that work,
+though: numpy's BLAS on one thread for the whole process slows Whisper's decoding (CTranslate2).
 """
 
 from __future__ import annotations

@@ -99,6 +99,6 @@ def native_projector(spec: str | None) -> Path:
     """A native-pipeline projector (.npz with its .json): `bundled` or a path."""
     path = BUNDLED_PROJECTOR if spec in (None, "", DEFAULT) else Path(spec).expanduser()
     if not path.is_file():
-        hint = " (train one: python -m voice.native.train)" if path == BUNDLED_PROJECTOR else ""
+        hint = " (train one: python -m training.train)" if path == BUNDLED_PROJECTOR else ""
         raise ModelNotFoundError(f"native projector not found: {path}{hint}")
     return path

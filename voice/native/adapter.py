@@ -1,6 +1,6 @@
 """LoRA adapters of the native path's LLM as llama.cpp adapter files (GGUF), without torch.
 
-Training (voice/native/lora.py) adds low-rank updates B·A (scaled by alpha / rank) to the LLM's
+Training (training/lora.py) adds low-rank updates B·A (scaled by alpha / rank) to the LLM's
 linear layers, named as transformers names them; llama.cpp applies the same updates from a GGUF
 of `general.type` "adapter": one `<tensor>.lora_a` (rank, in) and `<tensor>.lora_b` (out, rank)
 per weight, named as llama.cpp names the base tensors.

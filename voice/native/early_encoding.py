@@ -5,7 +5,7 @@ the positions with a margin of audio after them, encoded from a window that star
 before the first new one, and the reply encodes the rest with the whole turn's audio. Whisper's
 encoder attends both ways, so those states are not what one encoding of the whole turn gives. This
 module composes them without the LLM (`NativeAudioChat` does the same, step by step, in a KV
-cache), to train the projector on them (`python -m voice.native.data --streamed-margins`).
+cache), to train the projector on them (`python -m training.data --streamed-margins`).
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ class WhisperEncoder:
     def encode(self, audio_16k: np.ndarray, pad_to_window: bool = False) -> np.ndarray:
         """Encoder states, float32 (frames, dim), about 50 frames a second of audio; with
         `pad_to_window`, each 30 s piece is padded to Whisper's whole window first (1500 frames a
-        piece), as llama.cpp's libmtmd pads every clip (`voice.native.mmproj`)."""
+        piece), as llama.cpp's libmtmd pads every clip (`training.mmproj`)."""
         audio = np.asarray(audio_16k, dtype=np.float32).reshape(-1)
         if audio.size < _MIN_SAMPLES:
             audio = np.pad(audio, (0, _MIN_SAMPLES - audio.size))

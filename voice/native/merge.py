@@ -1,9 +1,9 @@
 """The native path's LLM with its LoRA merged into the weights: a GGUF copy made once and cached.
 
 llama.cpp can apply an adapter at run time, but as two more small matrix products beside every
-adapted one, which slows both the prompt and each token (`python -m benchmarks.native_adapter`).
-Merged, W + (alpha / rank)·B·A is
-stored once in place of W, and the model runs as fast as without a LoRA. Adapted weights are
+adapted one, which slows the prompt and every token (`python -m benchmarks.native_adapter`
+measures it). Merged, W + (alpha / rank)·B·A is stored once in place of W, and the model runs as
+fast as without a LoRA. Adapted weights are
 stored as Q8_0 (or kept in F32 / F16 when the model has them so); all other tensors and the
 metadata are copied as they are.
 """

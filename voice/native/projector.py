@@ -3,7 +3,7 @@
 `stack` consecutive encoder frames are concatenated (50 frames/s -> 12.5 positions/s for k=4),
 then a two-layer MLP maps each stacked frame to the LLM's hidden size. Weights live in an `.npz`
 (w1 [in, hidden], b1, w2 [hidden, out], b2, float32) with its config in a `.json` beside it
-(same stem); voice/native/train.py writes both, and nothing here needs torch. A projector trained
+(same stem); training/train.py writes both, and nothing here needs torch. A projector trained
 with a LoRA of the LLM names its llama.cpp adapter file (beside it) in the config's `adapter`.
 """
 

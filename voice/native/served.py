@@ -1,7 +1,7 @@
 """A native model behind an OpenAI-compatible server that takes audio in chat completions.
 
 vLLM serving Ultravox, Qwen2-Audio, Qwen2.5-Omni or Voxtral, llama.cpp's `llama-server` (libmtmd;
-it serves this project's native model with `voice.native.mmproj`'s export), and `voice audio-api`
+it serves this project's native model with `training.mmproj`'s export), and `voice audio-api`
 (the embedded native model over HTTP) accept the user's speech as an `input_audio` content part
 (base64 WAV) and stream the reply like any chat completion.
 """

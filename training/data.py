@@ -1,16 +1,16 @@
 """Training data for the projector, made locally: nothing is downloaded.
 
 Two kinds of example:
-- an assistant request (voice/native/prompts.py), with two targets: the LLM's own reply to the
+- an assistant request (training/prompts.py), with two targets: the LLM's own reply to the
   utterance as text (distillation: greedy llama.cpp, cached in replies.jsonl) and the utterance
   itself for the "repeat what I said" task;
-- with --sentences, a plain English sentence (voice/native/sentences.py: Debian's fortune files,
+- with --sentences, a plain English sentence (training/sentences.py: Debian's fortune files,
   WordNet's example sentences with --sentence-source wordnet, or GCIDE's quotations with
   --sentence-source gcide; none sharing four words in a row with the --holdout texts), for the
   "repeat" task only.
 
-Each is spoken by one of several voices (voice/native/speakers.py: Piper, and espeak-ng and flite
-when they are installed), augmented (voice/native/augment.py: speed, silence, level, and, in
+Each is spoken by one of several voices (training/speakers.py: Piper, and espeak-ng and flite
+when they are installed), augmented (training/augment.py: speed, silence, level, and, in
 shares, reverberation, equaliser colouring, band limits and noise), and its Whisper encoder states
 are cached (float16 .npy; the audio itself is not kept unless asked).
 
@@ -21,7 +21,7 @@ Layout of a data directory:
     replies.jsonl      the distilled replies, keyed by (system, utterance, max_tokens, LLM)
     audio/ID.wav       16 kHz audio, only with --save-audio
 
-    python -m voice.native.data --count 2000 --out data/native
+    python -m training.data --count 2000 --out data/native
 """
 
 from __future__ import annotations
@@ -39,16 +39,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from training.augment import AugmentOptions, augment
+from training.batch_generate import BatchedGreedy
+from training.prompts import generate_prompts
+from training.sentences import MAX_WORDS, SOURCES, general_sentences
+from training.speakers import Speaker
 from voice import models
 from voice.audio import ASR_RATE
 from voice.llm.base import ChatMessage
-from voice.native.augment import AugmentOptions, augment
-from voice.native.batch_generate import BatchedGreedy
 from voice.native.early_encoding import streamed_states
 from voice.native.model import ENCODER_LEFT_CONTEXT_S
-from voice.native.prompts import generate_prompts
-from voice.native.sentences import MAX_WORDS, SOURCES, general_sentences
-from voice.native.speakers import Speaker
 
 if TYPE_CHECKING:
     from voice.native.encoder import WhisperEncoder
@@ -78,7 +78,7 @@ class DataOptions:
     sentence_max_words: int = MAX_WORDS
     """Longest sentence taken (in words)."""
     sentence_source: str = "fortunes"
-    """Where the sentences come from (voice/native/sentences.py: SOURCES)."""
+    """Where the sentences come from (training/sentences.py: SOURCES)."""
     holdout: tuple[str, ...] = ()
     """Texts no sentence may share four words in a row with (the evaluation's transcripts)."""
     seed: int = 0
@@ -92,7 +92,7 @@ class DataOptions:
     padded_window: bool = False
     """Encode each clip padded to Whisper's 30 s window, as llama.cpp's libmtmd does."""
     streamed_margins: tuple[float, ...] = ()
-    """Encode each clip as the server evaluates speech while the user speaks (voice/native/streaming.py),
+    """Encode each clip as the server evaluates speech while the user speaks (voice/native/early_encoding.py),
     with a margin drawn from these (seconds) per example; empty: one encoding of the whole clip."""
     streamed_stack: int = 4
     """Encoder frames per LLM position of the projector the streamed encodings are for."""
@@ -289,7 +289,7 @@ def non_negative(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m voice.native.data", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m training.data", description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=non_negative, default=1000,
                         help="assistant requests (distinct utterances) to make")
     parser.add_argument("--sentences", type=non_negative, default=0,
@@ -317,10 +317,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--save-audio", action="store_true", help="also keep the 16 kHz audio (audio/ID.wav)")
     parser.add_argument("--padded-window", action="store_true",
                         help="encode each clip padded to Whisper's 30 s window, as llama.cpp serves the model "
-                             "(voice/native/mmproj.py); training then lays the prompt out as llama-server does")
+                             "(training/mmproj.py); training then lays the prompt out as llama-server does")
     parser.add_argument("--streamed-margins", type=float, nargs="*", default=[],
                         help="encode each clip as the server evaluates speech while the user speaks, with a "
-                             "margin (s) drawn from these per example (voice/native/streaming.py)")
+                             "margin (s) drawn from these per example (voice/native/early_encoding.py)")
     parser.add_argument("--streamed-stack", type=int, default=4,
                         help="encoder frames per position of the projector the streamed encodings are for")
     parser.add_argument("--llm-model", default=None, help="GGUF that writes the replies (default: bundled)")

@@ -7,11 +7,11 @@ GGUF llama.cpp runs, loaded into torch by transformers (dequantized); tokens com
 tokenizer, so training and inference see the same ids. Needs the `train` extra (torch,
 transformers, gguf, accelerate, peft).
 
-With --lora-rank the LLM's linear layers learn a low-rank update too (voice/native/lora.py); it
+With --lora-rank the LLM's linear layers learn a low-rank update too (training/lora.py); it
 is exported beside the projector as a llama.cpp adapter (projector.lora.gguf, named in
 projector.json), which the native path's llama.cpp contexts apply. Without it the LLM is frozen.
 
-    python -m voice.native.train --data-dir data/native --out runs/native --steps 2000 --batch-size 8 --dtype bfloat16
+    python -m training.train --data-dir data/native --out runs/native --steps 2000 --batch-size 8 --dtype bfloat16
 
 bfloat16 (the frozen LLM only; the projector learns in float32) is the fast choice on GPUs and on
 CPUs with AMX; float32 is the default.
@@ -45,13 +45,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from training.data import load_manifest
+from training.lora import add_lora, has_lora, lora_alpha, lora_parameters, lora_weights, set_lora_weights
+from training.mmproj import BOUNDARY_TEXT
 from voice import models
 from voice.llm.base import ChatMessage
 from voice.native.adapter import LoraWeights, adapter_rank, read_adapter, write_adapter
 from voice.native.base import REPEAT_INSTRUCTION
-from voice.native.data import load_manifest
-from voice.native.lora import add_lora, has_lora, lora_alpha, lora_parameters, lora_weights, set_lora_weights
-from voice.native.mmproj import BOUNDARY_TEXT
 from voice.native.model import prompt_texts
 from voice.native.projector import NumpyProjector, ProjectorConfig
 
@@ -176,8 +176,8 @@ class Samples:
             raise ValueError("the LLM's chat template is not ChatML (<|im_end|> is not one token)")
         self.end = end[0]
         self.examples = examples
-        # float16, read when used: the page cache holds them, so they are not on the heap (7 GB for
-        # stage 13), and no file stays open (a memory map would hold one for each of >15,000 examples)
+        # Features are float16 files read when used: the page cache holds them, not the heap, and no
+        # file stays open (a memory map would hold one per example).
         self.max_target = max_target
         self._prompts: dict[tuple[str | None, str | None], tuple[list[int], list[int]]] = {}
 
@@ -215,7 +215,7 @@ class Samples:
 
 
     def _llama_server_layout(self, before: str, after: str, instruction: str | None) -> tuple[list[int], list[int]]:
-        """The prompt as llama-server builds it around an `input_audio` part (voice/native/mmproj.py):
+        """The prompt as llama-server builds it around an `input_audio` part (training/mmproj.py):
         the instruction text joined to the audio without a line break, and the begin- and
         end-of-audio embeddings, which the export makes those of the newline token, around the audio."""
         newline = self.tokenize(BOUNDARY_TEXT)
@@ -268,7 +268,7 @@ def load_examples(data_dirs: list[Path], llm_name: str) -> tuple[list[dict], dic
     for data_dir in data_dirs:
         found = load_manifest(data_dir)
         if not found:
-            raise SystemExit(f"no examples in {data_dir} (make some with python -m voice.native.data)")
+            raise SystemExit(f"no examples in {data_dir} (make some with python -m training.data)")
         info = json.loads((data_dir / "info.json").read_text(encoding="utf-8"))
         if info.get("llm") != llm_name:
             print(f"warning: the replies in {data_dir} were written by {info.get('llm')}, training for {llm_name}")
@@ -445,9 +445,9 @@ def train(args: argparse.Namespace) -> Path:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m voice.native.train", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data-dir", required=True, nargs="+", help="made by python -m voice.native.data (one or more)")
+    p.add_argument("--data-dir", required=True, nargs="+", help="made by python -m training.data (one or more)")
     p.add_argument("--out", required=True, help="run directory: checkpoint.pt, projector.npz/.json, train_log.jsonl")
     p.add_argument("--steps", type=int, default=2000, help="total optimizer steps (a resumed run goes on to this)")
     p.add_argument("--batch-size", type=int, default=8)
@@ -502,7 +502,7 @@ def train_in_segments(argv: list[str], args: argparse.Namespace) -> Path:
     child = [arg for arg in argv if arg != "--restart"] + ["--segment-steps", "0"]
     stops = list(range(args.segment_steps, args.steps, args.segment_steps)) + [args.steps]
     for number, stop in enumerate(stops):
-        command = [sys.executable, "-m", "voice.native.train", *child, "--stop-at", str(stop)]
+        command = [sys.executable, "-m", "training.train", *child, "--stop-at", str(stop)]
         if number == 0 and args.restart:
             command.append("--restart")
         subprocess.run(command, check=True)

@@ -1,7 +1,7 @@
 """Read the variables of a CTranslate2 `model.bin` (format version 6) as numpy arrays.
 
 CTranslate2 runs its models but has no API that hands their weights out; exporting the Whisper
-encoder to another runtime (llama.cpp's mmproj, `voice.native.mmproj`) needs them. The file is a
+encoder to another runtime (llama.cpp's mmproj, `training.mmproj`) needs them. The file is a
 header (version, spec name, revision), the variables (name, shape, dtype, bytes) and aliases.
 """
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from training.ctranslate2_weights import float_weight, read_variables
 from voice import models
 from voice.cache_file import file_identity, write_cached
-from voice.native.ctranslate2_weights import float_weight, read_variables
 from voice.native.projector import NumpyProjector
 from voice.native.token_embeddings import TokenEmbeddings
 
@@ -159,7 +159,7 @@ def _boundary_embedding(llm_file: Path, llm_dim: int) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m voice.native.mmproj", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m training.mmproj", description=__doc__.split("\n\n")[0])
     parser.add_argument("--projector", default="bundled", help="projector .npz, or 'bundled'")
     parser.add_argument("--whisper", default=None, help="the Whisper model the projector was trained on")
     parser.add_argument("--llm", default=None, help="the LLM GGUF (default: bundled SmolLM2)")

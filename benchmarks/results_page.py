@@ -1,0 +1,234 @@
+"""benchmarks/RESULTS.md: one page of the latest results, rendered from the JSON in benchmarks/results/.
+
+Each benchmark saves its JSON there and calls `refresh`, so a run rewrites its own table; the page
+holds nothing a benchmark did not write (git keeps the earlier pages). By hand:
+
+    python -m benchmarks.results_page [--results benchmarks/results] [--out benchmarks/RESULTS.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks import report
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+PAGE = HERE / "RESULTS.md"
+NOT_RECORDED = "not recorded"
+
+
+def _ms(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+
+
+def _machine(result: dict[str, Any]) -> str:
+    machine = result.get("machine")
+    if not machine:
+        return NOT_RECORDED
+    return f"{machine.get('cpu') or 'unknown CPU'}, {machine.get('cores', '?')} cores"
+
+
+def _command(result: dict[str, Any]) -> str:
+    command = result.get("command")
+    return f"`{command.strip()}`" if command else NOT_RECORDED
+
+
+def provenance(result: dict[str, Any]) -> str:
+    """The line under a section's title: the command that wrote the table, the machine and the date."""
+    return (f"Command: {_command(result)} · machine: {_machine(result)} · "
+            f"date: {result.get('date') or NOT_RECORDED}")
+
+
+def latency(result: dict[str, Any]) -> list[str]:
+    lines = [f"Clips: {', '.join(result['clips'])}; {result['runs']} sessions per pipeline. Voice-to-voice: from "
+             "the end of the user's speech leaving the client to the first reply audio reaching it; stage columns "
+             "are the server's medians in ms after the end of speech; `-ptt` rows are push-to-talk (no silence "
+             "window). Column notes: [results/latency.md](results/latency.md).", ""]
+    lines += [*report.LATENCY_HEADER, *report.latency_rows(result), ""]
+    return lines + report.latency_ratios(result)
+
+
+def soak(results: list[dict[str, Any]]) -> list[str]:
+    header = ["date", "machine", "command", "turns", "failed", "latency median ms (first third -> last)",
+              "idle RSS MB (start -> end)", "idle RSS growth", "trend MB/min"]
+    rows = [[r.get("date") or NOT_RECORDED, _machine(r), _command(r), r["turns"], r["failed"],
+             f"{_ms(r['latency_median_ms'])} ({_ms(r['latency_median_first_third_ms'])} -> "
+             f"{_ms(r['latency_median_last_third_ms'])})",
+             f"{_ms(r['rss_idle_start_mb'])} -> {_ms(r['rss_idle_end_mb'])}",
+             f"{r['rss_idle_growth_percent']:.1f}%", _ms(r["rss_idle_trend_mb_per_minute"], 1)]
+            for r in results]
+    return ["Sessions come and go against one server; resident memory is sampled while it is idle between "
+            "rounds. One row per soak run kept in benchmarks/results/.", "", *_table(header, rows)]
+
+
+def llm_formats(result: dict[str, Any]) -> list[str]:
+    rows = [[name, _ms(r["prompt_ms"]), _ms(r["tail_ms"]), _ms(r["token_ms"], 1), f"{r['perplexity_readme']:.2f}",
+             f"{r['perplexity_prompts']:.3f}", _ms(r["file_mb"])] for name, r in result["results"].items()]
+    first = next(iter(result["results"].values()))
+    return [f"The bundled SmolLM2 in other GGUF formats, {result['threads']} threads; a prompt of "
+            f"{first['prompt_tokens']} tokens, then a tail of {first['tail_tokens']}.", "",
+            *_table(["format", "prompt ms", "tail ms", "ms/token", "perplexity (README)", "perplexity (prompts)",
+                     "MB"], rows)]
+
+
+def llama_threads(result: dict[str, Any]) -> list[str]:
+    rows = [[name, _ms(r["first_token_ms"], 1), _ms(r["per_token_ms"], 2), r["replies"]]
+            for name, r in result["summary"].items()]
+    return [f"llama.cpp called from one thread, from a pool, or routed to the compute thread; {result['tokens']} "
+            f"tokens, {result['repeats']} repeats, medians.", "",
+            *_table(["case", "first token ms", "ms/token", "replies"], rows)]
+
+
+def tts_stream(result: dict[str, Any]) -> list[str]:
+    rows = []
+    for variant, kinds in result["summary"].items():
+        for kind, r in kinds.items():
+            difference = r.get("pieces_max_difference")
+            rows.append([variant, kind, r["chunks"], _ms(r["first_audio_ms"], 1), _ms(r["total_ms"], 1),
+                         f"{r['level_dbfs']:.1f}", f"{r['clipped_share']:.4%}",
+                         "-" if difference is None else f"{difference:.1e}"])
+    return [f"Piper's first audio for the speech chunks of saved replies (`{result.get('replies', '?')}`), "
+            f"each chunk whole or cut at its decoder (`streamed`); medians of {result['repeats']} repeats.", "",
+            *_table(["variant", "chunk", "count", "first audio ms", "total ms", "level dBFS", "clipped",
+                     "pieces vs whole"], rows)]
+
+
+def native_eval(result: dict[str, Any]) -> list[str]:
+    from benchmarks.native_eval import markdown
+
+    return markdown(result).rstrip("\n").splitlines()
+
+
+def native_prefill(result: dict[str, Any]) -> list[str]:
+    rows, first_tokens = [], []
+    for kind, summary in result["summary"].items():
+        for encoding, r in summary.items():
+            if isinstance(r, dict) and "repeat_loss" in r:
+                rows.append([f"{kind} ({summary['clips']})", encoding, f"{r['repeat_loss']:.4f}",
+                             f"{r['reply_loss']:.4f}"])
+        first = summary.get("first_token_ms_median")
+        if first:
+            first_tokens.append(f"{kind} {_ms(first['whole'], 1)} -> {_ms(first['early'], 1)}")
+    lines = [f"The speech evaluated while the user speaks (margin in use {result['margin_in_use_s']} s): mean "
+             "per-token losses of the right answers with the whole-turn encoding and with the early rows.", "",
+             *_table(["clips", "encoding", "repeat loss", "reply loss"], rows)]
+    if first_tokens:
+        lines += ["", "First token after the end of speech, median ms, whole turn -> evaluated early: "
+                  + "; ".join(first_tokens) + "."]
+    return lines
+
+
+def native_adapter(result: dict[str, Any]) -> list[str]:
+    summary = result["summary"]
+    rows = [[name, _ms(summary[name]["prompt_ms_median"], 1), _ms(summary[name]["per_token_ms_median"], 2),
+             "1.000" if name == "plain" else f"{summary[f'{name}_prompt_ratio']:.3f}",
+             "1.000" if name == "plain" else f"{summary[f'{name}_per_token_ratio']:.3f}"]
+            for name in ("plain", "adapter", "merged") if name in summary]
+    return [f"The native path's LoRA at run time: none, applied by llama.cpp, or merged (the server's way); "
+            f"medians over {result['clips']} recordings, best of {result['repeats']}.", "",
+            *_table(["model", "prompt ms", "ms/token", "prompt / plain", "token / plain"], rows)]
+
+
+def native_prompt(result: dict[str, Any]) -> list[str]:
+    calls = result["decode_call_ms"]
+    sizes = sorted({int(key.split("_")[1]) for key in calls})
+    lines = [f"One llama.cpp decode call of n tokens or n embeddings, and a first turn's native prompt; medians of "
+             f"{result['rounds']} rounds, {result['threads']} threads.", "",
+             *_table(["n", "tokens ms", "embeddings ms"],
+                     [[n, _ms(calls[f"tokens_{n}"], 1), _ms(calls[f"embeddings_{n}"], 1)] for n in sizes]), ""]
+    rows = [[name, r["audio_positions"], r["tail_tokens"], _ms(r["encode_ms"], 1), _ms(r["two_calls_ms"], 1),
+             _ms(r["one_call_ms"], 1)] for name, r in result["native_prompt"].items()]
+    return lines + _table(["clip", "audio positions", "tail tokens", "encode ms", "two calls ms", "one call ms"],
+                          rows)
+
+
+def ab(result: dict[str, Any]) -> list[str]:
+    rows = [[side, f"`{result[side]['tree']}`", result[side]["turns"], result[side]["failed"],
+             _ms(result[side]["voice_to_voice_ms"]["median"]), _ms(result[side]["voice_to_voice_ms"]["p90"]),
+             _ms(result[side]["voice_to_voice_ms"]["p95"])] for side in ("a", "b")]
+    lines = ["Two source trees served side by side, their turns interleaved on the same clips.", "",
+             *_table(["side", "tree", "turns", "failed", "v2v median", "p90", "p95"], rows), ""]
+    for key, label in (("b_minus_a", "voice-to-voice"), ("b_minus_a_first_token", "first token")):
+        diff = result.get(key)
+        if diff and diff["pairs"]:
+            lines.append(f"B - A, {label}, paired by clip and round: median {diff['median_ms']:+.0f} ms "
+                         f"(quartiles {diff['p25_ms']:+.0f} to {diff['p75_ms']:+.0f}), B faster in "
+                         f"{diff['b_faster']} of {diff['pairs']}.")
+    return lines
+
+
+def latest(section: Callable[[dict[str, Any]], list[str]]) -> Callable[[list[dict[str, Any]]], list[str]]:
+    """A section of one run (the latest found), under its command, machine and date."""
+    return lambda runs: [provenance(runs[-1]), "", *section(runs[-1])]
+
+
+# Title, the JSON files in the results directory (glob patterns), how they render, the command that makes them.
+SECTIONS: list[tuple[str, list[str], Callable[[list[dict[str, Any]]], list[str]], str]] = [
+    ("Latency", ["latency.json"], latest(latency), "python -m benchmarks.latency"),
+    ("Soak", ["soak.json", "*/soak.json"], soak, "python -m benchmarks.soak"),
+    ("Native understanding", ["native_eval.json"], latest(native_eval), "python -m benchmarks.native_eval"),
+    ("Native speech evaluated while spoken", ["native_prefill.json"], latest(native_prefill),
+     "python -m benchmarks.native_prefill"),
+    ("Native LoRA at run time", ["native_adapter.json"], latest(native_adapter),
+     "python -m benchmarks.native_adapter"),
+    ("Native prompt cost", ["native_prompt.json"], latest(native_prompt), "python -m benchmarks.native_prompt"),
+    ("LLM formats", ["llm_formats.json"], latest(llm_formats), "python -m benchmarks.llm_formats"),
+    ("llama.cpp threads", ["llama_threads.json"], latest(llama_threads), "python -m benchmarks.llama_threads"),
+    ("Piper's first audio", ["tts_stream.json"], latest(tts_stream), "python -m benchmarks.tts_stream"),
+    ("A/B", ["ab.json"], latest(ab), "python -m benchmarks.ab"),
+]
+
+
+def runs(results: Path, patterns: list[str]) -> list[dict[str, Any]]:
+    """The JSON files matching `patterns` in `results`, oldest first (by their recorded date)."""
+    files = sorted({path for pattern in patterns for path in results.glob(pattern) if path.is_file()})
+    found = [json.loads(path.read_text(encoding="utf-8")) for path in files]
+    return sorted(found, key=lambda run: run.get("date") or "")
+
+
+def render(results: Path = RESULTS) -> str:
+    """The page for the JSON files in `results`: one section per benchmark."""
+    lines = ["# Benchmark results", "",
+             "The latest run of each benchmark, written by the benchmarks from their JSON in "
+             "[results/](results/) (`python -m benchmarks.results_page` renders it again); earlier runs are in "
+             "git's history of this file. Figures depend on the machine: compare rows of one run only.", ""]
+    for title, patterns, section, command in SECTIONS:
+        found = runs(results, patterns)
+        lines += [f"## {title}", "", *(section(found) if found else [f"Not run yet: `{command}`."]), ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def write(results: Path = RESULTS, page: Path = PAGE) -> Path:
+    page.write_text(render(results), encoding="utf-8")
+    return page
+
+
+def refresh(out: str | Path) -> None:
+    """Rewrite RESULTS.md after a benchmark saved its JSON in `out`, when `out` is the results directory
+    the page is made of (a run saved elsewhere leaves the page alone)."""
+    if Path(out).resolve() == RESULTS:
+        print(f"refreshed {write()}")
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.results_page", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", type=Path, default=RESULTS, help="directory of the benchmarks' JSON files")
+    parser.add_argument("--out", type=Path, default=PAGE, help="the page to write")
+    args = parser.parse_args(argv)
+    page = write(args.results, args.out)
+    print(f"wrote {page}")
+    return page
+
+
+if __name__ == "__main__":
+    main()
