@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from server.config import SEMANTIC_WINDOWS_MS, SessionConfig, TurnDetection
@@ -40,6 +41,10 @@ def _check_format(value: Any, param: str, event_id: str | None) -> None:
 
 
 def parse_turn_detection(value: Any, current: TurnDetection | None, event_id: str | None) -> TurnDetection | None:
+    """A new turn detection object. It replaces the session's whole: the fields it leaves out take
+    OpenAI's documented defaults (threshold 0.5, prefix_padding_ms 300, silence_duration_ms 500,
+    eagerness auto, create_response and interrupt_response true); the VAD's other settings stay the
+    server's."""
     if value is None:
         return None
     spec = _object(value, "session.audio.input.turn_detection", event_id)
@@ -47,9 +52,9 @@ def parse_turn_detection(value: Any, current: TurnDetection | None, event_id: st
     kind = spec.get("type", "server_vad")
     if kind not in ("server_vad", "semantic_vad"):
         raise _fail("turn_detection.type must be server_vad or semantic_vad", f"{param}.type", event_id)
-    base = current or TurnDetection()
-    vad = base.vad
-    changes: dict[str, Any] = {}
+    documented = VadConfig()
+    changes: dict[str, Any] = {"threshold": documented.threshold, "prefix_padding_ms": documented.prefix_padding_ms,
+                               "silence_duration_ms": documented.silence_duration_ms}
     if "threshold" in spec:
         changes["threshold"] = _number(spec["threshold"], f"{param}.threshold", event_id, 0.0, 1.0)
     if "prefix_padding_ms" in spec:
@@ -61,7 +66,7 @@ def parse_turn_detection(value: Any, current: TurnDetection | None, event_id: st
     eagerness = None
     if kind == "semantic_vad":
         eagerness = spec.get("eagerness", "auto")
-        if eagerness not in SEMANTIC_WINDOWS_MS:
+        if not isinstance(eagerness, str) or eagerness not in SEMANTIC_WINDOWS_MS:
             raise _fail("eagerness must be low, medium, high or auto", f"{param}.eagerness", event_id)
         changes["silence_duration_ms"] = SEMANTIC_WINDOWS_MS[eagerness][1]
     flags = {}
@@ -70,11 +75,12 @@ def parse_turn_detection(value: Any, current: TurnDetection | None, event_id: st
             if not isinstance(spec[name], bool):
                 raise _fail(f"'{name}' must be a boolean", f"{param}.{name}", event_id, code="invalid_type")
             flags[name] = spec[name]
+    server_vad = current.vad if current is not None else documented
     return TurnDetection(
         type=kind,
-        vad=VadConfig(**{**vad.__dict__, **changes}),
-        create_response=flags.get("create_response", base.create_response),
-        interrupt_response=flags.get("interrupt_response", base.interrupt_response),
+        vad=replace(server_vad, **changes),
+        create_response=flags.get("create_response", True),
+        interrupt_response=flags.get("interrupt_response", True),
         eagerness=eagerness,
     )
 

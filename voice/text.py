@@ -137,3 +137,17 @@ def reads_as_finished(text: str) -> bool:
         return False
     words = text.rstrip(".?!").split()
     return bool(words) and words[-1].lower().strip(",;:\"'") not in _TRAILING_CONTINUATIONS
+
+
+BACKCHANNELS = {
+    "mm", "mhm", "mmhmm", "mm hmm", "hmm", "uh huh", "uhhuh", "yeah", "yep", "yes", "ok", "okay", "right", "sure",
+    "i see", "got it", "oh", "ah", "aha", "cool", "nice", "wow", "alright", "all right", "uh", "um", "oh okay",
+    "thank you", "thanks", "mm okay", "yeah yeah", "okay okay", "right right",
+}
+"""What a listener says to show it follows, not to take the turn."""
+
+
+def is_backchannel(text: str) -> bool:
+    """Whether a transcript is only a listener's backchannel ("mm-hmm", "yeah", "okay"), or no words."""
+    words = " ".join(re.sub(r"[^a-z' ]+", " ", text.lower().replace("-", " ")).split())
+    return not words or words in BACKCHANNELS
