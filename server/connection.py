@@ -159,7 +159,7 @@ class Connection:
                 self._deferred[effect.item_id] = released, self._loop.call_later(effect.defer_ms / 1000, released.set)
                 self._track(self._transcribe_when_released(effect, released))
             elif isinstance(effect, Transcribe):
-                if effect.final or effect.speculative:
+                if effect.final or effect.speculative or effect.check:
                     self._partial_cancel.set()  # the pass someone waits for goes first
                 self._track(self._transcribe(effect))
             elif isinstance(effect, DeferTranscription):
@@ -224,9 +224,9 @@ class Connection:
     async def _transcribe(self, effect: Transcribe) -> None:
         def result(text: str = "", error: str | None = None) -> TranscriptReady:
             return TranscriptReady(effect.item_id, text, effect.final, error=error, speculative=effect.speculative,
-                                   voiced_end_ms=effect.voiced_end_ms, early=effect.early)
+                                   voiced_end_ms=effect.voiced_end_ms, early=effect.early, check=effect.check)
 
-        partial = not effect.final and not effect.speculative
+        partial = not effect.final and not effect.speculative and not effect.check
         if (partial or effect.early) and self.engine.busy:
             # Partial transcripts only feed the display, and an early speculative pass may be for a
             # pause between words: they run only while no other model work does.

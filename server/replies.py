@@ -34,6 +34,7 @@ class Replies:
         self.conversation_id = conversation_id
         self.active: ActiveResponse | None = None
         self.speculative: SpeculativeReply | None = None
+        self.heard: ActiveResponse | None = None  # the latest response with audio, while the client may play it
 
     def speculate(self, config: SessionConfig, pipeline: str, item_id: str, voiced_end: int, transcript: str,
                   now: float, user_audio: np.ndarray | None = None) -> None:
@@ -80,6 +81,8 @@ class Replies:
                                   metadata=request.get("metadata"), voice=config.voice,
                                   max_output_tokens=config.max_output_tokens)
         self.active = response
+        if audio:
+            self.heard = response
         emit_started(self.outbox.emit, response, previous, self._wire(response, "in_progress", output=[]))
         if adopt is not None:  # already running since the silence window: catch up on what it did
             response.metadata = {**(response.metadata or {}), "speculative": "true"}
@@ -90,6 +93,30 @@ class Replies:
             return
         options = GenerationOptions(max_tokens=max_tokens or 1024, temperature=config.temperature)
         self.outbox.work(StartResponse(response_id, pipeline, messages, options, audio, user_audio))
+
+    def speaking(self, now: float) -> bool:
+        """Whether the client is playing a reply now, as far as the server can tell: a response is
+        under way, or the audio sent for the last one has not had the time to play out."""
+        heard = self.heard
+        if self.active is not None:
+            return True
+        if heard is None or "first_audio_sent" not in heard.marks:
+            return False
+        return now < heard.marks["first_audio_sent"] + heard.item.audio_ms / 1000
+
+    def interrupt(self, reason: str) -> None:
+        """The user interrupted: cancel the response under way, and tell the client to stop playing."""
+        heard = self.heard
+        if self.active is not None:
+            self.cancel(reason)
+        if heard is not None:
+            self.outbox.emit("output_audio_buffer.cleared", response_id=heard.id)
+        self.heard = None
+
+    def stop_playing(self, item: Item) -> None:
+        """The client stopped playing `item` (it truncated or cleared it)."""
+        if self.heard is not None and self.heard.item is item:
+            self.heard = None
 
     def defer_transcript(self, item_id: str) -> None:
         """The transcription of the turn the active response answers waits for its first audio."""

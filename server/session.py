@@ -25,6 +25,7 @@ from voice.audio import ASR_RATE, WIRE_RATE, StreamResampler, pcm16_to_float
 from voice.pipeline import PIPELINES, Pipeline
 from voice.turn_taking import (
     AudioBegan,
+    Interruption,
     PartialTranscript,
     Paused,
     SpeculativeTranscript,
@@ -158,7 +159,7 @@ class RealtimeSession:
             raise ProtocolError("the input audio buffer is full: commit or clear it", code="input_audio_buffer_full",
                                 event_id=event.event_id)
         samples = self._resampler.process(pcm16_to_float(pcm))
-        self._on_turn_events(self.turns.feed(samples, now), now)
+        self._on_turn_events(self.turns.feed(samples, now, assistant_speaking=self.replies.speaking(now)), now)
 
     def _on_commit(self, event: ClientEvent, now: float) -> None:
         if self.turns.buffered_samples < MIN_COMMIT_MS * ASR_RATE // 1000:
@@ -197,6 +198,8 @@ class RealtimeSession:
                                            event.text, now)
             elif isinstance(event, PartialTranscript):
                 self._on_partial(event)
+            elif isinstance(event, Interruption):
+                self._on_interruption()
             elif isinstance(event, TurnEnded):
                 self._on_turn_ended(event, now)
             elif isinstance(event, TurnTranscribed):
@@ -215,10 +218,15 @@ class RealtimeSession:
         self.replies.drop_speculative()
         self._clock = TurnClock()
         self._emit("input_audio_buffer.speech_started", audio_start_ms=event.audio_start_ms, item_id=event.item_id)
-        detection = self.config.turn_detection
-        if self.replies.active is not None and detection is not None and detection.interrupt_response:
-            self.replies.cancel("turn_detected")
         self._prefill_speech_history()
+
+    def _on_interruption(self) -> None:
+        """The user's speech over the reply is a real interruption (not a backchannel or a noise):
+        the reply stops, and the client is told to stop playing it."""
+        detection = self.config.turn_detection
+        if detection is None or not detection.interrupt_response:
+            return
+        self.replies.interrupt("turn_detected")
 
     def _prefill_speech_history(self) -> None:
         """A pipeline that answers speech evaluates the history when the user starts speaking."""
@@ -286,7 +294,7 @@ class RealtimeSession:
         if self.turns.transcribing:
             return
         clock = event.clock
-        if answered:
+        if answered or event.backchannel:  # (a backchannel over the reply is heard, not answered)
             self.replies.drop_speculative()
         elif self._response_wanted is not None:
             request, self._response_wanted = self._response_wanted, None
@@ -347,6 +355,7 @@ class RealtimeSession:
         if self.replies.active is not None and self.replies.active.item is item:
             self.replies.cancel("client_cancelled")
         item.truncate(audio_end_ms)
+        self.replies.stop_playing(item)
         self._emit("conversation.item.truncated", item_id=item.id, content_index=0, audio_end_ms=audio_end_ms)
 
     # ------------------------------------------------------------------ responses
@@ -394,4 +403,5 @@ class RealtimeSession:
     def _on_output_clear(self, event: ClientEvent, now: float) -> None:
         if self.replies.active is not None:
             self.replies.cancel("client_cancelled")
+        self.replies.heard = None
         self._emit("output_audio_buffer.cleared", response_id=None)

@@ -56,7 +56,7 @@ class Driver:
     def answer(self, job: Transcribe, text: str):
         """Answer a transcription job as the runtime would."""
         result = TranscriptReady(job.item_id, text, job.final, speculative=job.speculative,
-                                 voiced_end_ms=job.voiced_end_ms, early=job.early)
+                                 voiced_end_ms=job.voiced_end_ms, early=job.early, check=job.check)
         return self._take(self.session.receive_transcript(result, self.now))
 
     def turn_job(self) -> Transcribe:
@@ -213,6 +213,8 @@ def test_barge_in_cancels_the_reply_and_truncation_keeps_what_was_played(driver)
     driver.progress(start.response_id, SpeechSegment("Five six seven eight.", bytes(48_000)))
     item_id = driver.of("response.output_item.added")[0]["item"]["id"]
     driver.stream(LAMP[:24_000])  # the user talks over the reply
+    check = [e for e in driver.effects if isinstance(e, Transcribe) and e.check][-1]  # interruption or backchannel?
+    driver.answer(check, "Turn on")
     assert CancelResponse(start.response_id) in driver.effects
     done = driver.of("response.done")[-1]["response"]
     assert done["status"] == "cancelled" and done["status_details"]["reason"] == "turn_detected"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -102,3 +103,45 @@ def native_projector(spec: str | None) -> Path:
         hint = " (train one: python -m training.train)" if path == BUNDLED_PROJECTOR else ""
         raise ModelNotFoundError(f"native projector not found: {path}{hint}")
     return path
+
+
+SMART_TURN_PACKAGE = ("pipecat-ai", "1.14.0")
+SMART_TURN_FILE = "smart-turn-v3.2-cpu.onnx"
+SMART_TURN_SHA256 = "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f"
+"""Smart Turn v3.2's ONNX file as pipecat-ai 1.14.0 ships it (bin/setup installs that wheel without
+its dependencies: only the file is read)."""
+
+
+def smart_turn_model(spec: str | None) -> Path:
+    """The end-of-turn model (voice/end_of_turn.py): `bundled` (Smart Turn v3.2 from the installed
+    pipecat-ai wheel, checked against its SHA-256) or a path to an ONNX file of the same model."""
+    if spec not in (None, "", DEFAULT):
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise ModelNotFoundError(f"end-of-turn model not found: {path}")
+        return path
+    from importlib import metadata
+
+    package, version = SMART_TURN_PACKAGE
+    install = f"install it: .venv/bin/pip install --no-deps {package}=={version} (bin/setup does)"
+    try:
+        distribution = metadata.distribution(package)
+    except metadata.PackageNotFoundError:
+        raise ModelNotFoundError(f"Smart Turn ships in the {package} wheel, which is not installed: {install}, "
+                                 "or give --turn-model PATH.onnx, or --turn-model off") from None
+    found = [file for file in distribution.files or () if file.name == SMART_TURN_FILE]
+    path = Path(str(distribution.locate_file(found[0]))) if found else None
+    if path is None or not path.is_file():
+        raise ModelNotFoundError(f"{package} {distribution.version} has no {SMART_TURN_FILE}: {install}")
+    if _sha256(path) != SMART_TURN_SHA256:
+        raise ModelNotFoundError(f"{path} is not the Smart Turn v3.2 file {package} {version} ships "
+                                 f"(SHA-256 differs): {install}")
+    return path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

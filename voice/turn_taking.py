@@ -16,7 +16,7 @@ import numpy as np
 
 from voice.asr.stable_prefix import StablePrefix
 from voice.audio import ASR_RATE
-from voice.text import reads_as_finished
+from voice.text import is_backchannel, reads_as_finished
 from voice.vad import SileroModel, VadConfig, VadSegmenter, VoiceStarted, VoiceStopped
 
 IDLE_KEEP_MS = 2000  # audio kept before a speech start, for the prefix padding
@@ -31,6 +31,8 @@ EVALUATE_EVERY_MS = 250
 """How often the speech so far is handed out while the user speaks (`SpeechSoFar`): each time the
 native model encodes its last few seconds and evaluates the new positions."""
 EVALUATE_MAX_S = 30  # speech handed out while the user speaks, at most (the encoder's window)
+CHECK_EVERY_MS = 300  # speech over the assistant is transcribed this often until it reads as an interruption
+CONFIRM_SPEECH_MS = 1000  # speech over the assistant this long interrupts it, whatever it says
 
 
 class Phase(Enum):
@@ -90,6 +92,11 @@ class Turn:
 
     item_id: str
     start: int  # stream sample of its first audio
+    onset_ms: int = 0  # stream position where its speech began (its first audio is the prefix padding before)
+    over_reply: bool = False
+    """Opened while the assistant was speaking: an interruption only once its words or its length say so."""
+    interrupting: bool = False  # confirmed as an interruption
+    checked_ms: int = 0  # speech the last interruption check covered
     clock: TurnClock = field(default_factory=TurnClock)
     partial: StablePrefix = field(default_factory=StablePrefix)
     partial_samples: int = 0  # speech the last partial pass covered
@@ -117,6 +124,9 @@ class Transcribe:
     under way, else decline it (an error result); the unit then asks again after two."""
     defer_ms: int | None = None
     """Wait this long before running it (the session's choice: see `DeferTranscription`)."""
+    check: bool = False
+    """A pass over speech heard while the assistant speaks, to tell an interruption from a
+    backchannel or a noise: it runs even while other model work is under way."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +140,7 @@ class TranscriptReady:
     speculative: bool = False
     voiced_end_ms: int | None = None
     early: bool = False
+    check: bool = False
 
 
 # Turn events.
@@ -187,6 +198,14 @@ class SpeculativeTranscript:
 
 
 @dataclass(frozen=True)
+class Interruption:
+    """Speech over the assistant is a real interruption (words that are not a backchannel, or
+    speech that goes on): the reply should stop."""
+
+    item_id: str
+
+
+@dataclass(frozen=True)
 class TurnEnded:
     item_id: str
     audio: np.ndarray = field(repr=False)
@@ -202,10 +221,12 @@ class TurnTranscribed:
     rest: str  # the part of `text` the partial transcripts did not give
     clock: TurnClock | None
     error: str | None = None
+    backchannel: bool = False
+    """Heard while the assistant spoke, and only a backchannel or a noise: not a turn to answer."""
 
 
 TurnEvent = (Transcribe | TurnStarted | SpeechResumed | Paused | SpeechSoFar | AudioBegan | PartialTranscript
-             | SpeculativeTranscript | TurnEnded | TurnTranscribed)
+             | SpeculativeTranscript | Interruption | TurnEnded | TurnTranscribed)
 
 
 class AudioWindow:
@@ -249,6 +270,7 @@ class TurnTaker:
         self._new_item_id = new_item_id
         self._vad: VadSegmenter | None = None
         self._partial_in_flight = False
+        self._check_in_flight = False
         self._last_voiced_ms: int | None = None
         self._last_voiced_at: float | None = None  # when the audio of the last voiced frame arrived
         self._manual_evaluated = 0  # without turn detection: speech handed out since the audio began
@@ -289,8 +311,9 @@ class TurnTaker:
         self._vad = VadSegmenter(settings.vad, self._vad_model) if settings else None
 
     # ------------------------------------------------------------------ audio in
-    def feed(self, samples: np.ndarray, now: float) -> list[TurnEvent]:
-        """Take the next 16 kHz samples of the stream."""
+    def feed(self, samples: np.ndarray, now: float, assistant_speaking: bool = False) -> list[TurnEvent]:
+        """Take the next 16 kHz samples of the stream; `assistant_speaking`: the client is playing a
+        reply now (speech that starts then is an interruption only once confirmed)."""
         out: list[TurnEvent] = []
         began = self.window.samples.size == 0 and samples.size > 0
         self.window.append(samples)
@@ -303,7 +326,7 @@ class TurnTaker:
         resumable = self.phase is Phase.PAUSED
         for event in self._vad.process(samples):
             if isinstance(event, VoiceStarted):
-                self._open(event, out)
+                self._open(event, assistant_speaking, out)
             else:
                 self._close(event, now, out)
         voiced_ms = self._vad.last_voiced_end_ms
@@ -323,6 +346,7 @@ class TurnTaker:
         else:
             self._maybe_speculate(turn, out)
             self._maybe_partial(turn, out)
+            self._maybe_check_interruption(turn, out)
             if self._surely_speaking():
                 self._hand_out_speech(turn.start, out)
         return out
@@ -350,9 +374,9 @@ class TurnTaker:
     def buffered_samples(self) -> int:
         return self.window.samples.size
 
-    def _open(self, event: VoiceStarted, out: list[TurnEvent]) -> None:
+    def _open(self, event: VoiceStarted, assistant_speaking: bool, out: list[TurnEvent]) -> None:
         start = max(self.window.start, event.audio_start_ms * ASR_RATE // 1000)
-        self.turn = Turn(self._new_item_id(), start)
+        self.turn = Turn(self._new_item_id(), start, onset_ms=event.speech_start_ms, over_reply=assistant_speaking)
         out.append(TurnStarted(self.turn.item_id, event.audio_start_ms))
 
     def _close(self, event: VoiceStopped, now: float, out: list[TurnEvent]) -> None:
@@ -372,7 +396,7 @@ class TurnTaker:
             out.append(Transcribe(turn.item_id, turn.audio, final=True))
         out.append(TurnEnded(turn.item_id, turn.audio, turn.clock, transcribed=heard))
         if heard and speculation.text is not None:  # the speculative transcript is the final one
-            out.append(self._transcribed(turn.item_id, speculation.text, None, now))
+            self._transcribed(turn.item_id, speculation.text, None, now, out)
         elif heard:
             turn.speculation = speculation
             turn.awaits_speculation = True
@@ -396,6 +420,25 @@ class TurnTaker:
         self._partial_in_flight = True
         turn.partial_samples = speech
         out.append(Transcribe(turn.item_id, self.window.between(turn.start, self.window.end), final=False))
+
+    def _maybe_check_interruption(self, turn: Turn, out: list[TurnEvent]) -> None:
+        """Speech over the assistant: transcribed every CHECK_EVERY_MS of it (one pass at a time)
+        until its words say it interrupts, or it goes on for CONFIRM_SPEECH_MS."""
+        if not turn.over_reply or turn.interrupting:
+            return
+        assert self._vad is not None
+        speech_ms = (self._vad.last_voiced_end_ms or turn.onset_ms) - turn.onset_ms
+        if speech_ms >= CONFIRM_SPEECH_MS:
+            self._interrupt(turn, out)
+        elif not self._check_in_flight and speech_ms - turn.checked_ms >= CHECK_EVERY_MS:
+            self._check_in_flight = True
+            turn.checked_ms = speech_ms
+            out.append(Transcribe(turn.item_id, self.window.between(turn.start, self.window.end), final=False,
+                                  check=True))
+
+    def _interrupt(self, turn: Turn, out: list[TurnEvent]) -> None:
+        turn.interrupting = True
+        out.append(Interruption(turn.item_id))
 
     def _hand_out_speech(self, turn_start: int, out: list[TurnEvent]) -> None:
         """With `speech_events`: the speech so far, every EVALUATE_EVERY_MS of it."""
@@ -443,21 +486,34 @@ class TurnTaker:
     def transcribed(self, result: TranscriptReady, now: float) -> list[TurnEvent]:
         """Take the result of a `Transcribe` this unit asked for."""
         out: list[TurnEvent] = []
-        if result.speculative:
+        if result.check:
+            self._check_result(result, out)
+        elif result.speculative:
             self._speculative_result(result, now, out)
         elif result.final:
-            out.append(self._transcribed(result.item_id, result.text, result.error, now))
+            self._transcribed(result.item_id, result.text, result.error, now, out)
         else:
             self._partial_result(result, out)
         return out
 
-    def _transcribed(self, item_id: str, text: str, error: str | None, now: float) -> TurnTranscribed:
+    def _transcribed(self, item_id: str, text: str, error: str | None, now: float, out: list[TurnEvent]) -> None:
         turn = self.ended.pop(item_id, None)
         if turn is None:
-            return TurnTranscribed(item_id, text, text, None, error)
+            out.append(TurnTranscribed(item_id, text, text, None, error))
+            return
         turn.clock.transcript = now
         rest = turn.partial.remainder(text) if turn.partial.committed else text
-        return TurnTranscribed(item_id, text, rest, turn.clock, error)
+        if turn.over_reply and not turn.interrupting and not error and not is_backchannel(text):
+            self._interrupt(turn, out)  # its words say so, now that it is over
+        backchannel = turn.over_reply and not turn.interrupting
+        out.append(TurnTranscribed(item_id, text, rest, turn.clock, error, backchannel))
+
+    def _check_result(self, result: TranscriptReady, out: list[TurnEvent]) -> None:
+        self._check_in_flight = False
+        turn = self.turn
+        if turn is not None and turn.item_id == result.item_id and turn.over_reply and not turn.interrupting \
+                and not result.error and not is_backchannel(result.text):
+            self._interrupt(turn, out)
 
     def _speculative_result(self, result: TranscriptReady, now: float, out: list[TurnEvent]) -> None:
         ended = self.ended.get(result.item_id)
@@ -468,7 +524,7 @@ class TurnTaker:
                 assert ended.audio is not None
                 out.append(Transcribe(result.item_id, ended.audio, final=True))
             else:
-                out.append(self._transcribed(result.item_id, result.text, None, now))
+                self._transcribed(result.item_id, result.text, None, now, out)
             return
         turn = self.turn
         if turn is None or turn.item_id != result.item_id:
@@ -482,6 +538,8 @@ class TurnTaker:
             turn.speculation = None
             return
         speculation.text = result.text
+        if turn.over_reply and not turn.interrupting and not is_backchannel(result.text):
+            self._interrupt(turn, out)
         assert self._vad is not None
         if self._vad.last_voiced_end_ms != result.voiced_end_ms:
             return  # the user went on meanwhile

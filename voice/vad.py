@@ -74,6 +74,8 @@ class VadConfig:
 class VoiceStarted:
     audio_start_ms: int
     """Stream position of the first speech frame, less the prefix padding."""
+    speech_start_ms: int = 0
+    """Stream position of the first speech frame."""
 
 
 @dataclass(frozen=True)
@@ -229,9 +231,10 @@ class VadSegmenter:
                 self._run_voiced += 1
                 if self._run_voiced * FRAME_MS >= config.min_speech_ms:
                     self.speaking = True
-                    start_ms = max(0, self._run_start * FRAME_MS - config.prefix_padding_ms)
+                    speech_ms = self._run_start * FRAME_MS
                     self._run_start = None
-                    return VoiceStarted(audio_start_ms=start_ms)
+                    return VoiceStarted(audio_start_ms=max(0, speech_ms - config.prefix_padding_ms),
+                                        speech_start_ms=speech_ms)
             elif self._run_start is not None and (index - (self._last_voiced or 0)) * FRAME_MS > 100:
                 self._run_start = None  # a short blip, not the start of speech
                 self._peak_db = _SILENT_DB

@@ -272,6 +272,7 @@ class App {
     this.pendingTurn = null; // the user turn the next response answers
     this.activeResponseId = null;
     this.interrupted = new Set(); // assistant items whose playback was cut
+    this.duckedFor = null; // the person's turn the voice is lowered for, until it interrupts or ends
     this.latencies = [];
     this.silence = new Map(); // frame bytes -> base64 of silence
     this.retryTimer = null;
@@ -576,6 +577,13 @@ class App {
     return cut;
   }
 
+  /** The person's turn `itemId` is over and did not interrupt the reply: its voice comes back. */
+  unduckAfter(itemId) {
+    if (this.duckedFor !== itemId) return;
+    this.duckedFor = null;
+    if (this.player.ducked) this.player.duck(false);
+  }
+
   interruptAssistant() {
     this.bargeIn();
     if (this.activeResponseId) {
@@ -702,7 +710,12 @@ const HANDLERS = {
   },
 
   "input_audio_buffer.speech_started"(event) {
-    this.bargeIn();
+    // The voice goes quieter: the server stops it (output_audio_buffer.cleared) if this is an
+    // interruption, and not for a backchannel ("mm-hmm") or a noise.
+    if (this.player.speaking) {
+      this.player.duck(true);
+      this.duckedFor = event.item_id;
+    }
     const view = this.messageView(event.item_id, "user");
     view.state = "listening";
     view.setNote("listening…");
@@ -727,9 +740,17 @@ const HANDLERS = {
 
   "conversation.item.input_audio_transcription.completed"(event) {
     this.messageView(event.item_id, "user").setFinal(event.transcript);
+    this.unduckAfter(event.item_id);
+  },
+
+  "output_audio_buffer.cleared"() {
+    // The person interrupted the reply: stop it, and tell the server how much was heard.
+    this.bargeIn();
+    this.duckedFor = null;
   },
 
   "conversation.item.input_audio_transcription.failed"(event) {
+    this.unduckAfter(event.item_id);
     const view = this.messageView(event.item_id, "user");
     view.setFinal(view.heard.textContent || "…");
     view.setNote("could not be transcribed");

@@ -76,6 +76,8 @@ export class Timeline {
  * The playback queue. Chunks of one item are scheduled back to back on the sample clock (no gap,
  * no overlap, hence no clicks); after an underrun the next chunk starts `lead` seconds ahead.
  */
+const DUCKED_GAIN = 0.3; // the voice's level while the person may be interrupting it
+
 export class Player {
   /** `context`: an existing (e.g. Offline) AudioContext to play into, instead of a new one. */
   constructor({ lead = 0.04, onIdle = () => {}, context = null } = {}) {
@@ -181,6 +183,16 @@ export class Player {
     return this.ctx ? this.timeline.playedMs(itemId, this.ctx.currentTime) : 0;
   }
 
+  /** Lower the voice while the person may be interrupting (`on`), or bring it back. */
+  duck(on) {
+    if (!this.ctx || !this.output) return;
+    const now = this.ctx.currentTime;
+    this.output.gain.cancelScheduledValues(now);
+    this.output.gain.setValueAtTime(this.output.gain.value, now);
+    this.output.gain.linearRampToValueAtTime(on ? DUCKED_GAIN : 1, now + 0.05);
+    this.ducked = on;
+  }
+
   /**
    * Stop at once (a 10 ms fade, no click) and drop the queue. Returns { itemId, playedMs } for
    * the item that was sounding, or null when nothing was.
@@ -197,10 +209,12 @@ export class Player {
     }
     this.sources.clear();
     const fading = this.output;
-    fading.gain.setValueAtTime(1, now);
+    fading.gain.cancelScheduledValues(now);
+    fading.gain.setValueAtTime(fading.gain.value, now);
     fading.gain.linearRampToValueAtTime(0, now + 0.01);
     setTimeout(() => fading.disconnect(), 100);
     this._newOutput();
+    this.ducked = false;
     this.timeline.cut(now);
     this.anchorFrame = 0;
     this.anchorSamples = 0;
