@@ -231,6 +231,13 @@ def _bin(duration_ms: float) -> str:
     return "under-250"
 
 
+def _bin_order(label: str) -> float:
+    if label.startswith("under"):
+        return 0.0
+    head = label.split("-")[0].rstrip("+")
+    return float(head) if head.isdigit() else math.inf
+
+
 def summarise_utterances(results: list[dict[str, Any]]) -> dict[str, Any]:
     """False cut-offs per 100 internal pauses of MIN_PAUSE_MS or more (a cut on a shorter or an
     unlabelled pause counts too: it is a cut inside the utterance), by pause length and by kind;
@@ -259,7 +266,7 @@ def summarise_utterances(results: list[dict[str, Any]]) -> dict[str, Any]:
         "false_cut_offs": cuts,
         "false_cut_offs_per_100_pauses": 100 * cuts / pauses if pauses else None,
         "utterances_cut": sum(1 for r in results if r["cuts"]),
-        "by_pause_ms": dict(sorted(by_bin.items())),
+        "by_pause_ms": dict(sorted(by_bin.items(), key=lambda kv: _bin_order(kv[0]))),
         "by_kind": dict(sorted(by_kind.items())),
         "end_of_turn_ms": {"finished": _distribution([r["end_of_turn_ms"] for r in finished
                                                       if r["end_of_turn_ms"] is not None]),
