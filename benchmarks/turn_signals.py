@@ -12,7 +12,7 @@ The transcript is tiny.en's, as the server's speculative pass makes it (audio to
 
     python -m benchmarks.turn_signals                       # all data; saves results/turn_signals.csv
     python -m benchmarks.turn_signals --items list_numbers wh_weather jfk --no-lm
-    python -m benchmarks.turn_signals --summarise benchmarks/results/turn_signals.csv
+    python -m benchmarks.turn_signals --summarise benchmarks/results/turn_signals.csv   # again, from the table
 
 The summary gives, per signal, threshold and probe time, the share of internal pauses (250 ms or
 more) it would call "end" (false cut-offs) against the share of finished utterances' ends it calls
@@ -47,7 +47,7 @@ WHEEL = Path("/tmp/dl/pipecat_ai-1.14.0-py3-none-any.whl")
 SMART_TURN_MEMBER = "pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx"
 SMART_TURN = CACHE / "smart-turn-v3.2-cpu.onnx"
 OUT = Path(__file__).resolve().parent / "results"
-THRESHOLDS = (0.1, 0.3, 0.5, 0.7, 0.9)
+THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 
 CONJUNCTIONS = {"and", "but", "or", "so", "because", "then", "if", "when", "while", "that", "which", "who"}
 ARTICLES = {"a", "an", "the", "my", "your", "his", "her", "our", "their", "this", "some"}
@@ -286,11 +286,23 @@ def _truthy(value: Any) -> bool:
     return value is True or str(value).lower() == "true"
 
 
+COMBINED = (("smart_turn", "lm_end"), ("smart_turn", "reads_as_finished"))
+"""Pairs summarised together as "a&b" (the smaller of the two: both must say "end")."""
+
+
+def add_combined(rows: list[dict[str, Any]]) -> None:
+    for a, b in COMBINED:
+        if rows and a in rows[0] and b in rows[0]:
+            for row in rows:
+                row[f"{a}&{b}"] = min(float(row[a]), float(row[b]))
+
+
 def summarise(rows: list[dict[str, Any]], signals: list[str] | None = None,
               thresholds: tuple[float, ...] = THRESHOLDS) -> dict[str, Any]:
     """Per signal, threshold and probe time: the share of internal pauses of MIN_PAUSE_MS or more
     called "end" at that probe (`false_cut_at`) and by it (`false_cut_by`: at any probe up to it),
     and the same for the ends of finished utterances (`end_at`, `end_by`) and of all utterances."""
+    add_combined(rows)
     signals = signals or numeric_signals(rows)
     groups: dict[tuple[str, float, str], dict[int, float]] = {}
     for row in rows:
@@ -376,8 +388,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--signals", nargs="*", help="columns to summarise (default: every probability column)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
-    if args.summarise:
+    if args.summarise:  # (the measuring run's date, command and machine stay in the JSON beside the table)
         summary = summarise(read_rows(args.summarise), args.signals)
+        saved = args.summarise.with_suffix(".json")
+        measured = json.loads(saved.read_text(encoding="utf-8")) if saved.is_file() else {}
+        summary.update({k: measured[k] for k in ("date", "command", "items", "smart_turn_threads", "machine")
+                        if k in measured})
+        saved.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
         print_summary(summary)
         return summary
     from voice.asr.whisper import WhisperTranscriber
