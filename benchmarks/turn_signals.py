@@ -103,7 +103,9 @@ class EndOfTurnLM:
     """The bundled SmolLM2's probability that a user message ends here: that the next token after
     the transcript in the chat template (lower case, no punctuation: the words, not Whisper's
     punctuation) ends the sentence or the turn ('.', '?', '!', a newline, <|im_end|>). LiveKit's
-    turn detector asks a model trained for it the same question; this one is not trained for it."""
+    turn detector asks a model trained for it the same question; this one is not trained for it.
+    One thread: with two on two busy cores, llama.cpp's threads wait on each other (11 s a prompt
+    against 0.1 s)."""
 
     ENDINGS = (".", "?", "!", "\n", "<|im_end|>")
 
@@ -112,7 +114,7 @@ class EndOfTurnLM:
 
         from voice.models import gguf_model, llama_file
 
-        self._llm = Llama(str(llama_file(gguf_model(None))), n_ctx=512, n_threads=2, logits_all=True, verbose=False)
+        self._llm = Llama(str(llama_file(gguf_model(None))), n_ctx=512, n_threads=1, logits_all=True, verbose=False)
         self._endings = sorted({self._llm.tokenize(e.encode(), add_bos=False, special=True)[0] for e in self.ENDINGS})
 
     def probability(self, text: str) -> float:
@@ -335,7 +337,10 @@ def summarise(rows: list[dict[str, Any]], signals: list[str] | None = None,
         summary["signals"][name] = table
     timings = {}
     for name in [*signals, "asr"]:
-        values = [float(r[f"{name}_ms"]) for r in rows if r.get(f"{name}_ms") not in (None, "")]
+        # The transcript and what depends on it alone are computed once per boundary (its first probe).
+        once = name in ("asr", "lm_end")
+        values = [float(r[f"{name}_ms"]) for r in rows if r.get(f"{name}_ms") not in (None, "")
+                  and (not once or int(r["probe_ms"]) == PROBES_MS[0])]
         if values and name not in ("reads_as_finished", "final_punct"):
             timings[name] = {"median_ms": statistics.median(values), "p95_ms": float(np.percentile(values, 95)),
                              "n": len(values)}
