@@ -114,7 +114,8 @@ class EndOfTurnLM:
 
         from voice.models import gguf_model, llama_file
 
-        self._llm = Llama(str(llama_file(gguf_model(None))), n_ctx=512, n_threads=1, logits_all=True, verbose=False)
+        self._llm = Llama(str(llama_file(gguf_model(None))), n_ctx=512, n_threads=1, n_threads_batch=1, logits_all=True,
+                          verbose=False)
         self._endings = sorted({self._llm.tokenize(e.encode(), add_bos=False, special=True)[0] for e in self.ENDINGS})
 
     def probability(self, text: str) -> float:

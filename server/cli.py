@@ -38,6 +38,7 @@ def _serve(args: argparse.Namespace) -> None:
         asr_model=args.asr_model, llm_model=args.llm_model, llm_url=args.llm_url, llm_name=args.llm_name,
         llm_api_key=args.llm_api_key, llm_timeout_s=args.llm_timeout, llm_context=args.llm_context,
         llm_parallel=args.llm_parallel, tts_voice=args.tts_voice, threads=args.threads, naive=pipeline.baseline,
+        turn_model=args.turn_model,
         native_projector=args.native_projector or ("bundled" if pipeline.answers_speech else None),
         native_url=args.native_url, native_name=args.native_name, native_api_key=args.native_api_key,
     )
@@ -122,10 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--instructions", default=None, help="system prompt for every session")
     serve.add_argument("--max-tokens", type=int, default=160)
     serve.add_argument("--turn-detection", choices=["semantic_vad", "server_vad"], default="semantic_vad",
-                       help="semantic_vad (default): a turn whose transcript reads as finished ends after a short "
-                            "silence, others after a longer one; server_vad: always --silence-ms")
+                       help="semantic_vad (default): a pause ends the turn after a silence that depends on what "
+                            "the words and the voice say there; server_vad: always --silence-ms")
     serve.add_argument("--eagerness", choices=["low", "medium", "high", "auto"], default="auto",
-                       help="semantic_vad windows: low 500/1200 ms, auto and medium 350/800 ms, high 250/500 ms")
+                       help="semantic_vad: high answers sooner and cuts in more, low waits longer "
+                            "(voice.turn_taking.END_POLICIES)")
+    serve.add_argument("--turn-model", default=models.DEFAULT,
+                       help="the voice's end-of-turn model for semantic_vad: 'bundled' (Smart Turn v3.2), an ONNX "
+                            "file of it, or 'off' (the words alone)")
     serve.add_argument("--silence-ms", type=int, default=500, help="server_vad: silence that ends a turn")
     serve.add_argument("--prefix-padding-ms", type=int, default=300)
     serve.add_argument("--min-speech-ms", type=int, default=160, help="speech needed to open a turn")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from voice.turn_taking import TurnSettings
+from voice.turn_taking import END_POLICIES, TurnSettings
 from voice.vad import VadConfig
 
 DEFAULT_INSTRUCTIONS = (
@@ -15,15 +15,11 @@ DEFAULT_INSTRUCTIONS = (
 SUPPORTED_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
 
 
-# semantic_vad: (silence that ends a turn whose transcript reads as finished, silence that ends any turn)
-SEMANTIC_WINDOWS_MS = {"low": (500, 1200), "medium": (350, 800), "auto": (350, 800), "high": (250, 500)}
-
-
 @dataclass(frozen=True)
 class TurnDetection:
     """OpenAI turn detection. `server_vad` ends a turn after `silence_duration_ms`; `semantic_vad`
-    ends it sooner when the speculative transcript reads as a finished sentence, later when it
-    does not (windows by eagerness, SEMANTIC_WINDOWS_MS)."""
+    ends it after a silence that depends on what the words and the voice say at the pause (by
+    eagerness: voice.turn_taking.END_POLICIES)."""
 
     type: str = "server_vad"
     vad: VadConfig = field(default_factory=VadConfig)
@@ -33,16 +29,15 @@ class TurnDetection:
 
     @classmethod
     def semantic(cls, eagerness: str = "auto", **vad: object) -> TurnDetection:
-        finished_ms, silence_ms = SEMANTIC_WINDOWS_MS[eagerness]
+        hold_ms = END_POLICIES[eagerness].hold_ms
         return cls(type="semantic_vad", eagerness=eagerness,
-                   vad=VadConfig(**{**vad, "silence_duration_ms": silence_ms}))  # type: ignore[arg-type]
+                   vad=VadConfig(**{**vad, "silence_duration_ms": hold_ms}))  # type: ignore[arg-type]
 
     @property
     def settings(self) -> TurnSettings:
-        """What the turn-taking unit needs: the VAD, and for semantic_vad the shorter window for a
-        turn whose transcript reads as finished."""
-        finished_ms = SEMANTIC_WINDOWS_MS[self.eagerness or "auto"][0] if self.type == "semantic_vad" else None
-        return TurnSettings(vad=self.vad, finished_silence_ms=finished_ms)
+        """What the turn-taking unit needs: the VAD, and for semantic_vad its end-of-turn policy."""
+        policy = END_POLICIES[self.eagerness or "auto"] if self.type == "semantic_vad" else None
+        return TurnSettings(vad=self.vad, end_policy=policy)
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {

@@ -27,7 +27,7 @@ from voice.asr.base import TranscriptionCancelled
 from voice.engine import Engine
 from voice.response import ResponseRequest
 from voice.response_events import ResponseEvent
-from voice.turn_taking import Transcribe, TranscriptReady
+from voice.turn_taking import EndScored, ScoreEnd, Transcribe, TranscriptReady
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,8 @@ class Connection:
                 self._track(self._transcribe(effect))
             elif isinstance(effect, DeferTranscription):
                 self._defer(effect)
+            elif isinstance(effect, ScoreEnd):
+                self._track(self._score_end(effect))
             elif isinstance(effect, StartResponse):
                 self._start_response(effect)
             elif isinstance(effect, PrefillPrompt):
@@ -247,6 +249,16 @@ class Connection:
             log.exception("transcription failed")
             answer = result(error=f"asr: {exc}")
         self._apply(self.session.receive_transcript(answer, time.monotonic()))
+
+    async def _score_end(self, effect: ScoreEnd) -> None:
+        try:
+            score = await self._loop.run_in_executor(self.engine.executor, self.engine.score_end, effect.transcript,
+                                                     effect.audio)
+            result = EndScored(effect.item_id, effect.voiced_end_ms, score.finished, score.voice)
+        except Exception as exc:  # noqa: BLE001 - the words alone decide then (the unit's fallback)
+            log.warning("end-of-turn scoring failed: %s", exc)
+            result = EndScored(effect.item_id, effect.voiced_end_ms, error=str(exc))
+        self._apply(self.session.receive_end_score(result, time.monotonic()))
 
     async def _prefill(self, effect: PrefillPrompt) -> None:
         if effect.audio is not None:

@@ -1,7 +1,7 @@
 """The work a session asks its runtime to do, and the results the runtime feeds back.
 
-Transcriptions are the turn-taking unit's work (`voice.turn_taking.Transcribe`, answered with
-`TranscriptReady`); replies and prefills are the session's.
+Transcriptions and end-of-turn scores are the turn-taking unit's work (`voice.turn_taking.Transcribe`
+and `ScoreEnd`, answered with `TranscriptReady` and `EndScored`); replies and prefills are the session's.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 from server.wire import Ids, ProtocolError, error_event
 from voice.llm.base import ChatMessage, GenerationOptions
 from voice.response_events import ResponseEvent
-from voice.turn_taking import Transcribe
+from voice.turn_taking import ScoreEnd, Transcribe
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class PrefillPrompt:
     """The user's speech so far (16 kHz), for a pipeline that answers speech."""
 
 
-Effect = Transcribe | StartResponse | CancelResponse | PrefillPrompt | DeferTranscription
+Effect = Transcribe | ScoreEnd | StartResponse | CancelResponse | PrefillPrompt | DeferTranscription
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,11 @@ from voice.audio import ASR_RATE, WIRE_RATE, StreamResampler, pcm16_to_float
 from voice.pipeline import PIPELINES, Pipeline
 from voice.turn_taking import (
     AudioBegan,
+    EndScored,
     Interruption,
     PartialTranscript,
     Paused,
+    ScoreEnd,
     SpeculativeTranscript,
     SpeechResumed,
     SpeechSoFar,
@@ -96,6 +98,10 @@ class RealtimeSession:
 
     def receive_transcript(self, result: TranscriptReady, now: float) -> Output:
         self._on_turn_events(self.turns.transcribed(result, now), now)
+        return self._flush()
+
+    def receive_end_score(self, result: EndScored, now: float) -> Output:
+        self.turns.scored(result)
         return self._flush()
 
     def receive_response(self, progress: ResponseProgress, now: float) -> Output:
@@ -177,6 +183,8 @@ class RealtimeSession:
         for event in events:
             if isinstance(event, Transcribe):
                 self.outbox.work(self._scheduled(event))
+            elif isinstance(event, ScoreEnd):
+                self.outbox.work(event)
             elif isinstance(event, TurnStarted):
                 self._on_speech_started(event)
             elif isinstance(event, SpeechResumed):

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from server.config import SEMANTIC_WINDOWS_MS, SessionConfig, TurnDetection
+from server.config import SessionConfig, TurnDetection
 from server.wire import ProtocolError
+from voice.turn_taking import END_POLICIES
 from voice.vad import VadConfig
 
 _WIRE_RATE = 24_000
@@ -66,9 +67,9 @@ def parse_turn_detection(value: Any, current: TurnDetection | None, event_id: st
     eagerness = None
     if kind == "semantic_vad":
         eagerness = spec.get("eagerness", "auto")
-        if not isinstance(eagerness, str) or eagerness not in SEMANTIC_WINDOWS_MS:
+        if not isinstance(eagerness, str) or eagerness not in END_POLICIES:
             raise _fail("eagerness must be low, medium, high or auto", f"{param}.eagerness", event_id)
-        changes["silence_duration_ms"] = SEMANTIC_WINDOWS_MS[eagerness][1]
+        changes["silence_duration_ms"] = END_POLICIES[eagerness].hold_ms
     flags = {}
     for name in ("create_response", "interrupt_response"):
         if name in spec:

@@ -441,8 +441,8 @@ def test_with_a_left_context_the_encoder_sees_only_the_audio_near_the_positions_
 @pytest.mark.parametrize("margin", [0.5, 1.0])
 def test_streamed_states_are_what_the_reply_evaluates_after_the_speech_was_evaluated_while_spoken(
         encoder, audio, margin, monkeypatch):
-    from voice.native import model
     from voice.blas import one_blas_thread
+    from voice.native import model
     from voice.native.early_encoding import streamed_states
     from voice.turn_taking import EVALUATE_EVERY_MS
 

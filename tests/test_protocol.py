@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from server.wire import ProtocolError, parse_client_event
 from tests.helpers import DATA
 from voice.llm.base import ChatMessage
 from voice.response_events import ResponseFinished, SpeechSegment, StageMark
-from voice.turn_taking import EVALUATE_EVERY_MS, Transcribe, TranscriptReady
+from voice.turn_taking import END_POLICIES, EVALUATE_EVERY_MS, EndScored, ScoreEnd, Transcribe, TranscriptReady
 
 
 def append(pcm: bytes) -> str:
@@ -378,30 +379,43 @@ def test_a_stale_speculation_is_not_used(driver):
     assert [e["transcript"] for e in completed] == ["Turn on the living room lamp."]
 
 
-def end_of_turn_silence(silero, text: str) -> int:
-    """Stream the lamp command, answer its speculative transcription with `text`, and return how
-    much silence passed before the turn ended (semantic_vad, default eagerness)."""
+def end_of_turn_silence(silero, text: str, score: EndScored | None) -> int:
+    """Stream the lamp command, answer its speculative transcription with `text` and its end-of-turn
+    scoring with `score` (None: the scoring failed), and return how much silence passed before the
+    turn ended (semantic_vad, default eagerness)."""
     driver = Driver(RealtimeSession(SessionConfig(), silero))
     assert driver.session.config.turn_detection.type == "semantic_vad"
-    pcm = LAMP + SILENCE * 2
-    answered = False
+    pcm = LAMP + SILENCE * 3
+    answered = scored = False
     for i in range(0, len(pcm), 960):
         driver.stream(pcm[i:i + 960])
         speculative = [e for e in driver.effects if isinstance(e, Transcribe) and e.speculative]
         if speculative and not answered:
             driver.answer(speculative[-1], text)
             answered = True
+        asked = [e for e in driver.effects if isinstance(e, ScoreEnd)]
+        if asked and not scored:
+            assert asked[-1].transcript == text
+            result = replace(score, item_id=asked[-1].item_id, voiced_end_ms=asked[-1].voiced_end_ms) if score \
+                else EndScored(asked[-1].item_id, asked[-1].voiced_end_ms, error="no model")
+            driver.session.receive_end_score(result, driver.now)
+            scored = True
         stopped = driver.of("input_audio_buffer.speech_stopped")
         if stopped:
             return driver.session.turns.position_ms - stopped[0]["audio_end_ms"]
     raise AssertionError("the turn never ended")
 
 
-def test_semantic_vad_ends_a_finished_sentence_sooner(silero):
-    finished = end_of_turn_silence(silero, "Turn on the living room lamp.")
-    unfinished = end_of_turn_silence(silero, "Turn on the living room lamp and")
-    assert 350 <= finished < 450  # the eagerness "auto" windows: 350 ms when finished, 800 ms otherwise
-    assert 800 <= unfinished < 900
+def test_semantic_vad_ends_a_turn_after_the_window_its_words_and_voice_give(silero):
+    policy = END_POLICIES["auto"]
+    finished = end_of_turn_silence(silero, "Turn on the living room lamp.", EndScored("", 0, 0.9, 0.8))
+    assert policy.finished_ms <= finished < policy.finished_ms + 100
+    words_go_on = end_of_turn_silence(silero, "Turn on the living room lamp and", EndScored("", 0, 0.1, 0.8))
+    assert policy.hold_ms <= words_go_on < policy.hold_ms + 100
+    voice_goes_on = end_of_turn_silence(silero, "Turn on the living room lamp.", EndScored("", 0, 0.9, 0.02))
+    assert policy.hold_ms <= voice_goes_on < policy.hold_ms + 100  # the voice only ever holds the turn
+    words_alone = end_of_turn_silence(silero, "Turn on the living room lamp.", None)  # no scorer: the rule
+    assert policy.finished_ms <= words_alone < policy.finished_ms + 100
 
 
 def test_reads_as_finished():

@@ -22,6 +22,7 @@ from voice.tts.base import Synthesizer
 from voice.vad import SileroModel
 
 if TYPE_CHECKING:
+    from voice.end_of_turn import EndOfTurn, EndScore
     from voice.native.base import AudioChatModel
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ class EngineConfig:
     native_api_key: str | None = None
     tts_voice: str = models.DEFAULT
     """Piper voice: `bundled`, an .onnx path, or a voice name."""
+    turn_model: str = models.DEFAULT
+    """The voice's end-of-turn model (Smart Turn): `bundled`, an ONNX path, or `off` (the words alone)."""
     threads: int = 2
     """CPU threads per model; more than the cores makes llama.cpp and CTranslate2 crawl."""
 
@@ -101,6 +104,14 @@ def build_native(config: EngineConfig, asr: Transcriber) -> AudioChatModel | Non
                            parallel=config.llm_parallel)
 
 
+def build_end_of_turn(config: EngineConfig) -> EndOfTurn:
+    """The end-of-turn scorer: the bundled SmolLM2 reads the words, Smart Turn hears the voice."""
+    from voice.end_of_turn import EndOfTurn, SmartTurn, TextEnd
+
+    voice = None if config.turn_model == "off" else SmartTurn(models.smart_turn_model(config.turn_model))
+    return EndOfTurn(TextEnd(models.gguf_model(None)), voice)
+
+
 def build_tts(config: EngineConfig) -> Synthesizer:
     from voice.tts.piper import PiperSynthesizer
 
@@ -112,8 +123,10 @@ class Engine:
     """The shared model stages, the pipelines' responders, and the worker threads that run them."""
 
     def __init__(self, asr: Transcriber, llm: ChatModel, tts: Synthesizer, vad: SileroModel,
-                 workers: int = 16, native: AudioChatModel | None = None, naive: bool = False) -> None:
+                 workers: int = 16, native: AudioChatModel | None = None, naive: bool = False,
+                 end_of_turn: EndOfTurn | None = None) -> None:
         self.asr = asr
+        self.end_of_turn = end_of_turn
         self.native = native
         self.llm = llm
         self.tts = tts
@@ -154,6 +167,13 @@ class Engine:
         with self.job():
             return self.asr.transcribe(audio, cancel)
 
+    def score_end(self, transcript: str, audio: np.ndarray) -> EndScore:
+        """Has the user finished, at this pause (in a worker thread)? Counted as a model job."""
+        if self.end_of_turn is None:
+            raise RuntimeError("no end-of-turn model is loaded")
+        with self.job():
+            return self.end_of_turn.score(transcript, audio)
+
     def prefill(self, pipeline: str, messages: list[ChatMessage], audio: np.ndarray | None = None) -> None:
         """Evaluate a reply's prompt ahead of time, where the pipeline's model can (in a worker
         thread); for a pipeline that answers speech, with the user's speech so far (`audio`, 16 kHz)."""
@@ -171,7 +191,9 @@ class Engine:
         started = time.perf_counter()
         asr = build_asr(config)
         native = None if config.naive else build_native(config, asr)
-        engine = cls(asr, build_llm(config), build_tts(config), SileroModel(), native=native, naive=config.naive)
+        end_of_turn = None if config.naive else build_end_of_turn(config)
+        engine = cls(asr, build_llm(config), build_tts(config), SileroModel(), native=native, naive=config.naive,
+                     end_of_turn=end_of_turn)
         log.info("models loaded in %.1f s (asr=%s, llm=%s, tts=%s)", time.perf_counter() - started,
                  config.asr_model, engine.llm.name, engine.tts.name)
         return engine

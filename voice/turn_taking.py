@@ -46,12 +46,51 @@ class Phase(Enum):
 
 
 @dataclass(frozen=True)
+class EndPolicy:
+    """How long a pause must last to end the turn, by what the words and the voice say there
+    (`voice/end_of_turn.py`). Until they have said it, the pause must last `hold_ms`."""
+
+    finished_ms: int
+    """The words say the user has finished (P >= `finished_at`) and the voice does not say otherwise."""
+    unsure_ms: int
+    """The words may have finished (P >= `unsure_at`) and the voice does not say otherwise."""
+    hold_ms: int
+    """Otherwise: the user will likely go on."""
+    finished_at: float
+    unsure_at: float
+    voice_goes_on_below: float
+    """Smart Turn's P(finished) under which the voice says the user goes on (only holds the turn)."""
+
+    def window_ms(self, finished: float, voice: float | None) -> int:
+        going_on = voice is not None and voice < self.voice_goes_on_below
+        if finished >= self.finished_at and not going_on:
+            return self.finished_ms
+        if finished >= self.unsure_at and not going_on:
+            return self.unsure_ms
+        return self.hold_ms
+
+
+# semantic_vad's eagerness: calibrated on the turn-taking benchmark's data (`python -m
+# benchmarks.turn_signals --fit`); `high` keeps the end of finished questions and commands within
+# 600 ms, `auto` holds every turn whose words or voice say it may go on.
+END_POLICIES = {
+    "high": EndPolicy(finished_ms=300, unsure_ms=600, hold_ms=1600, finished_at=0.7, unsure_at=0.2,
+                      voice_goes_on_below=0.0),
+    "auto": EndPolicy(finished_ms=300, unsure_ms=600, hold_ms=2000, finished_at=0.7, unsure_at=0.7,
+                      voice_goes_on_below=0.1),
+    "low": EndPolicy(finished_ms=500, unsure_ms=1200, hold_ms=3000, finished_at=0.8, unsure_at=0.8,
+                     voice_goes_on_below=0.1),
+}
+END_POLICIES["medium"] = END_POLICIES["auto"]
+
+
+@dataclass(frozen=True)
 class TurnSettings:
-    """How turns are found: the VAD, and for `semantic_vad` the shorter silence that ends a turn
-    whose transcript reads as finished."""
+    """How turns are found: the VAD (its silence window ends a turn), and for `semantic_vad` the
+    policy that ends it sooner where the words and the voice say the user has finished."""
 
     vad: VadConfig = field(default_factory=VadConfig)
-    finished_silence_ms: int | None = None
+    end_policy: EndPolicy | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +166,27 @@ class Transcribe:
     check: bool = False
     """A pass over speech heard while the assistant speaks, to tell an interruption from a
     backchannel or a noise: it runs even while other model work is under way."""
+
+
+@dataclass(frozen=True)
+class ScoreEnd:
+    """Score the turn's end at this pause: its transcript so far and its audio (`voice/end_of_turn.py`)."""
+
+    item_id: str
+    voiced_end_ms: int
+    transcript: str
+    audio: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True)
+class EndScored:
+    """The result of a `ScoreEnd`: `finished` and `voice` as `EndScore` has them, or an error."""
+
+    item_id: str
+    voiced_end_ms: int
+    finished: float = 0.0
+    voice: float | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -225,7 +285,7 @@ class TurnTranscribed:
     """Heard while the assistant spoke, and only a backchannel or a noise: not a turn to answer."""
 
 
-TurnEvent = (Transcribe | TurnStarted | SpeechResumed | Paused | SpeechSoFar | AudioBegan | PartialTranscript
+TurnEvent = (Transcribe | ScoreEnd | TurnStarted | SpeechResumed | Paused | SpeechSoFar | AudioBegan | PartialTranscript
              | SpeculativeTranscript | Interruption | TurnEnded | TurnTranscribed)
 
 
@@ -508,6 +568,20 @@ class TurnTaker:
         backchannel = turn.over_reply and not turn.interrupting
         out.append(TurnTranscribed(item_id, text, rest, turn.clock, error, backchannel))
 
+    def scored(self, result: EndScored) -> None:
+        """Take the result of a `ScoreEnd`: the pause ends the turn after the window its score gives."""
+        turn, vad = self.turn, self._vad
+        policy = self.options.settings.end_policy if self.options.settings else None
+        if turn is None or vad is None or policy is None or turn.item_id != result.item_id \
+                or vad.last_voiced_end_ms != result.voiced_end_ms:
+            return  # the turn ended, or the user went on
+        speculation = turn.speculation
+        if result.error:  # what the words alone say, then
+            finished = speculation is not None and reads_as_finished(speculation.text or "")
+            vad.end_after_silence(policy.finished_ms if finished else policy.unsure_ms)
+            return
+        vad.end_after_silence(policy.window_ms(result.finished, result.voice))
+
     def _check_result(self, result: TranscriptReady, out: list[TurnEvent]) -> None:
         self._check_in_flight = False
         turn = self.turn
@@ -543,9 +617,12 @@ class TurnTaker:
         assert self._vad is not None
         if self._vad.last_voiced_end_ms != result.voiced_end_ms:
             return  # the user went on meanwhile
-        finished_ms = self.options.settings.finished_silence_ms if self.options.settings else None
-        if finished_ms is not None and reads_as_finished(result.text):
-            self._vad.end_after_silence(finished_ms)
+        policy = self.options.settings.end_policy if self.options.settings else None
+        if policy is not None and result.text:
+            audio = self._turn_audio(turn, result.voiced_end_ms)
+            out.append(ScoreEnd(turn.item_id, result.voiced_end_ms, result.text, audio))
+        elif policy is not None:  # no words: nothing says it is over, but nothing says it goes on
+            self._vad.end_after_silence(policy.unsure_ms)
         if result.text:
             out.append(SpeculativeTranscript(result.item_id, result.voiced_end_ms, result.text))
 

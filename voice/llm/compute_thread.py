@@ -75,7 +75,9 @@ def decode(ctx: Any, threads: int, function: Callable[..., T], *args: Any) -> T:
         import llama_cpp
 
         wanted = decode_threads(threads)
-        if llama_cpp.llama_n_threads(ctx) != wanted:
+        # Both counts: a prompt is decoded with the batch count, which llama-cpp-python sets to all
+        # the CPUs by default (a team of spinning threads that stalls when other work has a core).
+        if llama_cpp.llama_n_threads(ctx) != wanted or llama_cpp.llama_n_threads_batch(ctx) != wanted:
             llama_cpp.llama_set_n_threads(ctx, wanted, wanted)
         return function(*args)
 

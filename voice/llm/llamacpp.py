@@ -46,7 +46,8 @@ class LlamaCppChat:
 
         self.name = Path(model_path).name
         weights = str(llama_file(Path(model_path)))
-        self._contexts = [Llama(model_path=weights, n_ctx=n_ctx, n_threads=n_threads, verbose=False)
+        self._contexts = [Llama(model_path=weights, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
+                                verbose=False)
                           for _ in range(max(1, parallel))]
         for context in self._contexts:
             route_decodes(context)

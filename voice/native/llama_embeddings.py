@@ -43,7 +43,7 @@ class EmbeddingContext:
 
         self._lib = llama_cpp
         self.llama = Llama(model_path=str(llama_file(Path(model_path))), n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch,
-                           n_threads=n_threads, verbose=False)
+                           n_threads=n_threads, n_threads_batch=n_threads, verbose=False)
         self.n_ctx = self.llama.n_ctx()
         self.n_embd = self.llama.n_embd()
         self.n_vocab = self.llama.n_vocab()
