@@ -224,9 +224,10 @@ class Connection:
             self._deferred[effect.item_id] = released, self._loop.call_later(MAX_TRANSCRIPTION_DEFER_S, released.set)
 
     async def _transcribe(self, effect: Transcribe) -> None:
-        def result(text: str = "", error: str | None = None) -> TranscriptReady:
+        def result(text: str = "", error: str | None = None, confidence: float | None = None) -> TranscriptReady:
             return TranscriptReady(effect.item_id, text, effect.final, error=error, speculative=effect.speculative,
-                                   voiced_end_ms=effect.voiced_end_ms, early=effect.early, check=effect.check)
+                                   voiced_end_ms=effect.voiced_end_ms, early=effect.early, check=effect.check,
+                                   confidence=confidence)
 
         partial = not effect.final and not effect.speculative and not effect.check
         if (partial or effect.early) and self.engine.busy:
@@ -240,9 +241,11 @@ class Connection:
             if self._closing:
                 cancel.set()
         try:
-            text = await self._loop.run_in_executor(self.engine.executor, self.engine.transcribe, effect.audio,
-                                                    cancel)
-            answer = result(text)
+            heard = await self._loop.run_in_executor(self.engine.executor, self.engine.transcribe, effect.audio,
+                                                     cancel)
+            answer = result(heard.text, confidence=heard.confidence)
+            log.debug("transcribed (%s) %r, confidence %.2f", "final" if effect.final else "speculative"
+                      if effect.speculative else "check" if effect.check else "partial", heard.text, heard.confidence)
         except TranscriptionCancelled:
             answer = result(error="skipped: a turn's pass came first")
         except Exception as exc:  # noqa: BLE001 - a failed transcription ends the turn, not the session

@@ -26,7 +26,7 @@ async def converse(port: int, wav: str, *, session: dict | None = None):
         if session:
             await connection.session.update(session={"type": "realtime", **session})
             await recorder.wait_for(lambda e: e.type == "session.updated")
-        await stream_pcm(connection, clip(wav), trailing_silence_ms=1500)
+        await stream_pcm(connection, clip(wav), trailing_silence_ms=2500)
         return recorder, receiver, connection
 
 
@@ -38,7 +38,7 @@ async def test_a_spoken_question_gets_a_spoken_answer(voice_server, artifacts):
         recorder = Recorder()
         async with sdk_client(voice_server).realtime.connect(model="voice-cascade") as connection:
             receiver = asyncio.create_task(record(connection, recorder))
-            await stream_pcm(connection, clip(wav), trailing_silence_ms=1500)
+            await stream_pcm(connection, clip(wav), trailing_silence_ms=2500)
             done = await recorder.wait_for(lambda e: e.type == "response.done")
             receiver.cancel()
         types = recorder.types()
@@ -119,7 +119,7 @@ async def test_barge_in_stops_the_reply_and_keeps_only_what_was_played(voice_ser
         response_id = first_audio.response_id
         item_id = first_audio.item_id
         # The user talks over the reply while it plays.
-        await stream_pcm(connection, clip(FORWARD), trailing_silence_ms=1500)
+        await stream_pcm(connection, clip(FORWARD), trailing_silence_ms=2500)
         interrupted = await recorder.wait_for(lambda e: e.type == "response.done" and e.response.id == response_id)
         assert interrupted.response.status == "cancelled"
         assert interrupted.response.status_details.reason == "turn_detected"

@@ -76,7 +76,7 @@ def of_type(events: list[dict], kind: str) -> list[dict]:
     return [event for event in events if event["type"] == kind]
 
 
-async def speak(websocket: websockets.ClientConnection, pcm: bytes, silence_ms: int = 1500) -> None:
+async def speak(websocket: websockets.ClientConnection, pcm: bytes, silence_ms: int = 2500) -> None:
     """A recording then silence, in 100 ms appends (faster than real time: the VAD runs on audio time)."""
     pcm = pcm + bytes(48 * silence_ms)
     for start in range(0, len(pcm), 4800):
@@ -276,7 +276,7 @@ async def test_speech_evaluations_run_one_at_a_time_the_newest_next(in_process_s
 
 
 async def test_asr_failure_ends_the_turn_cleanly_and_the_next_turn_works(in_process_server, monkeypatch):
-    fault = Fault(monkeypatch, in_process_server.engine.asr, "transcribe", RuntimeError("decoder crashed"))
+    fault = Fault(monkeypatch, in_process_server.engine.asr, "hear", RuntimeError("decoder crashed"))
     websocket = await connect(in_process_server.port)
     await speak(websocket, clip(CLIP))
     events = await collect_until(websocket, "conversation.item.input_audio_transcription.failed")

@@ -216,6 +216,10 @@ def test_barge_in_cancels_the_reply_and_truncation_keeps_what_was_played(driver)
     driver.stream(LAMP[:24_000])  # the user talks over the reply
     check = [e for e in driver.effects if isinstance(e, Transcribe) and e.check][-1]  # interruption or backchannel?
     driver.answer(check, "Turn on")
+    assert CancelResponse(start.response_id) not in driver.effects  # one pass could have misheard a "mm-hmm"
+    driver.stream(LAMP[24_000:48_000])
+    check = [e for e in driver.effects if isinstance(e, Transcribe) and e.check][-1]
+    driver.answer(check, "Turn on the living")  # the next pass agrees
     assert CancelResponse(start.response_id) in driver.effects
     done = driver.of("response.done")[-1]["response"]
     assert done["status"] == "cancelled" and done["status_details"]["reason"] == "turn_detected"
@@ -225,6 +229,49 @@ def test_barge_in_cancels_the_reply_and_truncation_keeps_what_was_played(driver)
     driver.send({"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0, "audio_end_ms": 1500})
     assert driver.of("conversation.item.truncated")[-1]["audio_end_ms"] == 1500
     assert driver.session.conversation.get(item_id).text == "One two three four. Five six"
+
+
+def answer_every_pass(driver: Driver, text: str) -> None:
+    """Answer every transcription the session asked for and nobody answered yet with `text`."""
+    for job in [e for e in driver.effects if isinstance(e, Transcribe)]:
+        if id(job) not in driver.answered:
+            driver.answered.add(id(job))
+            driver.answer(job, text)
+
+
+@pytest.mark.parametrize("heard", ["Mm-hmm.", "Yeah, okay.", ""])
+def test_a_backchannel_or_a_noise_over_the_reply_does_not_cancel_it(driver, heard):
+    run_turn(driver)
+    start = [e for e in driver.effects if isinstance(e, StartResponse)][0]
+    driver.progress(start.response_id, SpeechSegment("One two three four.", bytes(48_000)))
+    driver.answered = {id(e) for e in driver.effects}
+    for at in range(0, len(LAMP), 9_600):  # the user's sound over the reply, its passes answered as they come
+        driver.stream(LAMP[at:at + 9_600])
+        answer_every_pass(driver, heard)
+    driver.stream(SILENCE)
+    answer_every_pass(driver, heard)
+    assert CancelResponse(start.response_id) not in driver.effects
+    assert not driver.of("output_audio_buffer.cleared")
+    assert driver.of("input_audio_buffer.committed")  # heard, and in the conversation
+    assert len([e for e in driver.effects if isinstance(e, StartResponse)]) == 1  # not answered
+
+
+def test_two_passes_that_disagree_do_not_cancel_the_reply_but_long_speech_does(driver):
+    run_turn(driver)
+    start = [e for e in driver.effects if isinstance(e, StartResponse)][0]
+    driver.progress(start.response_id, SpeechSegment("One two three four.", bytes(48_000)))
+    driver.answered = {id(e) for e in driver.effects}
+    guesses = iter(["And I'm like", "In a month.", "No mom.", "A bit."])
+    reading = load_wav_pcm24(DATA / "18_rstt_LJ001-0004.wav")  # 5 s of reading without a pause
+    for at in range(0, len(reading), 4_800):  # each pass heard something else
+        driver.stream(reading[at:at + 4_800])
+        for job in [e for e in driver.effects if isinstance(e, Transcribe) and id(e) not in driver.answered]:
+            driver.answered.add(id(job))
+            driver.answer(job, next(guesses, "Mm."))
+        if CancelResponse(start.response_id) in driver.effects:
+            break
+    assert CancelResponse(start.response_id) in driver.effects  # after CONFIRM_SPEECH_MS, whatever the words
+    assert driver.of("output_audio_buffer.cleared")[0]["response_id"] == start.response_id
 
 
 def test_truncate_keeps_whole_and_partly_played_segments():

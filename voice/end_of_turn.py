@@ -1,7 +1,7 @@
 """Has the user finished? The words (a small LLM) and the voice (Smart Turn) at a pause.
 
 Two signals, each measured at every pause of the turn-taking benchmark's data
-(`python -m benchmarks.turn_signals`), which also fits how they combine (`--fit`):
+(`python -m benchmarks.turn_signals`); `python -m benchmarks.turn_fit` fits how they combine:
 - `TextEnd`: how likely a small LLM finds that the user's words end the message here (the
   probability that the next token ends a sentence or the turn), together with what Whisper's
   punctuation and the utterance's length say;
@@ -27,8 +27,8 @@ from voice.llm.compute_thread import route_decodes
 WINDOW_S = 8  # Smart Turn hears the last 8 s
 
 # logit(P(end)) = LM_WEIGHT * logit(P(the LLM ends the message here)) + QUESTION_WEIGHT * [it ends with "?"]
-#                 + SHORT_WEIGHT * [two words or fewer] + BIAS   (`python -m benchmarks.turn_signals --fit`)
-LM_WEIGHT, QUESTION_WEIGHT, SHORT_WEIGHT, BIAS = 0.58, 2.13, -1.46, 1.36
+#                 + SHORT_WEIGHT * [two words or fewer] + BIAS   (fitted by `python -m benchmarks.turn_fit`)
+LM_WEIGHT, QUESTION_WEIGHT, SHORT_WEIGHT, BIAS = 0.77, 1.49, -1.84, 1.37
 SHORT_WORDS = 2
 _ENDINGS = (".", "?", "!", "\n", "<|im_end|>")
 

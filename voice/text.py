@@ -139,15 +139,17 @@ def reads_as_finished(text: str) -> bool:
     return bool(words) and words[-1].lower().strip(",;:\"'") not in _TRAILING_CONTINUATIONS
 
 
-BACKCHANNELS = {
-    "mm", "mhm", "mmhmm", "mm hmm", "hmm", "uh huh", "uhhuh", "yeah", "yep", "yes", "ok", "okay", "right", "sure",
-    "i see", "got it", "oh", "ah", "aha", "cool", "nice", "wow", "alright", "all right", "uh", "um", "oh okay",
-    "thank you", "thanks", "mm okay", "yeah yeah", "okay okay", "right right",
+BACKCHANNEL_WORDS = {
+    "mm", "mmm", "mhm", "mmhmm", "hmm", "uh", "huh", "uhhuh", "um", "yeah", "yep", "yes", "yup", "ok", "okay", "right",
+    "sure", "oh", "ah", "aha", "cool", "nice", "wow", "alright", "great", "gotcha",
 }
+BACKCHANNEL_PHRASES = ("mm hmm", "uh huh", "i see", "got it", "all right", "thank you", "thanks")
 """What a listener says to show it follows, not to take the turn."""
 
 
 def is_backchannel(text: str) -> bool:
-    """Whether a transcript is only a listener's backchannel ("mm-hmm", "yeah", "okay"), or no words."""
-    words = " ".join(re.sub(r"[^a-z' ]+", " ", text.lower().replace("-", " ")).split())
-    return not words or words in BACKCHANNELS
+    """Whether a transcript is only a listener's backchannel ("mm-hmm", "yeah, okay", "I see"), or no words."""
+    words = " " + " ".join(re.sub(r"[^a-z' ]+", " ", text.lower().replace("-", " ")).split()) + " "
+    for phrase in BACKCHANNEL_PHRASES:
+        words = words.replace(f" {phrase} ", " ")
+    return all(word in BACKCHANNEL_WORDS for word in words.split())

@@ -9,11 +9,12 @@ results of the work it asked for, and acts on what it returns.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 import numpy as np
 
+from voice.asr.hallucination import normalise
 from voice.asr.stable_prefix import StablePrefix
 from voice.audio import ASR_RATE
 from voice.text import is_backchannel, reads_as_finished
@@ -32,7 +33,10 @@ EVALUATE_EVERY_MS = 250
 native model encodes its last few seconds and evaluates the new positions."""
 EVALUATE_MAX_S = 30  # speech handed out while the user speaks, at most (the encoder's window)
 CHECK_EVERY_MS = 300  # speech over the assistant is transcribed this often until it reads as an interruption
-CONFIRM_SPEECH_MS = 1000  # speech over the assistant this long interrupts it, whatever it says
+CONFIRM_SPEECH_MS = 2000  # speech over the assistant this long interrupts it, whatever its words
+# Words heard over the assistant count only when Whisper is this sure of them: a non-lexical backchannel
+# ("mm-hmm") is heard as guessed words ("in a month") below it (mean token log-probability).
+MIN_WORDS_CONFIDENCE = -0.65
 
 
 class Phase(Enum):
@@ -70,16 +74,16 @@ class EndPolicy:
         return self.hold_ms
 
 
-# semantic_vad's eagerness: calibrated on the turn-taking benchmark's data (`python -m
-# benchmarks.turn_signals --fit`); `high` keeps the end of finished questions and commands within
-# 600 ms, `auto` holds every turn whose words or voice say it may go on.
+# semantic_vad's eagerness (`python -m benchmarks.turn_fit` fits them on the turn-taking data): `high`
+# ends finished questions and commands within 600 ms at the cost of cutting into more pauses; `auto`
+# and `low` hold a turn open while its words or its voice say it may go on.
 END_POLICIES = {
-    "high": EndPolicy(finished_ms=300, unsure_ms=600, hold_ms=1600, finished_at=0.7, unsure_at=0.2,
-                      voice_goes_on_below=0.0),
-    "auto": EndPolicy(finished_ms=300, unsure_ms=600, hold_ms=2000, finished_at=0.7, unsure_at=0.7,
-                      voice_goes_on_below=0.1),
-    "low": EndPolicy(finished_ms=500, unsure_ms=1200, hold_ms=3000, finished_at=0.8, unsure_at=0.8,
-                     voice_goes_on_below=0.1),
+    "high": EndPolicy(finished_ms=300, unsure_ms=600, hold_ms=1600, finished_at=0.65, unsure_at=0.25,
+                      voice_goes_on_below=0.02),
+    "auto": EndPolicy(finished_ms=300, unsure_ms=1000, hold_ms=2000, finished_at=0.65, unsure_at=0.65,
+                      voice_goes_on_below=0.2),
+    "low": EndPolicy(finished_ms=500, unsure_ms=1200, hold_ms=3000, finished_at=0.65, unsure_at=0.65,
+                     voice_goes_on_below=0.2),
 }
 END_POLICIES["medium"] = END_POLICIES["auto"]
 
@@ -122,7 +126,11 @@ class Speculation:
     """A speculative pass: the turn transcribed as if it ended at `voiced_end_ms`."""
 
     voiced_end_ms: int
-    text: str | None = None  # once the pass is back
+    result: TranscriptReady | None = None  # once the pass is back
+
+    @property
+    def text(self) -> str | None:
+        return None if self.result is None else self.result.text
 
 
 @dataclass
@@ -136,6 +144,7 @@ class Turn:
     """Opened while the assistant was speaking: an interruption only once its words or its length say so."""
     interrupting: bool = False  # confirmed as an interruption
     checked_ms: int = 0  # speech the last interruption check covered
+    heard_over: list[str] | None = None  # the words the last pass over its speech heard (while it is over a reply)
     clock: TurnClock = field(default_factory=TurnClock)
     partial: StablePrefix = field(default_factory=StablePrefix)
     partial_samples: int = 0  # speech the last partial pass covered
@@ -201,6 +210,14 @@ class TranscriptReady:
     voiced_end_ms: int | None = None
     early: bool = False
     check: bool = False
+    confidence: float | None = None
+    """How sure the recogniser was (`voice.asr.base.Heard`); None: not known."""
+
+    @property
+    def says_words(self) -> bool:
+        """Whether it heard words other than a backchannel's, and surely enough to act on them."""
+        sure = self.confidence is None or self.confidence >= MIN_WORDS_CONFIDENCE
+        return not self.error and sure and not is_backchannel(self.text)
 
 
 # Turn events.
@@ -455,8 +472,8 @@ class TurnTaker:
         if not heard:
             out.append(Transcribe(turn.item_id, turn.audio, final=True))
         out.append(TurnEnded(turn.item_id, turn.audio, turn.clock, transcribed=heard))
-        if heard and speculation.text is not None:  # the speculative transcript is the final one
-            self._transcribed(turn.item_id, speculation.text, None, now, out)
+        if heard and speculation.result is not None:  # the speculative transcript is the final one
+            self._transcribed(replace(speculation.result, final=True, speculative=False), now, out)
         elif heard:
             turn.speculation = speculation
             turn.awaits_speculation = True
@@ -551,19 +568,21 @@ class TurnTaker:
         elif result.speculative:
             self._speculative_result(result, now, out)
         elif result.final:
-            self._transcribed(result.item_id, result.text, result.error, now, out)
+            self._transcribed(result, now, out)
         else:
             self._partial_result(result, out)
         return out
 
-    def _transcribed(self, item_id: str, text: str, error: str | None, now: float, out: list[TurnEvent]) -> None:
+    def _transcribed(self, result: TranscriptReady, now: float, out: list[TurnEvent]) -> None:
+        item_id, text, error = result.item_id, result.text, result.error
         turn = self.ended.pop(item_id, None)
         if turn is None:
             out.append(TurnTranscribed(item_id, text, text, None, error))
             return
         turn.clock.transcript = now
         rest = turn.partial.remainder(text) if turn.partial.committed else text
-        if turn.over_reply and not turn.interrupting and not error and not is_backchannel(text):
+        if turn.over_reply and not turn.interrupting and result.says_words and turn.heard_over is not None \
+                and normalise(text).split()[:len(turn.heard_over)] == turn.heard_over:
             self._interrupt(turn, out)  # its words say so, now that it is over
         backchannel = turn.over_reply and not turn.interrupting
         out.append(TurnTranscribed(item_id, text, rest, turn.clock, error, backchannel))
@@ -585,8 +604,18 @@ class TurnTaker:
     def _check_result(self, result: TranscriptReady, out: list[TurnEvent]) -> None:
         self._check_in_flight = False
         turn = self.turn
-        if turn is not None and turn.item_id == result.item_id and turn.over_reply and not turn.interrupting \
-                and not result.error and not is_backchannel(result.text):
+        if turn is not None and turn.item_id == result.item_id:
+            self._hear_over_reply(turn, result, out)
+
+    def _hear_over_reply(self, turn: Turn, result: TranscriptReady, out: list[TurnEvent]) -> None:
+        """A pass over speech heard while the assistant spoke (a check, or a speculative pass at a
+        pause): it interrupts once two passes in a row hear the same words, and they are not a
+        backchannel's (one pass over the start of a "mm-hmm" can hear confident nonsense)."""
+        if not turn.over_reply or turn.interrupting or result.error:
+            return
+        words = normalise(result.text).split()
+        before, turn.heard_over = turn.heard_over, words
+        if result.says_words and before is not None and before and words[:len(before)] == before:
             self._interrupt(turn, out)
 
     def _speculative_result(self, result: TranscriptReady, now: float, out: list[TurnEvent]) -> None:
@@ -598,7 +627,7 @@ class TurnTaker:
                 assert ended.audio is not None
                 out.append(Transcribe(result.item_id, ended.audio, final=True))
             else:
-                self._transcribed(result.item_id, result.text, None, now, out)
+                self._transcribed(replace(result, final=True, speculative=False), now, out)
             return
         turn = self.turn
         if turn is None or turn.item_id != result.item_id:
@@ -611,9 +640,8 @@ class TurnTaker:
         if result.error:
             turn.speculation = None
             return
-        speculation.text = result.text
-        if turn.over_reply and not turn.interrupting and not is_backchannel(result.text):
-            self._interrupt(turn, out)
+        speculation.result = result
+        self._hear_over_reply(turn, result, out)
         assert self._vad is not None
         if self._vad.last_voiced_end_ms != result.voiced_end_ms:
             return  # the user went on meanwhile

@@ -31,6 +31,7 @@ class _Progress:
         self.committed = 0
         self.transcribed = 0
         self.responses_open = 0
+        self.turn_open = False  # the server heard speech start and has not committed it yet
 
     @property
     def busy(self) -> bool:
@@ -55,8 +56,10 @@ async def talk(url: str, wav: Path, *, out: Path | None = None, instructions: st
             event = received.event
             kind = event["type"]
             if kind == "input_audio_buffer.speech_started":
+                progress.turn_open = True
                 show(f"[speech started at {event['audio_start_ms']} ms]")
             elif kind == "input_audio_buffer.committed":
+                progress.turn_open = False
                 progress.committed += 1
             elif kind == "conversation.item.input_audio_transcription.delta":
                 partial[event["item_id"]] = partial.get(event["item_id"], "") + event["delta"]
@@ -104,6 +107,10 @@ async def talk(url: str, wav: Path, *, out: Path | None = None, instructions: st
             await client.send({"type": "session.update", "session": {"type": "realtime", **settings}})
         pcm = load_wav_pcm24(wav)
         await client.stream_audio(pcm, speed=speed, trailing_silence_ms=trailing_silence_ms)
+        # Like a microphone, the silence goes on while the server waits to see whether the user goes on.
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while progress.turn_open and asyncio.get_running_loop().time() < deadline:
+            await client.stream_audio(bytes(WIRE_RATE * 2 // 10), speed=speed)
         sending_done.set()
         await asyncio.wait_for(wait_quiet(), timeout_s)
     finally:

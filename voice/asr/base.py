@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -12,10 +13,23 @@ class TranscriptionCancelled(Exception):  # noqa: N818 - not an error: the calle
     """Raised by `transcribe` when its `cancel` event was set before the pass finished."""
 
 
+@dataclass(frozen=True)
+class Heard:
+    """A transcript and how sure the recogniser was of it: the mean log-probability of its tokens
+    (0: certain; a non-lexical "mm-hmm" heard as words scores about -0.7 and below)."""
+
+    text: str
+    confidence: float = 0.0
+
+
 class Transcriber(Protocol):
     """Turns 16 kHz mono float32 audio into text. Implementations must be thread-safe."""
 
+    def hear(self, audio: np.ndarray, cancel: threading.Event | None = None) -> Heard:
+        """The transcript ("" when nothing was said) and its confidence. Where the recogniser has
+        steps, it checks `cancel` between them and raises TranscriptionCancelled once it is set."""
+        ...
+
     def transcribe(self, audio: np.ndarray, cancel: threading.Event | None = None) -> str:
-        """Return the transcript ("" when nothing was said). Where the recogniser has steps, it
-        checks `cancel` between them and raises TranscriptionCancelled once it is set."""
+        """The transcript alone."""
         ...

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from voice.asr.base import TranscriptionCancelled
+from voice.asr.base import Heard, TranscriptionCancelled
 from voice.asr.hallucination import has_repetition_loop, is_hallucination, strip_non_speech
 from voice.audio import ASR_RATE
 
@@ -82,32 +82,36 @@ class WhisperTranscriber:
         return self._model
 
     def transcribe(self, audio: np.ndarray, cancel: threading.Event | None = None) -> str:
+        return self.hear(audio, cancel).text
+
+    def hear(self, audio: np.ndarray, cancel: threading.Event | None = None) -> Heard:
         audio = np.asarray(audio, dtype=np.float32)
         seconds = audio.size / ASR_RATE
         if audio.size < ASR_RATE // 10:
-            return ""
-        text = None
+            return Heard("")
+        heard = None
         if self.short_window and seconds + _PAD_S <= 30.0 and self.language:
-            text = self._transcribe_short(audio, cancel)
-            if text is None:
+            heard = self._transcribe_short(audio, cancel)
+            if heard is None:
                 self.fallbacks += 1
-        if text is None:
+        if heard is None:
             _check(cancel)
-            text = self._transcribe_padded(audio)
-        text = strip_non_speech(text)
+            heard = self._transcribe_padded(audio)
+        text = strip_non_speech(heard.text)
         if is_hallucination(text, seconds):
             if text:
                 log.info("dropped a likely hallucination: %r", text)
-            return ""
-        return text
+            return Heard("")
+        return Heard(text, heard.confidence)
 
-    def _transcribe_padded(self, audio: np.ndarray) -> str:
+    def _transcribe_padded(self, audio: np.ndarray) -> Heard:
         """faster-whisper's standard path: 30 s windows."""
         segments, _info = self._model.transcribe(
             audio, language=self.language, beam_size=self.beam_size, condition_on_previous_text=False,
             without_timestamps=True, vad_filter=False, temperature=0.0,
         )
         kept: list[str] = []
+        confidences: list[float] = []
         for segment in segments:
             if segment.no_speech_prob > _NO_SPEECH_PROB and segment.avg_logprob < _LOW_LOGPROB:
                 continue
@@ -115,9 +119,10 @@ class WhisperTranscriber:
                 log.info("dropped a looping ASR segment: %r", segment.text[:80])
                 continue
             kept.append(segment.text.strip())
-        return " ".join(kept)
+            confidences.append(segment.avg_logprob)
+        return Heard(" ".join(kept), min(confidences, default=0.0))
 
-    def _transcribe_short(self, audio: np.ndarray, cancel: threading.Event | None = None) -> str | None:
+    def _transcribe_short(self, audio: np.ndarray, cancel: threading.Event | None = None) -> Heard | None:
         """Encode the utterance plus padding only; None when the result cannot be trusted."""
         seconds = audio.size / ASR_RATE
         window = min(30.0, max(_MIN_WINDOW_S, seconds + _PAD_S))
@@ -133,8 +138,9 @@ class WhisperTranscriber:
             return_scores=True, return_no_speech_prob=True, suppress_blank=True, suppress_tokens=[-1],
         )[0]
         tokens = result.sequences_ids[0]
-        if result.no_speech_prob > _NO_SPEECH_PROB and result.scores[0] / max(1, len(tokens)) < _LOW_LOGPROB:
-            return ""
+        confidence = result.scores[0] / max(1, len(tokens))
+        if result.no_speech_prob > _NO_SPEECH_PROB and confidence < _LOW_LOGPROB:
+            return Heard("")
         segments, closed = self._segments(tokens)
         kept: list[str] = []
         for segment in segments:
@@ -144,7 +150,7 @@ class WhisperTranscriber:
         text = " ".join(kept)
         if not closed and len(kept) == len(segments) or has_repetition_loop(text):
             return None  # ran out of tokens mid-segment, or looped inside one: not trustworthy
-        return text
+        return Heard(text, confidence)
 
     def _segments(self, tokens: list[int]) -> tuple[list[_Segment], bool]:
         """Split timestamped output into segments; also say whether the last one was closed."""
