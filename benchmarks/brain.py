@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import time
@@ -163,10 +164,8 @@ def score(answer: Answer, request: Request, items: list[dict[str, Any]], profile
 
 def reply_text(items: list[dict[str, Any]]) -> str:
     """The assistant's words in a response's output items (its transcript, for audio)."""
-    parts = []
-    for item in items:
-        for part in item.get("content") or [] if item.get("type") == "message" else []:
-            parts.append(part.get("transcript") or part.get("text") or "")
+    parts = [part.get("transcript") or part.get("text") or "" for item in items if item.get("type") == "message"
+             for part in item.get("content") or []]
     return " ".join(p for p in parts if p).strip()
 
 
@@ -363,8 +362,8 @@ def markdown(report: dict[str, Any]) -> str:
              f"(voices: {', '.join(report['voices'])}).", "",
              "| brain | typed, text out | typed, audio out | spoken | tool calls typed / spoken | words per reply "
              "| leaks (md/list/emoji) | first text typed ms (median / p95) | first audio typed ms | "
-             "voice-to-voice ms | ASR WER | failed |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "voice-to-voice ms | ASR WER | failed | load average |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for brain, result in report["brains"].items():
         s = result["summary"]
         calls = s["tool_calls"]
@@ -377,7 +376,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {_pct(s['accuracy'].get('spoken'))} | {tool} | {s['words_per_reply'].get('typed_text', '–')} "
             f"| {leak['markdown']}/{leak['list']}/{leak['emoji']} of {leak['of']} | {_ms(s['first_text_ms'])} "
             f"| {_ms(s['first_audio_typed_ms'])} | {_ms(s['voice_to_voice_ms'])} "
-            f"| {wer} | {s['failed']} |")
+            f"| {wer} | {s['failed']} | {' → '.join(f'{v:.1f}' for v in s.get('load_average', []))} |")
     lines += ["", "Accuracy by category (typed, text out / spoken):", "",
               "| category | " + " | ".join(report["brains"]) + " |", "|---|" + "---|" * len(report["brains"])]
     categories = sorted({c for r in report["brains"].values() for c in r["summary"]["accuracy_by_category"]})
@@ -410,10 +409,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"{brain}:", flush=True)
         with voice_server("--llm-model", brain, *args.server_args, log=args.out / f"server-brain-{brain}.log",
                           timeout=600) as server:
-            started = time.monotonic()
+            started, load = time.monotonic(), os.getloadavg()[0]
             answers = await run_brain(server.url, typed, spoken, profiles, tuple(args.voices), tuple(args.modes))
             summary = summarise(answers)
             summary["seconds"] = time.monotonic() - started
+            # The machine's 1-minute load average (this run's server and client included) before and after.
+            summary["load_average"] = [load, os.getloadavg()[0]]
         report["brains"][brain] = {"summary": summary, "answers": [asdict(a) for a in answers]}
         print(json.dumps({k: summary[k] for k in ("accuracy", "tool_calls", "voice_to_voice_ms")}), flush=True)
     return report

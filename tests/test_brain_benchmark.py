@@ -58,7 +58,7 @@ def test_a_known_right_and_a_known_wrong_reply_score_as_such(chosen):
     right = score(Answer(fact.id, fact.category, "typed_text", reply="It's Paris."), fact, [], profiles["assistant"])
     wrong = score(Answer(fact.id, fact.category, "typed_text", reply="It's **Lyon** 😀"), fact, [],
                   profiles["assistant"])
-    assert right.correct and not right.leaks and right.words == 3
+    assert right.correct and not right.leaks and right.words == 2
     assert not wrong.correct and wrong.leaks == ["markdown", "emoji"]
     spurious = score(Answer(fact.id, fact.category, "typed_text", reply="Paris."), fact,
                      [{"type": "function_call", "name": "get_weather", "arguments": '{"city": "Paris"}'}],
