@@ -417,7 +417,30 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             summary["load_average"] = [load, os.getloadavg()[0]]
         report["brains"][brain] = {"summary": summary, "answers": [asdict(a) for a in answers]}
         print(json.dumps({k: summary[k] for k in ("accuracy", "tool_calls", "voice_to_voice_ms")}), flush=True)
+        save(report, args.out, args.name)  # after each brain: a long run that stops keeps what it measured
     return report
+
+
+def rescore(report: dict[str, Any], requests: list[Request], profiles: dict[str, Profile]) -> dict[str, Any]:
+    """`report` with every stored answer scored again, by the current scorer and accepted answers."""
+    by_id = {r.id: r for r in requests}
+    for result in report["brains"].values():
+        answers = []
+        for stored in result["answers"]:
+            answer = Answer(**stored)
+            request = by_id[answer.request]
+            items = [{"type": "function_call", **call} for call in answer.calls]
+            answers.append(score(answer, request, items, profiles[request.profile]))
+        kept = {k: v for k, v in result["summary"].items() if k in ("seconds", "load_average")}
+        result["summary"] = summarise(answers) | kept
+        result["answers"] = [asdict(a) for a in answers]
+    report["rescored"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return report
+
+
+def save(report: dict[str, Any], out: Path, name: str) -> None:
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (out / f"{name}.md").write_text(markdown(report), encoding="utf-8")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -435,6 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="more `voice serve` options, for every brain (last on the line)")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--name", default="brain", help="results file stem")
+    parser.add_argument("--rescore", action="store_true",
+                        help="no servers: score the answers stored in OUT/NAME.json again (after a scorer or "
+                             "accepted-answer change) and rewrite it")
     return parser
 
 
@@ -443,9 +469,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     args.argv = argv
     args.out.mkdir(parents=True, exist_ok=True)
-    report = asyncio.run(run(args))
-    (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (args.out / f"{args.name}.md").write_text(markdown(report), encoding="utf-8")
+    if args.rescore:
+        profiles = load_profiles(args.profiles)
+        stored = json.loads((args.out / f"{args.name}.json").read_text(encoding="utf-8"))
+        report = rescore(stored, load_requests(args.requests, profiles), profiles)
+        save(report, args.out, args.name)
+    else:
+        report = asyncio.run(run(args))
     print(markdown(report))
     print(f"results in {args.out}/{args.name}.json and {args.name}.md")
     return report

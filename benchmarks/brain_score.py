@@ -6,6 +6,8 @@ A request's `accept` lists alternatives, any of which makes a reply correct:
 - {"number": 62.1, "tolerance": 1}: some number in the reply within the tolerance (default 0);
 - "re:PATTERN", a regular expression searched in the reply.
 `reject` lists phrases (or "re:" patterns) that make a reply wrong even when it has an accepted one.
+Only a reply's first SCORED_WORDS words count: an answer that comes after a recital of the
+instructions, or at the end of a ramble, is not one a listener waits for.
 Reply and phrases are normalised alike: number words become digits ("twenty-three" -> 23,
 "fifty six" -> 56), thousands separators and ordinal suffixes go ("1,000" -> 1000, "15th" -> 15),
 case and punctuation go.
@@ -26,6 +28,7 @@ _KEEP = re.compile(r"[^\w\s.:]|(?<!\d)[.:]|[.:](?!\d)")  # drops punctuation, ke
 
 MARKDOWN = re.compile(r"\*\*|__|`|^\s{0,3}#{1,6}\s|\[[^\]]+\]\([^)]+\)|^\s*\|.*\|\s*$", re.MULTILINE)
 LIST = re.compile(r"^\s*(?:[-*+•]|\d+[.)])\s+\S", re.MULTILINE)
+SCORED_WORDS = 50
 EMOJI = re.compile("[\U0001f000-\U0001faff\u2600-\u27bf\u2b00-\u2bff\ufe0f\u200d]")
 
 
@@ -72,7 +75,7 @@ def is_correct(reply: str, accept: list[Any], reject: list[str] | None = None) -
     """Whether `reply` holds one of the `accept` alternatives and none of the `reject` phrases."""
     if not accept:
         raise ValueError("a request needs at least one accepted answer")
-    normalised = normalise(reply)
+    normalised = " ".join(normalise(reply).split()[:SCORED_WORDS])
     if any(_has_phrase(normalised, phrase) for phrase in reject or []):
         return False
     return any(_matches(normalised, alternative) for alternative in accept)

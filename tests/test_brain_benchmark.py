@@ -4,9 +4,22 @@ the bundled LLM's answers are what they are."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pytest
 
-from benchmarks.brain import Answer, build_parser, load_profiles, load_requests, markdown, run_brain, score, summarise
+from benchmarks.brain import (
+    Answer,
+    build_parser,
+    load_profiles,
+    load_requests,
+    markdown,
+    rescore,
+    run_brain,
+    score,
+    summarise,
+)
 from benchmarks.brain_score import is_correct, score_call
 
 IDS = ("fact-capital-france", "arithmetic-17x23", "kiosk-pharmacy", "tool-living-room-on")
@@ -89,6 +102,13 @@ def test_the_summary_counts_add_up(answers):
               "brains": {"bundled": {"summary": summary}}}
     table = markdown(report)
     assert "| bundled |" in table and "| kiosk |" in table
+
+
+def test_stored_answers_rescore_to_the_same_summary(answers):
+    summary = summarise(answers)
+    report = {"brains": {"bundled": {"summary": summary, "answers": [dataclasses.asdict(a) for a in answers]}}}
+    again = rescore(json.loads(json.dumps(report)), load_requests(), load_profiles())
+    assert again["brains"]["bundled"]["summary"] == json.loads(json.dumps(summary))
 
 
 def test_the_command_line_names_every_brain_by_default():

@@ -34,6 +34,7 @@ TIMER = {"type": "function", "name": "set_timer", "parameters": {
     ("Gift cards cannot be refunded, sorry.", ["can't", "cannot"]),
     ("The network has no password.", ["no password"]),
     ("Its symbol is Au.", ["au"]),
+    ("It's on the ground floor, next to the main entrance.", [r"re:^it s (on the ground floor|next to)"]),
     ("Water is H₂O.", ["h2o"]),
 ])
 def test_accepted_answers_in_their_many_spellings(reply, accept):
@@ -60,6 +61,12 @@ def test_wrong_replies_are_refused(reply, accept):
 def test_a_rejected_phrase_outweighs_an_accepted_one():
     assert not is_correct("Sydney is the capital, not Canberra.", ["canberra"], ["sydney is the capital"])
     assert is_correct("Canberra is the capital.", ["canberra"], ["sydney is the capital"])
+
+
+def test_only_the_first_words_of_a_reply_count():
+    ramble = "The information desk is by the fountain. " * 8 + "On Sunday we open at 10 am."
+    assert not is_correct(ramble, ["10"])
+    assert is_correct("On Sunday we open at 10 am. " + "The information desk is by the fountain. " * 8, ["10"])
 
 
 def test_bad_accepted_answers_are_errors():
