@@ -164,16 +164,17 @@ async def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[s
         "clips": [c.name for c in clips],
         "runs": args.runs,
         "fresh_sessions": args.fresh_sessions,
+        "llm_model": args.llm_model,
         "pipelines": {},
         "concurrency": {},
         "turns": {},
     }
     for pipeline in args.pipelines:
         log = args.out / f"server-{pipeline}.log"
-        extra: list[str] = []
+        extra: list[str] = ["--llm-model", args.llm_model] if args.llm_model else []
         if pipeline == "native":
             projector, trained = native_projector(args.native_projector, args.out)
-            extra = ["--native-projector", str(projector)]
+            extra += ["--native-projector", str(projector)]
             report["native"] = {"projector": str(projector), "trained": trained}
         with voice_server(*PIPELINES[pipeline], *extra, log=log) as server:
             await run_session(server.url, clips[:1])  # warm-up: first-call costs are not latency
@@ -237,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-push-to-talk", dest="push_to_talk", action="store_false",
                         help="no push-to-talk rows (sessions without turn detection: the client commits "
                              "at the end of speech and asks for the reply, so no silence window is waited for)")
+    parser.add_argument("--llm-model", default=None,
+                        help="the servers' --llm-model (default: theirs); the native projector is trained for "
+                             "the bundled LLM, so another one suits the cascade rows only")
     parser.add_argument("--native-projector", default="bundled",
                         help="projector for the native pipeline ('bundled': the one trained here)")
     parser.add_argument("--skip-native-eval", action="store_true",

@@ -102,12 +102,13 @@ def word_error_rate(reference: str, hypothesis: str) -> float | None:
     return float(jiwer.wer(ref, normalise(hypothesis))) if normalise(hypothesis) else 1.0
 
 
-async def run_turn(client: RealtimeClient, clip: Clip, *, timeout_s: float = 30.0,
-                   push_to_talk: bool = False) -> TurnResult:
+async def run_turn(client: RealtimeClient, clip: Clip, *, timeout_s: float = 30.0, push_to_talk: bool = False,
+                   events: list[tuple[float, dict[str, Any]]] | None = None) -> TurnResult:
     """One turn on an open session (the session must be idle). With `push_to_talk` (a session
     without turn detection) the client commits the audio and asks for the response right after
-    the last voiced frame, and sends no more audio: the button is released."""
-    events: list[tuple[float, dict[str, Any]]] = []
+    the last voiced frame, and sends no more audio: the button is released. The turn's events,
+    with their arrival times, go to `events` when it is given."""
+    events = [] if events is None else events
     done = asyncio.Event()
     heard = asyncio.Event()  # every item committed in this turn has its transcript (or its failure)
     committed: set[str] = set()

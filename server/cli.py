@@ -95,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--asr-model", default=models.DEFAULT,
                        help="faster-whisper model: 'bundled' (tiny.en), a CTranslate2 directory or a hub name")
-    serve.add_argument("--llm-model", default=models.DEFAULT, help="GGUF file for llama.cpp ('bundled': SmolLM2-135M)")
+    serve.add_argument("--llm-model", default=models.DEFAULT,
+                       help="GGUF for llama.cpp: 'bundled' (SmolLM2-135M), a path, or "
+                            + ", ".join(f"'{n}' (pip extra {s.extra})" for n, s in models.PARTED_LLMS.items()))
     serve.add_argument("--llm-url", default=None,
                        help="OpenAI-compatible server instead of llama.cpp in-process, e.g. http://127.0.0.1:8080/v1")
     serve.add_argument("--llm-name", default=None, help="model name to request from --llm-url")

