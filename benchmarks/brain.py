@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.brain_score import is_correct, leaks, score_call, word_count
-from benchmarks.latency import machine, percentile
+from benchmarks.latency import percentile
+from benchmarks.report import machine
 from clients.python.client import RealtimeClient
 
 DATA = Path(__file__).resolve().parent / "data"

@@ -77,7 +77,7 @@ def early_embeddings(native: NativeAudioChat, messages: list[ChatMessage],
     """The audio rows a reply decodes after the session's prefills (every EVALUATE_EVERY_MS of
     the speech), as its KV cache holds them; how many of them were final when evaluated early, and
     how many positions the reply decodes (audio rows and the text after them)."""
-    context = native._free[0]
+    context = native.contexts[0]
     context.reset()
     speak(native, messages, audio)
     before, after = prompt_texts(messages)
@@ -145,7 +145,7 @@ def first_token_ms(native: NativeAudioChat, messages: list[ChatMessage], audio: 
     options = GenerationOptions(max_tokens=1, temperature=0.0)
     best = float("inf")
     for _ in range(repeats):
-        native._free[0].reset()
+        native.contexts[0].reset()
         native.prefill(messages, threading.Event())  # the history, as the session does at the speech start
         if early:
             speak(native, messages, audio)
@@ -159,7 +159,7 @@ def run(margins: list[float], n_synthetic: int, repeats: int, clips: int | None 
         max_tokens: int = 48, left_contexts: list[float] | None = None, projector: str = "bundled",
         tolerances: list[float] | None = None) -> dict[str, Any]:
     native = NativeAudioChat(models.native_projector(projector), parallel=1)
-    context = native._free[0]
+    context = native.contexts[0]
     system = [ChatMessage("system", INSTRUCTIONS)]
     items = [(r.name, r.audio_16k, r.reference) for r in load_recordings()[:clips]] + synthetic(n_synthetic)
     end = context.tokenize("<|im_end|>")

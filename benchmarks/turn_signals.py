@@ -29,7 +29,6 @@ import re
 import statistics
 import sys
 import time
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,15 +36,14 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.turn_data import CACHE, RATE, Utterance, utterances
+from benchmarks.turn_data import RATE, Utterance, utterances
+from voice import models
+from voice.end_of_turn import SmartTurn, TextEnd
 
 PROBES_MS = (100, 150, 200, 300, 400, 600, 800)
 MIN_PAUSE_MS = 250
 LEAD_IN_MS = 500  # background before the first word: pipecat gives Smart Turn 500 ms before the speech start
 TAIL_MS = 120  # as server/session.py gives the speculative transcription
-WHEEL = Path("/tmp/dl/pipecat_ai-1.14.0-py3-none-any.whl")
-SMART_TURN_MEMBER = "pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx"
-SMART_TURN = CACHE / "smart-turn-v3.2-cpu.onnx"
 OUT = Path(__file__).resolve().parent / "results"
 THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 
@@ -53,81 +51,6 @@ CONJUNCTIONS = {"and", "but", "or", "so", "because", "then", "if", "when", "whil
 ARTICLES = {"a", "an", "the", "my", "your", "his", "her", "our", "their", "this", "some"}
 PREPOSITIONS = {"to", "of", "in", "on", "at", "for", "with", "from", "by", "about", "into", "like"}
 FILLERS = {"um", "uh", "er", "erm", "hmm", "mm", "ah"}
-
-
-def smart_turn_model(wheel: Path = WHEEL) -> Path:
-    """The Smart Turn v3.2 ONNX file, extracted once from the pipecat-ai wheel into the cache."""
-    if not SMART_TURN.is_file():
-        if not wheel.is_file():
-            raise FileNotFoundError(f"no {SMART_TURN} and no pipecat-ai wheel at {wheel} to take it from (--wheel)")
-        SMART_TURN.parent.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(wheel) as archive:
-            SMART_TURN.write_bytes(archive.read(SMART_TURN_MEMBER))
-    return SMART_TURN
-
-
-class SmartTurn:
-    """Smart Turn v3.2 on onnxruntime. Its input is Whisper's log-mel of the last 8 s, zero-padded
-    at the start and normalised to zero mean and unit variance first, as pipecat computes it;
-    faster-whisper's FeatureExtractor gives the same features (checked against pipecat's own code:
-    differences under 1e-5, identical probabilities)."""
-
-    SECONDS = 8
-
-    def __init__(self, path: Path, threads: int = 1) -> None:
-        import onnxruntime
-        from faster_whisper.feature_extractor import FeatureExtractor
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        self._session = onnxruntime.InferenceSession(str(path), sess_options=options,
-                                                     providers=["CPUExecutionProvider"])
-        self._features = FeatureExtractor(chunk_length=self.SECONDS)
-
-    def features(self, audio: np.ndarray) -> np.ndarray:
-        samples = self.SECONDS * RATE
-        window = np.zeros(samples, np.float32)
-        tail = np.asarray(audio, np.float32)[-samples:]
-        window[samples - tail.size:] = tail
-        window = (window - window.mean()) / np.sqrt(window.var() + 1e-7)
-        return self._features(window, padding=0)[None].astype(np.float32)
-
-    def probability(self, audio: np.ndarray) -> float:
-        """P(the turn is complete) for 16 kHz audio ending now."""
-        return float(self._session.run(None, {"input_features": self.features(audio)})[0].reshape(-1)[0])
-
-
-class EndOfTurnLM:
-    """The bundled SmolLM2's probability that a user message ends here: that the next token after
-    the transcript in the chat template (lower case, no punctuation: the words, not Whisper's
-    punctuation) ends the sentence or the turn ('.', '?', '!', a newline, <|im_end|>). LiveKit's
-    turn detector asks a model trained for it the same question; this one is not trained for it.
-    One thread: with two on two busy cores, llama.cpp's threads wait on each other (11 s a prompt
-    against 0.1 s)."""
-
-    ENDINGS = (".", "?", "!", "\n", "<|im_end|>")
-
-    def __init__(self) -> None:
-        from llama_cpp import Llama
-
-        from voice.models import gguf_model, llama_file
-
-        self._llm = Llama(str(llama_file(gguf_model(None))), n_ctx=512, n_threads=1, n_threads_batch=1, logits_all=True,
-                          verbose=False)
-        self._endings = sorted({self._llm.tokenize(e.encode(), add_bos=False, special=True)[0] for e in self.ENDINGS})
-
-    def probability(self, text: str) -> float:
-        words = re.sub(r"[^\w\s']", " ", text.lower()).split()
-        if not words:
-            return 0.0
-        prompt = f"<|im_start|>user\n{' '.join(words)}"
-        self._llm.reset()
-        self._llm.eval(self._llm.tokenize(prompt.encode(), add_bos=False, special=True))
-        logits = np.asarray(self._llm.scores[self._llm.n_tokens - 1], np.float64)
-        probabilities = np.exp(logits - logits.max())
-        return float(probabilities[self._endings].sum() / probabilities.sum())
 
 
 def last_word_class(text: str) -> str:
@@ -205,14 +128,16 @@ class Context:
 Signal = Callable[[Context], float | str | None]
 
 
-def build_signals(smart_turn: SmartTurn | None, lm: EndOfTurnLM | None) -> dict[str, Signal]:
+def build_signals(smart_turn: SmartTurn | None, lm: TextEnd | None) -> dict[str, Signal]:
+    """The signals at a pause: Smart Turn on the audio, and the words' (the LLM's end probability,
+    as the server computes them: voice/end_of_turn.py)."""
     from voice.text import reads_as_finished
 
     signals: dict[str, Signal] = {}
     if smart_turn is not None:
         signals["smart_turn"] = lambda c: smart_turn.probability(c.audio)
     if lm is not None:
-        signals["lm_end"] = _per_boundary(lambda c: lm.probability(c.transcript))
+        signals["lm_end"] = _per_boundary(lambda c: lm.lm_probability(c.transcript))
     signals["reads_as_finished"] = lambda c: float(reads_as_finished(c.transcript))
     signals["final_punct"] = lambda c: float(c.transcript.strip()[-1:] in (".", "?", "!"))
     signals["last_word_class"] = lambda c: last_word_class(c.transcript)
@@ -389,7 +314,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--no-smart-turn", action="store_true")
     parser.add_argument("--no-lm", action="store_true", help="skip the LLM's end-of-turn probability")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads for Smart Turn")
-    parser.add_argument("--wheel", type=Path, default=WHEEL, help="the pipecat-ai wheel holding Smart Turn")
+    parser.add_argument("--turn-model", default="bundled", help="Smart Turn's ONNX file ('bundled': pipecat-ai's)")
     parser.add_argument("--summarise", type=Path, help="summarise a saved table instead of measuring")
     parser.add_argument("--signals", nargs="*", help="columns to summarise (default: every probability column)")
     parser.add_argument("--out", type=Path, default=OUT)
@@ -409,8 +334,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     items = utterances(set(args.items) if args.items else None, tuple(args.sources))
     if not items:
         sys.exit("no items matched")
-    smart_turn = None if args.no_smart_turn else SmartTurn(smart_turn_model(args.wheel), args.threads)
-    lm = None if args.no_lm else EndOfTurnLM()
+    smart_turn = None if args.no_smart_turn else SmartTurn(models.smart_turn_model(args.turn_model), args.threads)
+    lm = None if args.no_lm else TextEnd(models.gguf_model(None))
     transcriber = WhisperTranscriber(whisper_model(None))
     rows = study(items, build_signals(smart_turn, lm), transcriber)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -420,7 +345,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    command=" ".join(["python -m benchmarks.turn_signals", *sys.argv[1:]] if argv is None
                                     else ["python -m benchmarks.turn_signals", *argv]),
                    items=len(items), smart_turn_threads=args.threads)
-    from benchmarks.latency import machine
+    from benchmarks.report import machine
 
     summary["machine"] = machine()
     (args.out / "turn_signals.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")

@@ -413,7 +413,8 @@ def load_average() -> str:
 
 
 async def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
-    from benchmarks.latency import cpu_ticks, machine
+    from benchmarks.latency import cpu_ticks
+    from benchmarks.report import machine
 
     session: dict[str, Any] = {}
     if args.turn_detection:

@@ -52,8 +52,9 @@ class Session:
         await self.websocket.send(json.dumps(event))
 
     async def update(self, session: dict) -> dict:
+        before = len(self.of("session.updated"))
         await self.send({"type": "session.update", "session": {"type": "realtime", **session}})
-        return (await self.wait_for("session.updated"))["session"]
+        return (await self.wait_for("session.updated", after=before))["session"]
 
     async def stream(self, pcm: bytes, until: str | None = None) -> None:
         """Send audio in 20 ms frames at real-time pace, as a microphone does (stopping early once

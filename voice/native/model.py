@@ -97,6 +97,11 @@ class NativeAudioChat:
         self._tokenizer = contexts[0]  # any context tokenizes alike, from any thread (the vocabulary is read-only)
         self.template = ChatTemplate(self._tokenizer.llama)
 
+    @property
+    def contexts(self) -> list[EmbeddingContext]:
+        """The llama.cpp contexts (for benchmarks that drive one directly; the server leases them)."""
+        return self._pool.contexts
+
     def _llama_model(self, model_path: Path) -> tuple[Path, Path | None]:
         """The GGUF the native contexts load, and the LoRA adapter they apply at run time (None when
         there is none, or when it is merged into the GGUF: the fast way, tried first)."""
