@@ -11,6 +11,8 @@ import pytest
 
 from tests.helpers import ROOT
 
+pytestmark = pytest.mark.slow
+
 
 def test_the_benchmark_runs_and_saves_its_results(tmp_path):
     result = subprocess.run([sys.executable, "-m", "benchmarks.latency", "--quick", "--out", str(tmp_path)],

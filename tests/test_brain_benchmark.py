@@ -22,6 +22,8 @@ from benchmarks.brain import (
 )
 from benchmarks.brain_score import is_correct, score_call
 
+pytestmark = pytest.mark.slow
+
 IDS = ("fact-capital-france", "arithmetic-17x23", "kiosk-pharmacy", "tool-living-room-on")
 
 

@@ -24,6 +24,8 @@ from playwright.async_api import async_playwright
 from tests.helpers import DATA, ROOT, pipe, reference, wer
 from voice.audio import float_to_pcm16, pcm16_to_float, resample, rms_dbfs
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = Path(os.environ.get("VOICE_CHROMIUM", "/usr/bin/chromium"))
 WEB = ROOT / "clients" / "web"
 LAMP = "04_v2j_would_you_please_turn_on_living_room_lamp.wav"

@@ -31,6 +31,8 @@ from tests.helpers import (
 from tests.realtime_sdk import clip
 from voice.engine import Engine, EngineConfig
 
+pytestmark = pytest.mark.slow
+
 TEXT_TURN = [{"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [
     {"type": "input_text", "text": "Say hello to me."}]}}]
 CLIP = "04_v2j_would_you_please_turn_on_living_room_lamp.wav"

@@ -15,6 +15,8 @@ from voice.llm.base import ChatMessage, GenerationOptions, LLMError
 from voice.llm.openai_http import OpenAICompatibleChat
 from voice.models import gguf_model
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def llama_server(artifacts):

@@ -4,11 +4,14 @@ computing the same model."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from gguf import GGUFReader
 from llama_cpp import Llama
 
 from voice import models
 from voice.llm.requantize import q8_0_copy
+
+pytestmark = pytest.mark.slow
 
 PROMPT = b"<|im_start|>user\nWould you please turn on the living room lamp?<|im_end|>\n<|im_start|>assistant\nSure, I"
 

@@ -10,6 +10,8 @@ import pytest
 
 from voice import models
 
+pytestmark = pytest.mark.slow
+
 SMALL = models.PARTED_LLMS["qwen2.5-coder-0.5b"]
 
 

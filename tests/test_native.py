@@ -222,6 +222,7 @@ def test_native_decodes_run_on_the_compute_thread(encoder, audio, monkeypatch):
     assert set(threads) == {"llama-compute"}
 
 
+@pytest.mark.slow
 def test_a_native_conversation_goes_back_to_the_context_that_holds_it(encoder, audio):
     chat = NativeAudioChat(NumpyProjector.init(ProjectorConfig(hidden_dim=64)), encoder=encoder, parallel=2)
     options = GenerationOptions(max_tokens=4, temperature=0.0)
@@ -258,6 +259,7 @@ def test_a_native_conversation_goes_back_to_the_context_that_holds_it(encoder, a
     chat.close()
 
 
+@pytest.mark.slow
 def test_rows_decoded_before_are_kept_when_a_prompt_goes_on_with_them(context):
     lookup = TokenEmbeddings(models.gguf_model(None))
     before, after = prompt_texts([ChatMessage("system", "Answer in one short sentence.")])
@@ -292,6 +294,7 @@ def test_rows_decoded_before_are_kept_when_a_prompt_goes_on_with_them(context):
         context._decode = original
 
 
+@pytest.mark.slow
 def test_with_a_tolerance_rows_near_the_decoded_ones_are_kept_as_they_were(context):
     lookup = TokenEmbeddings(models.gguf_model(None))
     head = context.tokenize(prompt_texts([ChatMessage("system", "Answer in one short sentence.")])[0])
@@ -317,6 +320,7 @@ def test_with_a_tolerance_rows_near_the_decoded_ones_are_kept_as_they_were(conte
         context._decode = original
 
 
+@pytest.mark.slow
 def test_with_a_reuse_tolerance_the_margin_is_evaluated_tentatively_and_kept_when_near(encoder, audio,
                                                                                        monkeypatch):
     from voice.native import model
@@ -402,6 +406,7 @@ def test_the_speech_is_evaluated_while_the_user_speaks(encoder, audio):
     chat.close()
 
 
+@pytest.mark.slow
 def test_with_a_left_context_the_encoder_sees_only_the_audio_near_the_positions_it_computes(encoder, audio,
                                                                                            monkeypatch):
     from voice.native import model
@@ -438,6 +443,7 @@ def test_with_a_left_context_the_encoder_sees_only_the_audio_near_the_positions_
     chat.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("margin", [0.5, 1.0])
 def test_streamed_states_are_what_the_reply_evaluates_after_the_speech_was_evaluated_while_spoken(
         encoder, audio, margin, monkeypatch):

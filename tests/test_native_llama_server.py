@@ -28,6 +28,8 @@ from voice.native.encoder import WhisperEncoder
 from voice.native.projector import NumpyProjector
 from voice.native.served import ServedAudioChat, audio_message
 
+pytestmark = pytest.mark.slow
+
 CLIP = "04_v2j_would_you_please_turn_on_living_room_lamp.wav"
 KEY = "test-llama-server-key"
 

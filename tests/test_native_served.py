@@ -22,6 +22,8 @@ from voice.audio import ASR_RATE, WIRE_RATE, pcm16_to_float, resample
 from voice.llm.base import ChatMessage, GenerationOptions
 from voice.native.served import ServedAudioChat, audio_message
 
+pytestmark = pytest.mark.slow
+
 CLIP = "04_v2j_would_you_please_turn_on_living_room_lamp.wav"
 KEY = "test-native-key"
 

@@ -16,6 +16,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from tests.helpers import free_port, start_llama_server, start_voice_server, stop
 from tests.realtime_sdk import clip
 
+pytestmark = pytest.mark.slow
+
 KEY = "test-key-123"
 STORY = {"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [
     {"type": "input_text", "text": "Tell me a long story about a brave dragon."}]}}

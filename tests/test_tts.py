@@ -98,6 +98,7 @@ def test_the_context_found_is_the_decoders_reach(reach):
     assert find_context(lambda latent: np.repeat(latent[0].sum(0) - latent.mean(), 4), z, 4) is None
 
 
+@pytest.mark.slow
 def test_a_cut_voice_is_kept_in_the_cache_and_read_back(voice_files, piper, tmp_path, monkeypatch):
     first = PiperSynthesizer(*voice_files, cache_dir=tmp_path)
     kept = list(tmp_path.glob("*.cut-*.npz"))
@@ -119,6 +120,7 @@ def test_a_cut_voice_is_kept_in_the_cache_and_read_back(voice_files, piper, tmp_
     assert np.concatenate(list(fallback.synthesize("Okay.", soon=True))).size > 0
 
 
+@pytest.mark.slow
 def test_a_cache_that_cannot_be_written_still_cuts(voice_files, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")  # even root cannot make a directory under a file

@@ -19,6 +19,8 @@ from tests.realtime_sdk import FRAME_BYTES, clip
 from voice.audio import WIRE_RATE, float_to_pcm16, resample
 from voice.turn_taking import END_POLICIES
 
+pytestmark = pytest.mark.slow
+
 LAMP = "03_v2j_turn_on_living_room_lamp.wav"
 QUESTION = "04_v2j_would_you_please_turn_on_living_room_lamp.wav"
 NOISE = "23_leopard_empty_synthetic_nospeech.wav"

@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from benchmarks import turn_taking
 from benchmarks.turn_data import RATE, read_manifest, recorded_utterances, render, voiced_frames
+
+pytestmark = pytest.mark.slow
 
 SMOKE_ITEMS = ["list_numbers-1", "comma_home-0", "command_music-0", "jfk"]
 
