@@ -257,10 +257,11 @@ class Connection:
         try:
             score = await self._loop.run_in_executor(self.engine.executor, self.engine.score_end, effect.transcript,
                                                      effect.audio)
-            result = EndScored(effect.item_id, effect.voiced_end_ms, score.finished, score.voice)
+            result = EndScored(effect.item_id, effect.voiced_end_ms, score.finished, score.voice,
+                               recheck=effect.recheck)
         except Exception as exc:  # noqa: BLE001 - the words alone decide then (the unit's fallback)
             log.warning("end-of-turn scoring failed: %s", exc)
-            result = EndScored(effect.item_id, effect.voiced_end_ms, error=str(exc))
+            result = EndScored(effect.item_id, effect.voiced_end_ms, error=str(exc), recheck=effect.recheck)
         self._apply(self.session.receive_end_score(result, time.monotonic()))
 
     async def _prefill(self, effect: PrefillPrompt) -> None:

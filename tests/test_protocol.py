@@ -426,10 +426,10 @@ def test_a_stale_speculation_is_not_used(driver):
     assert [e["transcript"] for e in completed] == ["Turn on the living room lamp."]
 
 
-def end_of_turn_silence(silero, text: str, score: EndScored | None) -> int:
+def end_of_turn_silence(silero, text: str, score: EndScored | None, recheck: EndScored | None = None) -> int:
     """Stream the lamp command, answer its speculative transcription with `text` and its end-of-turn
-    scoring with `score` (None: the scoring failed), and return how much silence passed before the
-    turn ended (semantic_vad, default eagerness)."""
+    scoring with `score` (None: the scoring failed) and, if asked again later in the pause, with
+    `recheck`; return how much silence passed before the turn ended (semantic_vad, default eagerness)."""
     driver = Driver(RealtimeSession(SessionConfig(), silero))
     assert driver.session.config.turn_detection.type == "semantic_vad"
     pcm = LAMP + SILENCE * 3
@@ -447,6 +447,12 @@ def end_of_turn_silence(silero, text: str, score: EndScored | None) -> int:
                 else EndScored(asked[-1].item_id, asked[-1].voiced_end_ms, error="no model")
             driver.session.receive_end_score(result, driver.now)
             scored = True
+        again = [e for e in asked if e.recheck]
+        if again and recheck is not None:
+            assert again[-1].audio.size > asked[0].audio.size  # the pause so far is heard too
+            driver.session.receive_end_score(replace(recheck, item_id=again[-1].item_id,
+                                                     voiced_end_ms=again[-1].voiced_end_ms, recheck=True), driver.now)
+            recheck = None
         stopped = driver.of("input_audio_buffer.speech_stopped")
         if stopped:
             return driver.session.turns.position_ms - stopped[0]["audio_end_ms"]
@@ -463,6 +469,19 @@ def test_semantic_vad_ends_a_turn_after_the_window_its_words_and_voice_give(sile
     assert policy.hold_ms <= voice_goes_on < policy.hold_ms + 100  # the voice only ever holds the turn
     words_alone = end_of_turn_silence(silero, "Turn on the living room lamp.", None)  # no scorer: the rule
     assert policy.finished_ms <= words_alone < policy.finished_ms + 100
+
+
+def test_a_pause_the_words_leave_open_ends_when_the_voice_asked_again_says_finished(silero):
+    policy = END_POLICIES["auto"]
+    assert policy.recheck_ms is not None
+    unsure = EndScored("", 0, 0.6, 0.9)
+    voice_finished = end_of_turn_silence(silero, "Turn on the living room lamp.", unsure, EndScored("", 0, 0.6, 0.99))
+    assert policy.recheck_ms <= voice_finished < policy.recheck_ms + 100
+    voice_unsure = end_of_turn_silence(silero, "Turn on the living room lamp.", unsure, EndScored("", 0, 0.6, 0.7))
+    assert policy.hold_ms <= voice_unsure < policy.hold_ms + 100
+    words_go_on = end_of_turn_silence(silero, "Turn on the living room lamp and", EndScored("", 0, 0.1, 0.9),
+                                      EndScored("", 0, 0.1, 0.99))  # never asked again: the words say it goes on
+    assert policy.hold_ms <= words_go_on < policy.hold_ms + 100
 
 
 def test_reads_as_finished():

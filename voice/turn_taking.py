@@ -64,6 +64,16 @@ class EndPolicy:
     unsure_at: float
     voice_goes_on_below: float
     """Smart Turn's P(finished) under which the voice says the user goes on (only holds the turn)."""
+    recheck_ms: int | None = None
+    """Ask the voice again this far into a pause that the window has not ended yet (None: never), when
+    the words said at least `recheck_at`: the pause ends there if the voice then says `voice_finished_at`."""
+    recheck_at: float = 1.0
+    voice_finished_at: float = 1.0
+
+    def rechecks(self, finished: float, voice: float | None) -> bool:
+        """Whether a pause with this score is asked about again at `recheck_ms`."""
+        return self.recheck_ms is not None and finished >= self.recheck_at \
+            and self.window_ms(finished, voice) > self.recheck_ms
 
     def window_ms(self, finished: float, voice: float | None) -> int:
         going_on = voice is not None and voice < self.voice_goes_on_below
@@ -76,12 +86,13 @@ class EndPolicy:
 
 # semantic_vad's eagerness (`python -m benchmarks.turn_fit` fits them on the turn-taking data): `high`
 # ends finished questions and commands within 600 ms at the cost of cutting into more pauses; `auto`
-# and `low` hold a turn open while its words or its voice say it may go on.
+# and `low` hold a turn open while its words or its voice say it may go on; `auto` asks the voice again
+# 800 ms into a pause the words left unsure, and ends it there if the voice is sure it has finished.
 END_POLICIES = {
     "high": EndPolicy(finished_ms=300, unsure_ms=600, hold_ms=1600, finished_at=0.65, unsure_at=0.25,
                       voice_goes_on_below=0.02),
     "auto": EndPolicy(finished_ms=300, unsure_ms=1000, hold_ms=2000, finished_at=0.65, unsure_at=0.65,
-                      voice_goes_on_below=0.2),
+                      voice_goes_on_below=0.2, recheck_ms=800, recheck_at=0.5, voice_finished_at=0.98),
     "low": EndPolicy(finished_ms=500, unsure_ms=1200, hold_ms=3000, finished_at=0.65, unsure_at=0.65,
                      voice_goes_on_below=0.2),
 }
@@ -152,6 +163,8 @@ class Turn:
     speculation: Speculation | None = None
     declined_early_at: int | None = None  # voiced end whose early speculative pass was declined
     paused_at: int | None = None  # voiced end of the last Paused event
+    end_score: EndScored | None = None  # the score of the pause under way, once it is in
+    rechecked_at: int | None = None  # voiced end of the pause last asked about again
     audio: np.ndarray | None = None  # once ended
     awaits_speculation: bool = False  # ended where the speculation under way heard it
 
@@ -185,6 +198,8 @@ class ScoreEnd:
     voiced_end_ms: int
     transcript: str
     audio: np.ndarray = field(repr=False)
+    recheck: bool = False
+    """Asked again later in the pause (`EndPolicy.recheck_ms`): `audio` runs up to now, silence included."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +211,7 @@ class EndScored:
     finished: float = 0.0
     voice: float | None = None
     error: str | None = None
+    recheck: bool = False
 
 
 @dataclass(frozen=True)
@@ -422,6 +438,7 @@ class TurnTaker:
                 self._close(stopped, now, out)
         else:
             self._maybe_speculate(turn, out)
+            self._maybe_recheck(turn, out)
             self._maybe_partial(turn, out)
             self._maybe_check_interruption(turn, out)
             if self._surely_speaking():
@@ -559,6 +576,23 @@ class TurnTaker:
             turn.paused_at = voiced_end
             out.append(Paused(turn.item_id, voiced_end, audio))
 
+    def _maybe_recheck(self, turn: Turn, out: list[TurnEvent]) -> None:
+        """Ask the voice again once a pause that the words left open has lasted `recheck_ms`: Smart
+        Turn hears a finished voice better as the silence grows."""
+        assert self._vad is not None
+        policy = self.options.settings.end_policy if self.options.settings else None
+        voiced_end, score = self._vad.last_voiced_end_ms, turn.end_score
+        if policy is None or policy.recheck_ms is None or score is None or voiced_end is None \
+                or score.voiced_end_ms != voiced_end or turn.rechecked_at == voiced_end \
+                or self._vad.position_ms - voiced_end < policy.recheck_ms \
+                or not policy.rechecks(score.finished, score.voice):
+            return
+        turn.rechecked_at = voiced_end
+        transcript = turn.speculation.text if turn.speculation is not None else None
+        if transcript:
+            audio = self.window.between(turn.start, self.window.end)
+            out.append(ScoreEnd(turn.item_id, voiced_end, transcript, audio, recheck=True))
+
     # ------------------------------------------------------------------ transcripts in
     def transcribed(self, result: TranscriptReady, now: float) -> list[TurnEvent]:
         """Take the result of a `Transcribe` this unit asked for."""
@@ -595,10 +629,15 @@ class TurnTaker:
                 or vad.last_voiced_end_ms != result.voiced_end_ms:
             return  # the turn ended, or the user went on
         speculation = turn.speculation
+        if result.recheck:
+            if not result.error and result.voice is not None and result.voice >= policy.voice_finished_at:
+                vad.end_after_silence(policy.recheck_ms or 0)  # the pause is already that long: it ends now
+            return
         if result.error:  # what the words alone say, then
             finished = speculation is not None and reads_as_finished(speculation.text or "")
             vad.end_after_silence(policy.finished_ms if finished else policy.unsure_ms)
             return
+        turn.end_score = result
         vad.end_after_silence(policy.window_ms(result.finished, result.voice))
 
     def _check_result(self, result: TranscriptReady, out: list[TurnEvent]) -> None:
