@@ -167,6 +167,49 @@ def ab(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def turn_taking(results: list[dict[str, Any]]) -> list[str]:
+    """Each run's headline figures (before and after a change, say), then the latest full run's tables."""
+    from benchmarks.turn_taking import markdown
+
+    def ms(d: dict[str, Any]) -> str:
+        return f"{_ms(d['median'])} / {_ms(d['p95'])}" if d.get("n") else "-"
+
+    rows = []
+    for r in results:
+        u, sounds = r["utterances"], r["interruptions"]
+        cuts = "-" if u["false_cut_offs_per_100_pauses"] is None else \
+            f"{u['false_cut_offs_per_100_pauses']:.1f} ({u['false_cut_offs']} in {u['internal_pauses']})"
+        said = sounds.get("interruption", {})
+        rows.append([r.get("label") or "-", f"`{r['command']}`", r["date"], cuts,
+                     ms(u["end_of_turn_ms"]["finished"]), ms(u["voice_to_voice_ms"]["finished"]),
+                     *(f"{sounds[k]['reply_cancelled']} of {sounds[k]['trials']}" if k in sounds else "-"
+                       for k in ("nonspeech", "backchannel", "interruption")),
+                     ms(said.get("speech_started_ms", {}))])
+    # The tables of the latest full run of this tree's own server (a run with --url measured another).
+    full = [r for r in results if r["utterances"]["utterances"] and "--url" not in r["command"]]
+    details = markdown(full[-1]).split("\n")[2:] if full else []
+    return [*_table(["run", "command", "date", "false cut-offs / 100 pauses", "end of turn, finished (median / p95 ms)",
+                     "voice-to-voice, finished", "noises cancelling", "backchannels cancelling",
+                     "interruptions cancelling", "interruption speech_started (median / p95 ms)"], rows),
+            "", "The latest full run of this tree's server:", "", *details]
+
+
+def turn_fit(result: dict[str, Any]) -> list[str]:
+    rows = [[name, p["cuts_per_100"], _ms(p["finished_median_ms"]), _ms(p["finished_p95_ms"]),
+             f"{p['finished_ms']} / {p['unsure_ms']} / {p['hold_ms']}", f"{p['finished_at']} / {p['unsure_at']}",
+             p["voice_goes_on_below"],
+             f"{p['recheck_ms']} ms: words {p['recheck_at']}, voice {p['voice_finished_at']}"
+             if "recheck_ms" in p else "-"]
+            for name, p in result["policies"].items() if p]
+    return [f"{result['pauses']} internal pauses, {result['ends']} ends ({result['finished_utterances']} finished "
+            f"utterances); in-sample. Area under the ROC curve, ends against pauses: the words "
+            f"{result['auc_words_cross_validated']} (cross-validated by script), SmolLM2's end probability alone "
+            f"{result['auc_lm_end_alone']}, Smart Turn alone {result['auc_smart_turn_alone']}.", "",
+            *_table(["eagerness", "false cut-offs / 100", "finished median ms", "p95 ms",
+                     "windows ms (finished / unsure / hold)", "words thresholds", "voice holds below", "recheck"],
+                    rows)]
+
+
 def latest(section: Callable[[dict[str, Any]], list[str]]) -> Callable[[list[dict[str, Any]]], list[str]]:
     """A section of one run (the latest found), under its command, machine and date."""
     return lambda runs: [provenance(runs[-1]), "", *section(runs[-1])]
@@ -186,6 +229,8 @@ SECTIONS: list[tuple[str, list[str], Callable[[list[dict[str, Any]]], list[str]]
     ("llama.cpp threads", ["llama_threads.json"], latest(llama_threads), "python -m benchmarks.llama_threads"),
     ("Piper's first audio", ["tts_stream.json"], latest(tts_stream), "python -m benchmarks.tts_stream"),
     ("A/B", ["ab.json"], latest(ab), "python -m benchmarks.ab"),
+    ("Turn-taking", ["turn_taking*.json"], turn_taking, "python -m benchmarks.turn_taking"),
+    ("End-of-turn fit", ["turn_fit.json"], latest(turn_fit), "python -m benchmarks.turn_fit"),
 ]
 
 

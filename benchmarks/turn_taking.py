@@ -444,6 +444,7 @@ async def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
     return {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": " ".join(["python -m benchmarks.turn_taking", *args.argv]),
+        "label": args.label,
         "machine": machine(),
         "cpu_steal_percent": 100 * (steal_after - steal_before) / max(1, total_after - total_before),
         "load_average": load_average(),
@@ -481,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.turn_taking", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", help="a running server's /v1/realtime (default: start one)")
+    parser.add_argument("--label", default="", help="what was measured, for the results page (a server's revision)")
     parser.add_argument("--server-args", default="", help="extra `voice serve` arguments for the server it starts")
     parser.add_argument("--turn-detection", help="a turn_detection object (JSON) to set; default: the server's")
     parser.add_argument("--items", nargs="*", help="utterance or script names (default: all)")

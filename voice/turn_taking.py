@@ -32,6 +32,9 @@ EVALUATE_EVERY_MS = 250
 """How often the speech so far is handed out while the user speaks (`SpeechSoFar`): each time the
 native model encodes its last few seconds and evaluates the new positions."""
 EVALUATE_MAX_S = 30  # speech handed out while the user speaks, at most (the encoder's window)
+# Speech over the assistant opens a turn (and sends speech_started, so that clients lower or stop the
+# voice) after this much voiced audio instead of the VAD's min_speech_ms: it only interrupts once confirmed.
+BARGE_IN_MIN_SPEECH_MS = 96
 CHECK_EVERY_MS = 300  # speech over the assistant is transcribed this often until it reads as an interruption
 CONFIRM_SPEECH_MS = 2000  # speech over the assistant this long interrupts it, whatever its words
 # Words heard over the assistant count only when Whisper is this sure of them: a non-lexical backchannel
@@ -417,7 +420,7 @@ class TurnTaker:
             self._hand_out_speech(self.window.start, out)
             return out
         resumable = self.phase is Phase.PAUSED
-        for event in self._vad.process(samples):
+        for event in self._vad.process(samples, BARGE_IN_MIN_SPEECH_MS if assistant_speaking else None):
             if isinstance(event, VoiceStarted):
                 self._open(event, assistant_speaking, out)
             else:

@@ -136,6 +136,7 @@ class VadSegmenter:
         self._noise_floor_db: float | None = None
         self._noise_levels: deque[float] = deque(maxlen=_NOISE_FRAMES)  # levels of the latest run of noise frames
         self._peak_db = _SILENT_DB  # loudest voiced frame of the current run or turn
+        self._min_speech_ms = config.min_speech_ms
 
     @property
     def position_ms(self) -> int:
@@ -204,8 +205,10 @@ class VadSegmenter:
             return False
         return config.tail_peak_drop_db is None or level >= self._peak_db - config.tail_peak_drop_db
 
-    def process(self, samples: np.ndarray) -> list[VadEvent]:
-        """Consume samples; return the events whose frames are complete."""
+    def process(self, samples: np.ndarray, min_speech_ms: int | None = None) -> list[VadEvent]:
+        """Consume samples; return the events whose frames are complete. `min_speech_ms` replaces the
+        config's for these samples (a turn that opens over the assistant's voice opens sooner)."""
+        self._min_speech_ms = self.config.min_speech_ms if min_speech_ms is None else min_speech_ms
         data = np.concatenate([self._pending, np.asarray(samples, dtype=np.float32)])
         whole = len(data) // FRAME_SAMPLES * FRAME_SAMPLES
         self._pending = data[whole:]
@@ -229,7 +232,7 @@ class VadSegmenter:
                     self._run_start = index
                     self._run_voiced = 0
                 self._run_voiced += 1
-                if self._run_voiced * FRAME_MS >= config.min_speech_ms:
+                if self._run_voiced * FRAME_MS >= self._min_speech_ms:
                     self.speaking = True
                     speech_ms = self._run_start * FRAME_MS
                     self._run_start = None
