@@ -180,7 +180,7 @@ def turn_taking(results: list[dict[str, Any]]) -> list[str]:
         cuts = "-" if u["false_cut_offs_per_100_pauses"] is None else \
             f"{u['false_cut_offs_per_100_pauses']:.1f} ({u['false_cut_offs']} in {u['internal_pauses']})"
         said = sounds.get("interruption", {})
-        rows.append([r.get("label") or "-", f"`{r['command']}`", r["date"], cuts,
+        rows.append([r.get("label") or "-", r["date"], _machine(r), f"`{r['command']}`", cuts,
                      ms(u["end_of_turn_ms"]["finished"]), ms(u["voice_to_voice_ms"]["finished"]),
                      *(f"{sounds[k]['reply_cancelled']} of {sounds[k]['trials']}" if k in sounds else "-"
                        for k in ("nonspeech", "backchannel", "interruption")),
@@ -188,8 +188,9 @@ def turn_taking(results: list[dict[str, Any]]) -> list[str]:
     # The tables of the latest full run of this tree's own server (a run with --url measured another).
     full = [r for r in results if r["utterances"]["utterances"] and "--url" not in r["command"]]
     details = markdown(full[-1]).split("\n")[2:] if full else []
-    return [*_table(["run", "command", "date", "false cut-offs / 100 pauses", "end of turn, finished (median / p95 ms)",
-                     "voice-to-voice, finished", "noises cancelling", "backchannels cancelling",
+    return [*_table(["run", "date", "machine", "command", "false cut-offs / 100 pauses",
+                     "end of turn, finished (median / p95 ms)", "voice-to-voice, finished",
+                     "noises cancelling", "backchannels cancelling",
                      "interruptions cancelling", "interruption speech_started (median / p95 ms)"], rows),
             "", "The latest full run of this tree's server:", "", *details]
 
