@@ -24,6 +24,8 @@ class ChatTemplate:
         def text(token: int) -> str:
             return model.token_get_text(token) if token != -1 else ""
 
+        self.knows_tools = "tools" in template
+        """Whether the template renders `tools` (and calls and results) itself."""
         self._formatter = llama_chat_format.Jinja2ChatFormatter(
             template=template, eos_token=text(llama.token_eos()), bos_token=text(llama.token_bos()))
 
@@ -35,8 +37,11 @@ class ChatTemplate:
             return None
         return cls(llama)
 
-    def render(self, messages: list[dict[str, str]]) -> str:
-        """The prompt of `messages`, ending with the assistant's turn opening."""
+    def render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
+        """The prompt of `messages` (and of `tools`, in the chat-completions format, for a template
+        that renders them), ending with the assistant's turn opening."""
+        if tools:
+            return self._formatter(messages=messages, tools=tools).prompt
         return self._formatter(messages=messages).prompt
 
     def around_last(self, messages: list[dict[str, str]]) -> tuple[str, str]:

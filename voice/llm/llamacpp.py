@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import codecs
+import logging
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from voice.llm.base import ChatMessage, GenerationOptions, LLMError, shared_prefix
+from voice.llm.base import ChatMessage, GenerationOptions, LLMError, ToolCall, shared_prefix
 from voice.llm.chat_template import ChatTemplate
 from voice.llm.compute_thread import route_decodes
 from voice.llm.context_pool import WAIT, ContextPool
+from voice.llm.tool_calls import OPEN, CallSpotter, call_grammar, parse_call, template_messages
 from voice.models import llama_file
 
+log = logging.getLogger(__name__)
+
 _REPLY_ROOM = 256  # tokens a prefilled prompt leaves free in its context
+_CALL_TOKENS = 512  # at least this many tokens for a tool call's JSON, whatever the reply's limit
 
 
 def shared_turns(before: list[dict[str, str]], after: list[dict[str, str]]) -> float:
@@ -112,7 +119,10 @@ class LlamaCppChat:
 
     def stream_chat(
         self, messages: list[ChatMessage], options: GenerationOptions, cancel: threading.Event
-    ) -> Iterator[str]:
+    ) -> Iterator[str | ToolCall]:
+        if self._template is not None and (options.tools or any(m.role == "tool" or m.tool_calls for m in messages)):
+            yield from self._stream_with_tools(messages, options, cancel)
+            return
         conversation = [m.as_dict() for m in messages]
         index = self._acquire(conversation, cancel)
         if index is None:
@@ -137,3 +147,83 @@ class LlamaCppChat:
             raise LLMError(f"llama.cpp: {exc}") from exc
         finally:
             self._release(index, [*conversation, {"role": "assistant", "content": "".join(reply)}])
+
+    def _stream_with_tools(self, messages: list[ChatMessage], options: GenerationOptions,
+                           cancel: threading.Event) -> Iterator[str | ToolCall]:
+        """A reply that may call one of `options.tools`, in the model's own format: the template
+        renders the tools, the text streams as it comes (the call's markup held back), and from a
+        call's opening on the grammar of the tools' schemas writes the JSON. A required call opens
+        at once, in the prompt."""
+        template = self._template
+        assert template is not None
+        rendered, tools = template_messages(messages, options.tools, template.knows_tools)
+        conversation = [m.as_dict() for m in messages]
+        index = self._acquire(conversation, cancel)
+        if index is None:
+            return
+        llama = self._contexts[index]
+        reply = ""
+        try:
+            prompt = template.render(rendered, tools)
+            spotter = CallSpotter()
+            if options.tools and options.require_tool:
+                prompt += OPEN + "\n"
+                spotter.opened = True
+            else:
+                for piece in self._generate(llama, prompt, options.max_tokens, options.temperature, cancel):
+                    spotted = spotter.feed(piece)
+                    if spotted.text:
+                        reply += spotted.text
+                        yield spotted.text
+                    if spotted.opened:
+                        break
+                if not spotter.opened:
+                    if rest := spotter.flush():
+                        reply += rest
+                        yield rest
+                    return
+                if not options.tools:
+                    return  # a call with no tools to call: the words before it are the reply
+                prompt += reply + OPEN + "\n"
+            if cancel.is_set():
+                return
+            from llama_cpp import LlamaGrammar
+
+            grammar = LlamaGrammar.from_string(call_grammar(options.tools), verbose=False)
+            body = "".join(self._generate(llama, prompt, max(options.max_tokens, _CALL_TOKENS),
+                                          options.temperature, cancel, grammar))
+            if cancel.is_set():
+                return
+            try:
+                call = parse_call(body)
+            except ValueError as exc:  # cut short by the token limit
+                log.warning("the model's tool call does not parse: %s", exc)
+                return
+            reply += f"{OPEN}\n{body.strip()}"
+            yield call
+        except ValueError as exc:
+            raise LLMError(f"llama.cpp: {exc}") from exc
+        finally:
+            self._release(index, [*conversation, {"role": "assistant", "content": reply}])
+
+    @staticmethod
+    def _generate(llama: Any, prompt: str, max_tokens: int, temperature: float, cancel: threading.Event,
+                  grammar: Any = None) -> Iterator[str]:
+        """The text of `prompt`'s continuation, piece by piece (special tokens as their text), to the
+        end-of-generation token; the cached prefix of the context is reused."""
+        import llama_cpp
+
+        tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        if len(tokens) >= llama.n_ctx():
+            raise ValueError(f"the prompt's {len(tokens)} tokens exceed the context window of {llama.n_ctx()}")
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
+        vocab = llama._model.vocab  # llama-cpp-python 0.3.36 (pinned)
+        room = min(max_tokens, llama.n_ctx() - len(tokens))
+        for count, token in enumerate(llama.generate(tokens, temp=temperature, grammar=grammar)):
+            if cancel.is_set() or llama_cpp.llama_vocab_is_eog(vocab, token):
+                return
+            piece = decoder.decode(llama.detokenize([token], special=True))
+            if piece:
+                yield piece
+            if count + 1 >= room:
+                return

@@ -8,7 +8,7 @@ from typing import Any
 
 import openai
 
-from voice.llm.base import ChatMessage, GenerationOptions, LLMError
+from voice.llm.base import ChatMessage, GenerationOptions, LLMError, ToolCall
 
 
 class OpenAICompatibleChat:
@@ -33,12 +33,18 @@ class OpenAICompatibleChat:
 
     def stream_chat(
         self, messages: list[ChatMessage], options: GenerationOptions, cancel: threading.Event
-    ) -> Iterator[str]:
-        return self.stream_messages([m.as_dict() for m in messages], options, cancel)
+    ) -> Iterator[str | ToolCall]:
+        return self.stream_messages([_wire_message(m) for m in messages], options, cancel)
 
     def stream_messages(self, messages: list[dict[str, Any]], options: GenerationOptions,
-                        cancel: threading.Event) -> Iterator[str]:
-        """Stream a reply to chat messages in the wire format (content may be a list of parts)."""
+                        cancel: threading.Event) -> Iterator[str | ToolCall]:
+        """Stream a reply to chat messages in the wire format (content may be a list of parts); the
+        tools go to the server, and its streamed `tool_calls` come back whole, after the text."""
+        extra: dict[str, Any] = {}
+        if options.tools:
+            extra = {"tools": [tool.as_dict() for tool in options.tools],
+                     "tool_choice": "required" if options.require_tool else "auto"}
+        calls: dict[int, dict[str, str]] = {}  # index -> id, name, arguments so far
         try:
             stream = self._client.chat.completions.create(
                 model=self._model_name(),
@@ -46,14 +52,35 @@ class OpenAICompatibleChat:
                 max_tokens=options.max_tokens,
                 temperature=options.temperature,
                 stream=True,
+                **extra,
             )
             with stream:
                 for chunk in stream:
                     if cancel.is_set():
                         return  # leaving the block closes the HTTP stream; the server stops
-                    if chunk.choices and chunk.choices[0].delta.content:
-                        yield chunk.choices[0].delta.content
+                    if not chunk.choices:
+                        continue
+                    delta = chunk.choices[0].delta
+                    if delta.content:
+                        yield delta.content
+                    for part in delta.tool_calls or ():
+                        call = calls.setdefault(part.index, {"id": "", "name": "", "arguments": ""})
+                        call["id"] = part.id or call["id"]
+                        if part.function is not None:
+                            call["name"] += part.function.name or ""
+                            call["arguments"] += part.function.arguments or ""
+            for call in calls.values():
+                if call["name"]:
+                    yield ToolCall(call["name"], call["arguments"] or "{}", call["id"])
         except openai.APITimeoutError as exc:
             raise LLMError(f"LLM server timed out (nothing for {self._timeout:g} s)") from exc
         except openai.OpenAIError as exc:
             raise LLMError(f"LLM server error: {exc}") from exc
+
+
+def _wire_message(message: ChatMessage) -> dict[str, Any]:
+    """A message as chat-completions servers take it (an assistant's calls without text: null content)."""
+    wire = message.as_dict()
+    if message.tool_calls and not message.content:
+        wire["content"] = None
+    return wire
