@@ -6,21 +6,22 @@ import codecs
 import logging
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from voice.llm.base import ChatMessage, GenerationOptions, LLMError, ToolCall, shared_prefix
+from voice.llm.base import ChatMessage, GenerationOptions, LLMError, Tool, ToolCall, shared_prefix
 from voice.llm.chat_template import ChatTemplate
 from voice.llm.compute_thread import route_decodes
 from voice.llm.context_pool import WAIT, ContextPool
-from voice.llm.tool_calls import OPEN, CallSpotter, call_grammar, parse_call, template_messages
+from voice.llm.tool_calls import OPEN, CallSpotter, call_grammar, called_name, parse_call, template_messages
 from voice.models import llama_file
 
 log = logging.getLogger(__name__)
 
 _REPLY_ROOM = 256  # tokens a prefilled prompt leaves free in its context
 _CALL_TOKENS = 512  # at least this many tokens for a tool call's JSON, whatever the reply's limit
+_NAME_TOKENS = 16  # a spontaneous call must name its function within this many tokens
 
 
 def shared_turns(before: list[dict[str, str]], after: list[dict[str, str]]) -> float:
@@ -151,9 +152,10 @@ class LlamaCppChat:
     def _stream_with_tools(self, messages: list[ChatMessage], options: GenerationOptions,
                            cancel: threading.Event) -> Iterator[str | ToolCall]:
         """A reply that may call one of `options.tools`, in the model's own format: the template
-        renders the tools, the text streams as it comes (the call's markup held back), and from a
-        call's opening on the grammar of the tools' schemas writes the JSON. A required call opens
-        at once, in the prompt."""
+        renders the tools, the text streams as it comes (a call's markup held back), and once a call
+        opens and names one of the tools, that tool's schema, as a grammar, writes the JSON. A call
+        naming no tool is dropped and the reply drawn again as words. A required call opens at once,
+        in the prompt."""
         template = self._template
         assert template is not None
         rendered, tools = template_messages(messages, options.tools, template.knows_tools)
@@ -165,31 +167,20 @@ class LlamaCppChat:
         reply = ""
         try:
             prompt = template.render(rendered, tools)
-            spotter = CallSpotter()
-            if options.tools and options.require_tool:
-                prompt += OPEN + "\n"
-                spotter.opened = True
-            else:
-                for piece in self._generate(llama, prompt, options.max_tokens, options.temperature, cancel):
-                    spotted = spotter.feed(piece)
-                    if spotted.text:
-                        reply += spotted.text
-                        yield spotted.text
-                    if spotted.opened:
-                        break
-                if not spotter.opened:
-                    if rest := spotter.flush():
-                        reply += rest
-                        yield rest
+            chosen = options.tools
+            if not (options.tools and options.require_tool):
+                plain = template.render(template_messages(messages, (), template.knows_tools)[0])
+                spoken, chosen = yield from self._words_or_call(llama, prompt, plain, options, cancel)
+                reply += spoken
+                if chosen is None:
                     return
-                if not options.tools:
-                    return  # a call with no tools to call: the words before it are the reply
-                prompt += reply + OPEN + "\n"
+                prompt += spoken
+            prompt += OPEN + "\n"
             if cancel.is_set():
                 return
             from llama_cpp import LlamaGrammar
 
-            grammar = LlamaGrammar.from_string(call_grammar(options.tools), verbose=False)
+            grammar = LlamaGrammar.from_string(call_grammar(chosen), verbose=False)
             body = "".join(self._generate(llama, prompt, max(options.max_tokens, _CALL_TOKENS),
                                           options.temperature, cancel, grammar))
             if cancel.is_set():
@@ -206,9 +197,51 @@ class LlamaCppChat:
         finally:
             self._release(index, [*conversation, {"role": "assistant", "content": reply}])
 
+    def _words_or_call(self, llama: Any, prompt: str, plain: str, options: GenerationOptions,
+                       cancel: threading.Event) -> Generator[str, None, tuple[str, tuple[Tool, ...] | None]]:
+        """Stream the reply's words until it ends or a call opens; returns the words, and the tool
+        the call names (None: no call). An opened call runs unconstrained only until its name is
+        written; one naming no declared tool is dropped, and the reply is drawn again from the
+        `plain` prompt, without the tools (small models invent functions for plain questions)."""
+        spotter = CallSpotter()
+        spoken = ""
+        for attempt in range(2):
+            stream = self._generate(llama, plain if attempt else prompt, options.max_tokens, options.temperature,
+                                    cancel)
+            body = ""
+            for piece in stream:
+                spotted = spotter.feed(piece)
+                if spotted.text:
+                    spoken += spotted.text
+                    yield spotted.text
+                if spotted.opened:
+                    body = spotted.rest
+                    break
+            if not spotter.opened:
+                if rest := spotter.flush():
+                    spoken += rest
+                    yield rest
+                return spoken, None
+            if not options.tools:
+                return spoken, None  # a call with no tools to call: the words before it are the reply
+            for _ in range(_NAME_TOKENS):
+                if called_name(body) is not None or (piece := next(stream, None)) is None:
+                    break
+                body += piece
+            stream.close()
+            name = called_name(body)
+            chosen = tuple(tool for tool in options.tools if tool.name == name)
+            if chosen or spoken:
+                return spoken, chosen or options.tools
+            if attempt:
+                return spoken, None
+            log.info("the model called %r, which is not a declared tool: drawing a reply in words", name)
+            spotter = CallSpotter()
+        return spoken, None
+
     @staticmethod
     def _generate(llama: Any, prompt: str, max_tokens: int, temperature: float, cancel: threading.Event,
-                  grammar: Any = None) -> Iterator[str]:
+                  grammar: Any = None) -> Generator[str, None, None]:
         """The text of `prompt`'s continuation, piece by piece (special tokens as their text), to the
         end-of-generation token; the cached prefix of the context is reused."""
         import llama_cpp

@@ -8,6 +8,7 @@ finished call, and the chat messages a template is given.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,15 @@ def call_grammar(tools: tuple[Tool, ...]) -> str:
     return body.replace("root ::= ", "call ::= ", 1) + '\nroot ::= [ \\n]* call\n'
 
 
+_NAME = re.compile(r'\{\s*"name"\s*:\s*"([^"]*)"')
+
+
+def called_name(body: str) -> str | None:
+    """The function a call's body names, once its name is written (None before)."""
+    found = _NAME.search(body)
+    return found.group(1) if found else None
+
+
 def parse_call(body: str) -> ToolCall:
     """A call from its JSON body (`{"name": ..., "arguments": {...}}`); ValueError if it is none."""
     value = json.loads(body.strip().removesuffix(CLOSE).strip())
@@ -71,16 +81,20 @@ class Spotted:
 
     text: str
     opened: bool = False
+    rest: str = ""
+    """Once opened: what came after the opening in the same piece (the call's body begins there)."""
 
 
 class CallSpotter:
-    """Finds a call's opening in streamed reply text. Text that cannot be the start of the opening
-    passes at once; a tail that might be (`<`, `<tool`) waits for the next piece, so the markup is
-    never spoken, and a reply without `<` is not held at all."""
+    """Finds a call's opening in streamed reply text: the `<tool_call>` markup, or a reply that
+    begins with `{` or a code fence (small models leave the markup out; nobody says a brace). Text that cannot be
+    the start of an opening passes at once; a tail that might be (`<`, `<tool`) waits for the next
+    piece, so the markup is never spoken, and a reply without `<` is not held at all."""
 
     def __init__(self, opening: str = OPEN) -> None:
         self.opening = opening
         self._held = ""
+        self._begun = False  # words came before
         self.opened = False
 
     def feed(self, piece: str) -> Spotted:
@@ -88,10 +102,18 @@ class CallSpotter:
             return Spotted("", True)
         text = self._held + piece
         self._held = ""
+        if not self._begun:
+            if not text.strip():
+                self._held = text
+                return Spotted("")
+            self._begun = True
+            if text.lstrip().startswith(("{", "`")):
+                self.opened = True
+                return Spotted("", True, text.lstrip())
         at = text.find(self.opening)
         if at >= 0:
             self.opened = True
-            return Spotted(text[:at], True)
+            return Spotted(text[:at], True, text[at + len(self.opening):])
         for keep in range(min(len(self.opening) - 1, len(text)), 0, -1):
             if self.opening.startswith(text[-keep:]):
                 self._held = text[-keep:]
