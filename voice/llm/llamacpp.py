@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 from collections.abc import Generator, Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -155,9 +156,12 @@ class LlamaCppChat:
         renders the tools, the text streams as it comes (a call's markup held back), and once a call
         opens and names one of the tools, that tool's schema, as a grammar, writes the JSON. A call
         naming no tool is dropped and the reply drawn again as words. A required call opens at once,
-        in the prompt."""
+        in the prompt. A model whose template has no tool format (SmolLM2) is offered tools only
+        when a call is required: it does not choose calls well."""
         template = self._template
         assert template is not None
+        if not template.knows_tools and not options.require_tool:
+            options = replace(options, tools=())
         rendered, tools = template_messages(messages, options.tools, template.knows_tools)
         conversation = [m.as_dict() for m in messages]
         index = self._acquire(conversation, cancel)
