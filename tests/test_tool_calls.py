@@ -124,3 +124,13 @@ def test_a_reply_that_begins_with_a_brace_or_a_fence_is_a_call_without_markup():
 def test_the_name_of_a_call_is_known_once_written():
     assert called_name('{"name": "set_li') is None
     assert called_name('```json\n{"name": "add", "arg') == "add"
+
+
+def test_a_call_left_in_a_servers_text_is_found_when_it_names_a_tool():
+    from voice.llm.tool_calls import text_call
+
+    call = text_call('"name": ignored ```json\n{"name": "set_light", "arguments": {"room": "hall", "on": false}}\n```',
+                     (SET_LIGHT,))
+    assert call is not None and json.loads(call.arguments) == {"room": "hall", "on": False}
+    assert text_call('{"name": "add", "arguments": {}}', (SET_LIGHT,)) is None
+    assert text_call("no call here", (SET_LIGHT,)) is None

@@ -44,11 +44,13 @@ class ChatTemplate:
             return self._formatter(messages=messages, tools=tools).prompt
         return self._formatter(messages=messages).prompt
 
-    def around_last(self, messages: list[dict[str, str]]) -> tuple[str, str]:
+    def around_last(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+                    ) -> tuple[str, str]:
         """The prompt text before and after the last message's content: what comes before a user
         turn still being spoken, or around audio that stands for the user's words."""
         last = messages[-1]
-        before, _, after = self.render([*messages[:-1], {**last, "content": last["content"] + _MARK}]).partition(_MARK)
+        marked = [*messages[:-1], {**last, "content": last["content"] + _MARK}]
+        before, _, after = self.render(marked, tools).partition(_MARK)
         return before, after
 
 

@@ -62,6 +62,7 @@ class LlamaCppChat:
             route_decodes(context)
         self._pool = ContextPool(range(len(self._contexts)))  # leases context indices
         self._history: dict[int, list[dict[str, str]]] = {}  # context -> the conversation it last saw
+        self._offered: dict[int, tuple[Tool, ...]] = {}  # context -> the tools its last reply was offered
         self._template = ChatTemplate.of(self._contexts[0])
 
     def warm(self, messages: list[ChatMessage]) -> None:
@@ -110,7 +111,11 @@ class LlamaCppChat:
             return
         try:
             llama = self._contexts[index]
-            prompt = self._template.around_last(conversation)[0]
+            tools = self._offered.get(index, ())  # a session that declared tools declares them again
+            if tools or any(m.role == "tool" or m.tool_calls for m in messages):
+                prompt = self._template.around_last(*template_messages(messages, tools, self._template.knows_tools))[0]
+            else:
+                prompt = self._template.around_last(conversation)[0]
             tokens = llama.tokenize(prompt.encode("utf-8"), special=True)
             cached = shared_prefix(llama._input_ids, tokens)  # what llama.cpp reuses
             if cached < len(tokens) < llama.n_ctx() - _REPLY_ROOM and not cancel.is_set():
@@ -148,6 +153,7 @@ class LlamaCppChat:
         except ValueError as exc:  # e.g. prompt longer than the context window
             raise LLMError(f"llama.cpp: {exc}") from exc
         finally:
+            self._offered.pop(index, None)
             self._release(index, [*conversation, {"role": "assistant", "content": "".join(reply)}])
 
     def _stream_with_tools(self, messages: list[ChatMessage], options: GenerationOptions,
@@ -199,6 +205,7 @@ class LlamaCppChat:
         except ValueError as exc:
             raise LLMError(f"llama.cpp: {exc}") from exc
         finally:
+            self._offered[index] = options.tools
             self._release(index, [*conversation, {"role": "assistant", "content": reply}])
 
     def _words_or_call(self, llama: Any, prompt: str, plain: str, options: GenerationOptions,

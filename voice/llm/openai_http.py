@@ -9,6 +9,7 @@ from typing import Any
 import openai
 
 from voice.llm.base import ChatMessage, GenerationOptions, LLMError, ToolCall
+from voice.llm.tool_calls import CallSpotter, text_call
 
 
 class OpenAICompatibleChat:
@@ -45,6 +46,8 @@ class OpenAICompatibleChat:
             extra = {"tools": [tool.as_dict() for tool in options.tools],
                      "tool_choice": "required" if options.require_tool else "auto"}
         calls: dict[int, dict[str, str]] = {}  # index -> id, name, arguments so far
+        spotter = CallSpotter() if options.tools else None  # a call the server left in the text
+        body = ""
         try:
             stream = self._client.chat.completions.create(
                 model=self._model_name(),
@@ -61,17 +64,28 @@ class OpenAICompatibleChat:
                     if not chunk.choices:
                         continue
                     delta = chunk.choices[0].delta
-                    if delta.content:
+                    if delta.content and spotter is None:
                         yield delta.content
+                    elif delta.content and spotter is not None and spotter.opened:
+                        body += delta.content
+                    elif delta.content and spotter is not None:
+                        spotted = spotter.feed(delta.content)
+                        if spotted.text:
+                            yield spotted.text
+                        body = spotted.rest
                     for part in delta.tool_calls or ():
                         call = calls.setdefault(part.index, {"id": "", "name": "", "arguments": ""})
                         call["id"] = part.id or call["id"]
                         if part.function is not None:
                             call["name"] += part.function.name or ""
                             call["arguments"] += part.function.arguments or ""
+            if spotter is not None and not spotter.opened and (rest := spotter.flush()):
+                yield rest
             for call in calls.values():
                 if call["name"]:
                     yield ToolCall(call["name"], call["arguments"] or "{}", call["id"])
+            if spotter is not None and spotter.opened and not calls and (found := text_call(body, options.tools)):
+                yield found
         except openai.APITimeoutError as exc:
             raise LLMError(f"LLM server timed out (nothing for {self._timeout:g} s)") from exc
         except openai.OpenAIError as exc:

@@ -75,6 +75,18 @@ def parse_call(body: str) -> ToolCall:
     return ToolCall(value["name"], json.dumps(arguments, ensure_ascii=False))
 
 
+def text_call(body: str, tools: tuple[Tool, ...]) -> ToolCall | None:
+    """A call to one of `tools` written as text after its opening (markup, bare JSON or a fenced
+    block), as servers that did not parse it pass it on; None if it is none."""
+    start = body.find("{")
+    end = body.rfind("}")
+    try:
+        call = parse_call(body[start:end + 1]) if 0 <= start < end else None
+    except (ValueError, json.JSONDecodeError):
+        return None
+    return call if call is not None and any(tool.name == call.name for tool in tools) else None
+
+
 @dataclass
 class Spotted:
     """What a piece of streamed text holds: words to say, and whether a call opened after them."""
