@@ -134,3 +134,12 @@ def test_a_call_left_in_a_servers_text_is_found_when_it_names_a_tool():
     assert call is not None and json.loads(call.arguments) == {"room": "hall", "on": False}
     assert text_call('{"name": "add", "arguments": {}}', (SET_LIGHT,)) is None
     assert text_call("no call here", (SET_LIGHT,)) is None
+
+
+def test_a_call_repeats_when_made_and_answered_since_the_user_spoke():
+    from voice.llm.tool_calls import repeats
+
+    same = ToolCall("set_light", '{"on": true, "room": "hall"}')
+    assert repeats(same, HISTORY)
+    assert not repeats(ToolCall("set_light", '{"on": false, "room": "hall"}'), HISTORY)
+    assert not repeats(same, [*HISTORY, ChatMessage("user", "Again, please.")])

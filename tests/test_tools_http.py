@@ -32,6 +32,8 @@ STREAMS = {
     "text call": [chunk({"content": '{"name": "set_light", '}),
                   chunk({"content": '"arguments": {"room": "den", "on": false}}'})],
     "words": [chunk({"content": "It is "}), chunk({"content": "noon."})],
+    "repeat": [chunk({"tool_calls": [{"index": 0, "id": "call_2", "type": "function", "function": {
+        "name": "set_light", "arguments": '{"on": true, "room": "hall"}'}}]})],
 }
 
 
@@ -46,7 +48,10 @@ def server():
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.end_headers()
-            for data in STREAMS[request["messages"][-1]["content"]]:
+            key = request["messages"][-1]["content"]
+            if key == "done":  # after the output: the same call again while tools are offered
+                key = "repeat" if "tools" in request else "words"
+            for data in STREAMS[key]:
                 self.wfile.write(data)
             self.wfile.write(b"data: [DONE]\n\n")
 
@@ -59,12 +64,21 @@ def server():
     httpd.shutdown()
 
 
-def ask(url: str, text: str, **options) -> list:
+HISTORY = [ChatMessage("system", "Be brief."), ChatMessage("user", "Lamp?"),
+           ChatMessage("assistant", "", (ToolCall("set_light", '{"room": "hall", "on": true}', "call_1"),)),
+           ChatMessage("tool", "done", tool_call_id="call_1")]
+
+
+def ask(url: str, text: str | None, **options) -> list:
     chat = OpenAICompatibleChat(url, model="m")
-    history = [ChatMessage("system", "Be brief."), ChatMessage("user", "Lamp?"),
-               ChatMessage("assistant", "", (ToolCall("set_light", '{"room": "hall", "on": true}', "call_1"),)),
-               ChatMessage("tool", "done", tool_call_id="call_1"), ChatMessage("user", text)]
+    history = HISTORY + ([ChatMessage("user", text)] if text else [])
     return list(chat.stream_chat(history, GenerationOptions(**options), threading.Event()))
+
+
+def test_a_call_repeating_the_answered_one_is_asked_again_for_words(server):
+    url, received = server
+    assert ask(url, None, tools=(SET_LIGHT,)) == ["It is ", "noon."]
+    assert "tools" in received[-2] and "tools" not in received[-1]
 
 
 def test_streamed_tool_calls_come_back_as_one_call_and_the_request_carries_the_tools(server):

@@ -15,7 +15,15 @@ from voice.llm.base import ChatMessage, GenerationOptions, LLMError, Tool, ToolC
 from voice.llm.chat_template import ChatTemplate
 from voice.llm.compute_thread import route_decodes
 from voice.llm.context_pool import WAIT, ContextPool
-from voice.llm.tool_calls import OPEN, CallSpotter, call_grammar, called_name, parse_call, template_messages
+from voice.llm.tool_calls import (
+    OPEN,
+    CallSpotter,
+    call_grammar,
+    called_name,
+    parse_call,
+    repeats,
+    template_messages,
+)
 from voice.models import llama_file
 
 log = logging.getLogger(__name__)
@@ -177,9 +185,9 @@ class LlamaCppChat:
         reply = ""
         try:
             prompt = template.render(rendered, tools)
+            plain = template.render(template_messages(messages, (), template.knows_tools)[0])
             chosen = options.tools
             if not (options.tools and options.require_tool):
-                plain = template.render(template_messages(messages, (), template.knows_tools)[0])
                 spoken, chosen = yield from self._words_or_call(llama, prompt, plain, options, cancel)
                 reply += spoken
                 if chosen is None:
@@ -199,6 +207,12 @@ class LlamaCppChat:
                 call = parse_call(body)
             except ValueError as exc:  # cut short by the token limit
                 log.warning("the model's tool call does not parse: %s", exc)
+                return
+            if not options.require_tool and repeats(call, messages):
+                log.info("the model repeats its answered call %s: drawing a reply in words", call.name)
+                for piece in self._words(llama, plain, options, cancel):
+                    reply += piece
+                    yield piece
                 return
             reply += f"{OPEN}\n{body.strip()}"
             yield call
@@ -249,6 +263,19 @@ class LlamaCppChat:
             log.info("the model called %r, which is not a declared tool: drawing a reply in words", name)
             spotter = CallSpotter()
         return spoken, None
+
+    def _words(self, llama: Any, prompt: str, options: GenerationOptions, cancel: threading.Event
+               ) -> Iterator[str]:
+        """A reply in words only: it ends where a call would open."""
+        spotter = CallSpotter()
+        for piece in self._generate(llama, prompt, options.max_tokens, options.temperature, cancel):
+            spotted = spotter.feed(piece)
+            if spotted.text:
+                yield spotted.text
+            if spotted.opened:
+                return
+        if rest := spotter.flush():
+            yield rest
 
     @staticmethod
     def _generate(llama: Any, prompt: str, max_tokens: int, temperature: float, cancel: threading.Event,

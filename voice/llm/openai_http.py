@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import openai
 
 from voice.llm.base import ChatMessage, GenerationOptions, LLMError, ToolCall
-from voice.llm.tool_calls import CallSpotter, text_call
+from voice.llm.tool_calls import CallSpotter, repeats, text_call
+
+log = logging.getLogger(__name__)
 
 
 class OpenAICompatibleChat:
@@ -35,7 +39,14 @@ class OpenAICompatibleChat:
     def stream_chat(
         self, messages: list[ChatMessage], options: GenerationOptions, cancel: threading.Event
     ) -> Iterator[str | ToolCall]:
-        return self.stream_messages([_wire_message(m) for m in messages], options, cancel)
+        wire = [_wire_message(m) for m in messages]
+        for piece in self.stream_messages(wire, options, cancel):
+            if isinstance(piece, ToolCall) and not options.require_tool and repeats(piece, messages):
+                # The call was made and answered: the result is to be said (asked again, without tools).
+                log.info("the model repeats its answered call %s: asking for words", piece.name)
+                yield from self.stream_messages(wire, replace(options, tools=()), cancel)
+                return
+            yield piece
 
     def stream_messages(self, messages: list[dict[str, Any]], options: GenerationOptions,
                         cancel: threading.Event) -> Iterator[str | ToolCall]:

@@ -75,6 +75,18 @@ def parse_call(body: str) -> ToolCall:
     return ToolCall(value["name"], json.dumps(arguments, ensure_ascii=False))
 
 
+def repeats(call: ToolCall, messages: list[ChatMessage]) -> bool:
+    """Whether `call` is one already made and answered since the user last spoke: small models call
+    again after the output instead of saying the result, and that call is dropped for words."""
+    for message in reversed(messages):
+        if message.role == "user":
+            return False
+        for made in message.tool_calls:
+            if made.name == call.name and _as_object(made.arguments) == _as_object(call.arguments):
+                return True
+    return False
+
+
 def text_call(body: str, tools: tuple[Tool, ...]) -> ToolCall | None:
     """A call to one of `tools` written as text after its opening (markup, bare JSON or a fenced
     block), as servers that did not parse it pass it on; None if it is none."""
