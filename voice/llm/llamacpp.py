@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 _REPLY_ROOM = 256  # tokens a prefilled prompt leaves free in its context
 _CALL_TOKENS = 512  # at least this many tokens for a tool call's JSON, whatever the reply's limit
+_WORDS_GBNF = "root ::= [^{<` \\t\\n] [^\\uFFFF]*"  # a reply that opens with a word, not a call
 _NAME_TOKENS = 16  # a spontaneous call must name its function within this many tokens
 
 
@@ -266,9 +267,13 @@ class LlamaCppChat:
 
     def _words(self, llama: Any, prompt: str, options: GenerationOptions, cancel: threading.Event
                ) -> Iterator[str]:
-        """A reply in words only: it ends where a call would open."""
+        """A reply in words only: a grammar bars a call's opening from its first character (the
+        reply may not begin with `{`, `<` or a fence), and it ends where a call would open later."""
+        from llama_cpp import LlamaGrammar
+
+        words = LlamaGrammar.from_string(_WORDS_GBNF, verbose=False)
         spotter = CallSpotter()
-        for piece in self._generate(llama, prompt, options.max_tokens, options.temperature, cancel):
+        for piece in self._generate(llama, prompt, options.max_tokens, options.temperature, cancel, words):
             spotted = spotter.feed(piece)
             if spotted.text:
                 yield spotted.text
