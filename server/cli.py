@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -80,8 +81,9 @@ def _audio_api(args: argparse.Namespace) -> None:
 def _talk(args: argparse.Namespace) -> None:
     from clients.python.talk import talk
 
+    tools = json.loads(Path(args.tools).read_text()) if args.tools else None
     asyncio.run(talk(args.url, Path(args.file), out=Path(args.out), instructions=args.instructions,
-                     pipeline=args.pipeline, api_key=args.api_key, speed=args.speed))
+                     pipeline=args.pipeline, api_key=args.api_key, speed=args.speed, tools=tools))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="ask for this path (the server's default if not given)")
     talk.add_argument("--api-key", default=os.environ.get("VOICE_API_KEY"))
     talk.add_argument("--speed", type=float, default=1.0, help="streaming pace (1.0 = real time)")
+    talk.add_argument("--tools", default=None,
+                      help="a JSON file of Realtime function tools to declare; their calls are printed, not run")
     talk.set_defaults(func=_talk)
 
     api = commands.add_parser("audio-api", help="the embedded native model as an OpenAI-compatible "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from voice.llm.base import Tool
 from voice.turn_taking import END_POLICIES, TurnSettings
 from voice.vad import VadConfig
 
@@ -70,6 +71,10 @@ class SessionConfig:
     max_output_tokens: int | None = 160
     temperature: float = 0.7
     speed: float = 1.0
+    tools: tuple[Tool, ...] = ()
+    """Functions the model may call (server/tools.py)."""
+    tool_choice: str | dict[str, str] = "auto"
+    """`auto`, `none`, `required`, or `{"type": "function", "name": NAME}`."""
 
     def with_changes(self, **changes: Any) -> SessionConfig:
         return replace(self, **changes)

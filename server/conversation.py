@@ -5,24 +5,39 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from voice.llm.base import ChatMessage
+from voice.llm.base import ChatMessage, ToolCall
 
 _CONTENT_TYPE = {"user": "input_text", "system": "input_text", "assistant": "output_text"}
 
 
 @dataclass
 class Item:
-    """One conversation item (a message)."""
+    """One conversation item: a message, a function call, or a function call's output."""
 
     id: str
     role: str  # user | assistant | system
     content_type: str  # input_audio | input_text | output_audio | output_text
-    text: str | None = None  # the text, or the transcript of audio
+    text: str | None = None  # the text, or the transcript of audio (or a function call's output)
     status: str = "completed"
     audio_ms: float = 0.0  # assistant audio sent so far
     segments: list[tuple[str, float]] = field(default_factory=list)  # (text, audio ms) as spoken
+    type: str = "message"  # message | function_call | function_call_output
+    call_id: str = ""
+    name: str = ""  # the function called
+    arguments: str = ""  # its arguments, a JSON string
+
+    @property
+    def prompt_text(self) -> str:
+        """What the item puts in the prompt (for the history's size)."""
+        return f"{self.name}{self.arguments}" if self.type == "function_call" else (self.text or "").strip()
 
     def to_wire(self) -> dict[str, Any]:
+        if self.type == "function_call":
+            return {"id": self.id, "object": "realtime.item", "type": "function_call", "status": self.status,
+                    "name": self.name, "call_id": self.call_id, "arguments": self.arguments}
+        if self.type == "function_call_output":
+            return {"id": self.id, "object": "realtime.item", "type": "function_call_output",
+                    "status": self.status, "call_id": self.call_id, "output": self.text or ""}
         part: dict[str, Any] = {"type": self.content_type}
         if self.content_type in ("input_audio", "output_audio"):
             part["transcript"] = self.text
@@ -65,18 +80,25 @@ class Conversation:
         start then stays put for several turns, so the prompt keeps the same beginning and the
         LLM's cache of it stays valid (a window sliding by one item every turn would make the
         LLM evaluate the whole history again on every turn)."""
-        items = [item for item in self.items if (item.text or "").strip() and item.status != "in_progress"]
+        items = [item for item in self.items if (item.prompt_text or item.type == "function_call_output")
+                 and item.status != "in_progress"]
         start = next((k for k, item in enumerate(items) if item.id == self._window_start), 0)
-        size = sum(len(item.text.strip()) for item in items[start:])
+        size = sum(len(item.prompt_text) for item in items[start:])
         if size > self.history_chars:
             while start < len(items) - 1 and size > self.history_chars // 2:
-                size -= len(items[start].text.strip())
+                size -= len(items[start].prompt_text)
                 start += 1
+        while start < len(items) and items[start].type == "function_call_output":
+            start += 1  # an output without its call means nothing to the model
         self._window_start = items[start].id if items else None
         return items[start:]
 
     def get(self, item_id: str) -> Item | None:
         return next((item for item in self.items if item.id == item_id), None)
+
+    def has_call(self, call_id: str) -> bool:
+        """Whether a function call with this call id is in the conversation."""
+        return any(item.type == "function_call" and item.call_id == call_id for item in self.items)
 
     @property
     def last_id(self) -> str | None:
@@ -105,19 +127,31 @@ class Conversation:
     def messages(self, instructions: str, pending_user: str | None = None) -> list[ChatMessage]:
         """System prompt plus the history window (and a user utterance not yet in the
         conversation, for a speculative reply)."""
-        history = [ChatMessage(item.role, (item.text or "").strip()) for item in self._window()]
+        history = [_message(item) for item in self._window()]
         if pending_user:
             history.append(ChatMessage("user", pending_user))
-        # Chat templates want user/assistant turns after one system message.
+        # Chat templates want user/assistant turns after one system message; an assistant's calls
+        # join its words, and each output is a `tool` message of its own.
         merged: list[ChatMessage] = [ChatMessage("system", instructions)]
         for message in history:
+            last = merged[-1]
             if message.role == "system":
                 merged[0] = ChatMessage("system", f"{merged[0].content}\n{message.content}")
-            elif merged[-1].role == message.role and len(merged) > 1:
-                merged[-1] = ChatMessage(message.role, f"{merged[-1].content} {message.content}")
+            elif last.role == message.role and len(merged) > 1 and message.role != "tool":
+                content = " ".join(c for c in (last.content, message.content) if c)
+                merged[-1] = ChatMessage(message.role, content, last.tool_calls + message.tool_calls)
             else:
                 merged.append(message)
         return merged
+
+
+def _message(item: Item) -> ChatMessage:
+    """The chat message an item stands for."""
+    if item.type == "function_call":
+        return ChatMessage("assistant", "", (ToolCall(item.name, item.arguments or "{}", item.call_id),))
+    if item.type == "function_call_output":
+        return ChatMessage("tool", item.text or "", tool_call_id=item.call_id)
+    return ChatMessage(item.role, (item.text or "").strip())
 
 
 def text_item(item_id: str, role: str, text: str) -> Item:

@@ -14,14 +14,17 @@ from server.response_wire import (
     ActiveResponse,
     SpeculativeReply,
     emit_finished,
+    emit_function_call,
+    emit_message_opened,
     emit_output,
-    emit_started,
+    function_call_item,
     response_object,
 )
 from server.session_update import parse_max_tokens
+from server.tools import offered
 from server.wire import ProtocolError
 from voice.llm.base import GenerationOptions
-from voice.response_events import ResponseEvent, ResponseFinished, SpeechSegment, StageMark, TextDelta
+from voice.response_events import FunctionCall, ResponseEvent, ResponseFinished, SpeechSegment, StageMark, TextDelta
 from voice.turn_taking import TurnClock
 
 
@@ -43,7 +46,9 @@ class Replies:
         self.drop_speculative()
         self.speculative = SpeculativeReply(self.outbox.ids.new("resp"), item_id, voiced_end, transcript, now)
         messages = self.conversation.messages(config.instructions, pending_user=transcript or None)
-        options = GenerationOptions(max_tokens=config.max_output_tokens or 1024, temperature=config.temperature)
+        tools, required = offered(config.tools, config.tool_choice)
+        options = GenerationOptions(max_tokens=config.max_output_tokens or 1024, temperature=config.temperature,
+                                    tools=tools, require_tool=required)
         self.outbox.work(StartResponse(self.speculative.id, pipeline, messages, options,
                                        "audio" in config.output_modalities, user_audio))
 
@@ -76,14 +81,16 @@ class Replies:
         item = Item(id=self.outbox.ids.new("item"), role="assistant",
                     content_type="output_audio" if audio else "output_text", text="", status="in_progress")
         messages = self.conversation.messages(request.get("instructions") or config.instructions)
-        previous = self.conversation.add(item)
+        tools, required = offered(request.get("tools", config.tools), request.get("tool_choice", config.tool_choice))
         response = ActiveResponse(response_id, item, audio, adopt.started if adopt else now, clock,
                                   metadata=request.get("metadata"), voice=config.voice,
                                   max_output_tokens=config.max_output_tokens)
         self.active = response
         if audio:
             self.heard = response
-        emit_started(self.outbox.emit, response, previous, self._wire(response, "in_progress", output=[]))
+        self.outbox.emit("response.created", response=self._wire(response, "in_progress", output=[]))
+        if not tools:  # a reply that may be a call opens its message at its first words
+            self._open_message(response)
         if adopt is not None:  # already running since the silence window: catch up on what it did
             response.metadata = {**(response.metadata or {}), "speculative": "true"}
             for event in adopt.events:
@@ -91,8 +98,13 @@ class Replies:
                     break
                 self._on_event(response, event, now)
             return
-        options = GenerationOptions(max_tokens=max_tokens or 1024, temperature=config.temperature)
+        options = GenerationOptions(max_tokens=max_tokens or 1024, temperature=config.temperature, tools=tools,
+                                    require_tool=required)
         self.outbox.work(StartResponse(response_id, pipeline, messages, options, audio, user_audio))
+
+    def _open_message(self, response: ActiveResponse) -> None:
+        if not response.opened:
+            emit_message_opened(self.outbox.emit, response, self.conversation.add(response.item))
 
     def speaking(self, now: float) -> bool:
         """Whether the client is playing a reply now, as far as the server can tell: a response is
@@ -152,8 +164,12 @@ class Replies:
         if isinstance(event, StageMark):
             response.marks[event.stage] = event.at
         elif isinstance(event, TextDelta | SpeechSegment):
+            self._open_message(response)
             emit_output(self.outbox.emit, response, event, now)
             self._release_transcript(response)
+        elif isinstance(event, FunctionCall):
+            item = function_call_item(self.outbox.ids.new("item"), self.outbox.ids.new("call"), event)
+            emit_function_call(self.outbox.emit, response, item, self.conversation.add(item))
         elif isinstance(event, ResponseFinished):
             if event.error:
                 code = "llm_error" if event.error.startswith("llm") else "tts_error"
@@ -166,13 +182,17 @@ class Replies:
                 error: dict[str, str] | None = None) -> None:
         self.active = None
         self._release_transcript(response)
-        emit_finished(self.outbox.emit, response, status)
+        if not response.output:  # nothing said and nothing called: an empty message, as before
+            self._open_message(response)
+        if response.opened:
+            emit_finished(self.outbox.emit, response, status)
         details: dict[str, Any] | None = None
         if status == "cancelled":
             details = {"type": "cancelled", "reason": reason or "client_cancelled"}
         elif error is not None:
             details = {"type": "failed", "error": error}
-        self.outbox.emit("response.done", response=self._wire(response, status, output=[response.item.to_wire()],
+        self.outbox.emit("response.done", response=self._wire(response, status,
+                                                              output=[item.to_wire() for item in response.output],
                                                               status_details=details))
 
     def _wire(self, response: ActiveResponse, status: str, *, output: list[dict[str, Any]],

@@ -9,7 +9,7 @@ from typing import Any
 from server.conversation import Item
 from server.wire import b64
 from voice.audio import WIRE_RATE
-from voice.response_events import SpeechSegment, TextDelta
+from voice.response_events import FunctionCall, SpeechSegment, TextDelta
 from voice.turn_taking import TurnClock
 
 Emit = Callable[..., None]
@@ -31,6 +31,13 @@ class ActiveResponse:
     max_output_tokens: int | None = None
     deferred_transcript: str | None = None
     """The user item whose final transcription waits for this reply's first audio."""
+    output: list[Item] = field(default_factory=list)
+    """The output items opened so far, in order: the message (`item`) once it has words, calls."""
+
+    @property
+    def opened(self) -> bool:
+        """Whether the message item is out (a reply that may call a tool opens it at its first words)."""
+        return any(out is self.item for out in self.output)
 
 
 @dataclass
@@ -46,20 +53,41 @@ class SpeculativeReply:
     events: list[Any] = field(default_factory=list)  # what it emitted so far
 
 
-def emit_started(emit: Emit, response: ActiveResponse, previous: str | None, wire: dict[str, Any]) -> None:
-    """The events that open a response (`wire`: its response object)."""
+def emit_message_opened(emit: Emit, response: ActiveResponse, previous: str | None) -> None:
+    """The events that open the response's message item (it is then in the conversation, after `previous`)."""
     item = response.item
-    emit("response.created", response=wire)
-    emit("response.output_item.added", response_id=response.id, output_index=0, item=item.to_wire())
+    index = len(response.output)
+    response.output.append(item)
+    emit("response.output_item.added", response_id=response.id, output_index=index, item=item.to_wire())
     emit("conversation.item.added", previous_item_id=previous, item=item.to_wire())
-    emit("response.content_part.added", response_id=response.id, item_id=item.id, output_index=0, content_index=0,
-         part=content_part(item))
+    emit("response.content_part.added", response_id=response.id, item_id=item.id, output_index=index,
+         content_index=0, part=content_part(item))
+
+
+def emit_function_call(emit: Emit, response: ActiveResponse, item: Item, previous: str | None) -> None:
+    """A `function_call` output item, whole: added, its arguments (one delta), done."""
+    index = len(response.output)
+    response.output.append(item)
+    common = {"response_id": response.id, "item_id": item.id, "output_index": index, "call_id": item.call_id}
+    emit("response.output_item.added", response_id=response.id, output_index=index,
+         item={**item.to_wire(), "status": "in_progress", "arguments": ""})
+    emit("conversation.item.added", previous_item_id=previous, item={**item.to_wire(), "status": "in_progress"})
+    emit("response.function_call_arguments.delta", delta=item.arguments, **common)
+    emit("response.function_call_arguments.done", name=item.name, arguments=item.arguments, **common)
+    emit("response.output_item.done", response_id=response.id, output_index=index, item=item.to_wire())
+    emit("conversation.item.done", item=item.to_wire())
+
+
+def function_call_item(item_id: str, call_id: str, call: FunctionCall) -> Item:
+    return Item(id=item_id, role="assistant", content_type="", type="function_call", call_id=call_id,
+                name=call.name, arguments=call.arguments)
 
 
 def emit_output(emit: Emit, response: ActiveResponse, output: TextDelta | SpeechSegment, now: float) -> None:
     """Reply text or speech: into the assistant's item, and out as deltas."""
     item = response.item
-    common = {"response_id": response.id, "item_id": item.id, "output_index": 0, "content_index": 0}
+    common = {"response_id": response.id, "item_id": item.id, "output_index": response.output.index(item),
+              "content_index": 0}
     if isinstance(output, TextDelta):
         item.text = (item.text or "") + output.text
         emit("response.output_text.delta", delta=output.text, **common)
@@ -84,14 +112,15 @@ def emit_finished(emit: Emit, response: ActiveResponse, status: str) -> None:
     item = response.item
     item.status = "completed" if status == "completed" else "incomplete"
     item.text = (item.text or "").strip()
-    common = {"response_id": response.id, "item_id": item.id, "output_index": 0, "content_index": 0}
+    index = response.output.index(item)
+    common = {"response_id": response.id, "item_id": item.id, "output_index": index, "content_index": 0}
     if response.audio:
         emit("response.output_audio.done", **common)
         emit("response.output_audio_transcript.done", transcript=item.text, **common)
     else:
         emit("response.output_text.done", text=item.text, **common)
     emit("response.content_part.done", part=content_part(item), **common)
-    emit("response.output_item.done", response_id=response.id, output_index=0, item=item.to_wire())
+    emit("response.output_item.done", response_id=response.id, output_index=index, item=item.to_wire())
     emit("conversation.item.done", item=item.to_wire())
 
 

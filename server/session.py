@@ -20,6 +20,7 @@ from server.effects import Outbox, Output, PrefillPrompt, ResponseProgress
 from server.replies import Replies
 from server.response_wire import SpeculativeReply
 from server.session_update import apply_session_update, session_to_wire, validate_response_request
+from server.tools import function_item, parse_function_item
 from server.wire import ClientEvent, Ids, ProtocolError, decode_audio, parse_client_event, parse_message_item, require
 from voice.audio import ASR_RATE, WIRE_RATE, StreamResampler, pcm16_to_float
 from voice.pipeline import PIPELINES, Pipeline
@@ -321,11 +322,17 @@ class RealtimeSession:
         if previous is not None and previous != "root" and self.conversation.get(previous) is None:
             raise ProtocolError(f"no item {previous!r} in the conversation", code="item_not_found",
                                 param="previous_item_id", event_id=event.event_id)
-        message = parse_message_item(event)
-        item_id = message.item_id or self.ids.new("item")
+        spec = require(event, "item", dict)
+        if spec.get("type") in ("function_call", "function_call_output"):
+            function = parse_function_item(event, self.conversation.has_call)
+            item_id, make = function.item_id, lambda: function_item(item_id, function)
+        else:
+            message = parse_message_item(event)
+            item_id, make = message.item_id, lambda: text_item(item_id, message.role, message.text)
+        item_id = item_id or self.ids.new("item")
         if self.conversation.get(item_id) is not None:
             raise ProtocolError(f"item id {item_id!r} already exists", param="item.id", event_id=event.event_id)
-        item = text_item(item_id, message.role, message.text)
+        item = make()
         before = self.conversation.add(item, previous)
         self._emit("conversation.item.added", previous_item_id=before, item=item.to_wire())
         self._emit("conversation.item.done", previous_item_id=before, item=item.to_wire())
@@ -371,7 +378,8 @@ class RealtimeSession:
         if self.replies.active is not None:
             raise ProtocolError("a response is already in progress: cancel it first",
                                 code="conversation_already_has_active_response", event_id=event.event_id)
-        request = validate_response_request(require(event, "response", dict, optional=True), event.event_id)
+        request = validate_response_request(require(event, "response", dict, optional=True), event.event_id,
+                                            self.config)
         self.replies.drop_speculative()
         last = self.conversation.items[-1] if self.conversation.items else None
         if self.pipeline.answers_speech and last is not None and self._last_user_audio is not None \

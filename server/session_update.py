@@ -6,6 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 from server.config import SessionConfig, TurnDetection
+from server.tools import parse_tool_choice, parse_tools, tools_to_wire
 from server.wire import ProtocolError
 from voice.turn_taking import END_POLICIES
 from voice.vad import VadConfig
@@ -98,9 +99,20 @@ def parse_max_tokens(value: Any, param: str, event_id: str | None) -> int | None
     return _integer(value, param, event_id, 1, 4096)
 
 
-def validate_response_request(request: Any, event_id: str | None) -> dict[str, Any]:
-    """The `response` object of `response.create`, checked (so the client hears about a bad field at once)."""
+def validate_response_request(request: Any, event_id: str | None, config: SessionConfig | None = None
+                              ) -> dict[str, Any]:
+    """The `response` object of `response.create`, checked (so the client hears about a bad field at
+    once); its `tools` and `tool_choice`, parsed, replace the session's for this response."""
     request = _object(request or {}, "response", event_id)
+    if "tools" in request or "tool_choice" in request:
+        tools = parse_tools(request["tools"], "response.tools", event_id) if "tools" in request \
+            else (config.tools if config else ())
+        choice = parse_tool_choice(request["tool_choice"], tools, "response.tool_choice", event_id) \
+            if "tool_choice" in request else (config.tool_choice if config else "auto")
+        if isinstance(choice, dict) and not any(tool.name == choice["name"] for tool in tools):
+            raise _fail(f"tool_choice names {choice['name']!r}, which is not one of the tools",
+                        "response.tool_choice", event_id)
+        request = {**request, "tools": tools, "tool_choice": choice}
     if "output_modalities" in request:
         parse_modalities(request["output_modalities"], "response.output_modalities", event_id)
     if "max_output_tokens" in request:
@@ -132,6 +144,14 @@ def apply_session_update(config: SessionConfig, session: Any, event_id: str | No
                                                         event_id)
     if "temperature" in session:
         changes["temperature"] = _number(session["temperature"], "session.temperature", event_id, 0.0, 2.0)
+    if "tools" in session or "tool_choice" in session:
+        tools = parse_tools(session["tools"], "session.tools", event_id) if "tools" in session else config.tools
+        choice = parse_tool_choice(session["tool_choice"], tools, "session.tool_choice", event_id) \
+            if "tool_choice" in session else config.tool_choice
+        if isinstance(choice, dict) and not any(tool.name == choice["name"] for tool in tools):
+            raise _fail(f"tool_choice names {choice['name']!r}, which is no longer one of the tools",
+                        "session.tool_choice", event_id)
+        changes["tools"], changes["tool_choice"] = tools, choice
     if "pipeline" in session:  # an extension of the Realtime API: the path a turn takes
         if session["pipeline"] not in config.pipelines:
             raise _fail(f"'pipeline' must be one of: {', '.join(config.pipelines)}", "session.pipeline", event_id)
@@ -183,6 +203,6 @@ def session_to_wire(config: SessionConfig, session_id: str, model: str) -> dict[
         "max_output_tokens": config.max_output_tokens if config.max_output_tokens is not None else "inf",
         "pipeline": config.pipeline,
         "pipelines": list(config.pipelines),
-        "tools": [],
-        "tool_choice": "auto",
+        "tools": tools_to_wire(config.tools),
+        "tool_choice": config.tool_choice,
     }

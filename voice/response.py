@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from voice.audio import WIRE_RATE, StreamResampler, float_to_pcm16, resample
-from voice.llm.base import ChatMessage, ChatModel, GenerationOptions
-from voice.response_events import ResponseEvent, ResponseFinished, SpeechSegment, StageMark, TextDelta
+from voice.llm.base import ChatMessage, ChatModel, GenerationOptions, ToolCall
+from voice.response_events import FunctionCall, ResponseEvent, ResponseFinished, SpeechSegment, StageMark, TextDelta
 from voice.text import RepetitionGuard, SpeechChunker, clean_for_speech
 from voice.tts.base import Synthesizer
 
@@ -69,6 +69,13 @@ def run_response(llm: ChatModel, tts: Synthesizer, request: ResponseRequest, can
             if not first_token.is_set():
                 emit(StageMark("llm_first_token", clock()))
                 first_token.set()
+            if isinstance(delta, ToolCall):
+                said = True
+                if request.audio:  # the words before it are spoken first
+                    for chunk in chunker.flush():
+                        chunks.put(chunk)
+                chunks.put(FunctionCall(delta.name, delta.arguments))
+                continue
             complete = chunker.feed(delta)
             looping = next((k for k, chunk in enumerate(complete) if guard.looping(chunk)), None)
             if request.audio:
@@ -119,6 +126,9 @@ def run_response(llm: ChatModel, tts: Synthesizer, request: ResponseRequest, can
         if isinstance(item, Exception):
             error = _describe(item)
             break
+        if isinstance(item, FunctionCall):
+            emit(item)
+            continue
         text = str(item)
         # One resampler a chunk: its pieces may meet mid-word, where resampling each alone would click.
         resampler = StreamResampler(tts.sample_rate, WIRE_RATE)
@@ -163,10 +173,14 @@ def run_response_naive(llm: ChatModel, tts: Synthesizer, request: ResponseReques
     whole synthesis, then all the audio at once."""
     parts: list[str] = []
     try:
+        calls: list[FunctionCall] = []
         for delta in llm.stream_chat(request.messages, request.options, cancel):
-            if not parts:
+            if not parts and not calls:
                 emit(StageMark("llm_first_token", clock()))
-            parts.append(delta)
+            if isinstance(delta, ToolCall):
+                calls.append(FunctionCall(delta.name, delta.arguments))
+            else:
+                parts.append(delta)
         text = clean_for_speech("".join(parts)).strip()
         if request.audio and text and not cancel.is_set():
             audio = np.concatenate([resample(piece, tts.sample_rate, WIRE_RATE) for piece in tts.synthesize(text)])
@@ -174,6 +188,8 @@ def run_response_naive(llm: ChatModel, tts: Synthesizer, request: ResponseReques
             emit(SpeechSegment(text=text, audio=float_to_pcm16(audio)))
         elif not request.audio and text:
             emit(TextDelta(text))
+        for call in calls:
+            emit(call)
     except Exception as exc:  # noqa: BLE001
         emit(ResponseFinished(error=_describe(exc)))
         return

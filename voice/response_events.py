@@ -29,6 +29,14 @@ class SpeechSegment:
 
 
 @dataclass(frozen=True)
+class FunctionCall:
+    """The reply calls a function: its name and its arguments (a JSON string)."""
+
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
 class ResponseFinished:
     """The job ended: completed, cancelled (`cancelled=True`) or failed (`error`)."""
 
@@ -36,4 +44,4 @@ class ResponseFinished:
     error: str | None = None
 
 
-ResponseEvent = StageMark | TextDelta | SpeechSegment | ResponseFinished
+ResponseEvent = StageMark | TextDelta | SpeechSegment | FunctionCall | ResponseFinished

@@ -22,6 +22,8 @@ class TalkResult:
     audio: bytearray = field(default_factory=bytearray)
     responses: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    """The function calls the assistant made (name, arguments, call_id)."""
 
 
 class _Progress:
@@ -41,7 +43,7 @@ class _Progress:
 async def talk(url: str, wav: Path, *, out: Path | None = None, instructions: str | None = None,
                pipeline: str | None = None, api_key: str | None = None, speed: float = 1.0,
                trailing_silence_ms: int = 1500, quiet_s: float = 0.5, timeout_s: float = 120.0,
-               stream: TextIO = sys.stdout) -> TalkResult:
+               stream: TextIO = sys.stdout, tools: list[dict[str, Any]] | None = None) -> TalkResult:
     client = await RealtimeClient.connect(url, api_key)
     result = TalkResult()
     progress = _Progress()
@@ -74,6 +76,12 @@ async def talk(url: str, wav: Path, *, out: Path | None = None, instructions: st
                 progress.responses_open += 1
             elif kind == "response.output_audio.delta":
                 result.audio.extend(decode_audio_delta(event))
+            elif kind == "response.function_call_arguments.done":
+                result.calls.append({"name": event["name"], "arguments": event["arguments"],
+                                     "call_id": event["call_id"]})
+                show(f"assistant calls: {event['name']}({event['arguments']})")
+            elif kind == "conversation.item.added" and event["item"].get("type") == "function_call_output":
+                show(f"tool output: {event['item'].get('output')}")
             elif kind == "response.output_audio_transcript.done":
                 result.assistant_transcripts.append(event["transcript"])
                 show(f"assistant: {event['transcript']}")
@@ -101,7 +109,7 @@ async def talk(url: str, wav: Path, *, out: Path | None = None, instructions: st
 
     receiver = asyncio.create_task(receive())
     try:
-        settings = {"instructions": instructions, "pipeline": pipeline}  # pipeline: this server's extension
+        settings = {"instructions": instructions, "pipeline": pipeline, "tools": tools}  # pipeline: an extension
         settings = {key: value for key, value in settings.items() if value}
         if settings:
             await client.send({"type": "session.update", "session": {"type": "realtime", **settings}})

@@ -564,6 +564,12 @@ class App {
     this.el.turns.append(element("li", "divider", text));
   }
 
+  /** A tool call or its output, as a line of the transcript (this page runs no tools: it shows them). */
+  toolLine(text, kind) {
+    this.el.turns.append(element("li", `tool ${kind}`, text));
+    this.el.empty.hidden = true;
+  }
+
   /** Stop the assistant's voice now, and tell the server how much of it was heard. */
   bargeIn() {
     if (!this.player.speaking) return null;
@@ -758,6 +764,10 @@ const HANDLERS = {
 
   "conversation.item.added"(event) {
     const { item } = event;
+    if (item?.type === "function_call_output") {
+      this.toolLine(`→ ${item.output}`, "output");
+      return;
+    }
     const part = item?.content?.[0];
     if (item?.role === "user" && part?.type === "input_text") {
       this.messageView(item.id, "user").setFinal(part.text ?? "");
@@ -772,7 +782,12 @@ const HANDLERS = {
     this.pendingTurn = null;
   },
 
+  "response.function_call_arguments.done"(event) {
+    this.toolLine(`${event.name}(${event.arguments})`, "call");
+  },
+
   "response.output_item.added"(event) {
+    if (event.item?.type === "function_call") return;  // shown whole when its arguments are done
     const response = this.responses.get(event.response_id);
     if (response) response.itemId = event.item.id;
     this.messageView(event.item.id, "assistant");

@@ -24,6 +24,8 @@ class ChatTemplate:
         def text(token: int) -> str:
             return model.token_get_text(token) if token != -1 else ""
 
+        self.knows_tools = "tools" in template
+        """Whether the template renders `tools` (and calls and results) itself."""
         self._formatter = llama_chat_format.Jinja2ChatFormatter(
             template=template, eos_token=text(llama.token_eos()), bos_token=text(llama.token_bos()))
 
@@ -35,15 +37,20 @@ class ChatTemplate:
             return None
         return cls(llama)
 
-    def render(self, messages: list[dict[str, str]]) -> str:
-        """The prompt of `messages`, ending with the assistant's turn opening."""
+    def render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
+        """The prompt of `messages` (and of `tools`, in the chat-completions format, for a template
+        that renders them), ending with the assistant's turn opening."""
+        if tools:
+            return self._formatter(messages=messages, tools=tools).prompt
         return self._formatter(messages=messages).prompt
 
-    def around_last(self, messages: list[dict[str, str]]) -> tuple[str, str]:
+    def around_last(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+                    ) -> tuple[str, str]:
         """The prompt text before and after the last message's content: what comes before a user
         turn still being spoken, or around audio that stands for the user's words."""
         last = messages[-1]
-        before, _, after = self.render([*messages[:-1], {**last, "content": last["content"] + _MARK}]).partition(_MARK)
+        marked = [*messages[:-1], {**last, "content": last["content"] + _MARK}]
+        before, _, after = self.render(marked, tools).partition(_MARK)
         return before, after
 
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import openai
 
-from voice.llm.base import ChatMessage, GenerationOptions, LLMError
+from voice.llm.base import ChatMessage, GenerationOptions, LLMError, ToolCall
+from voice.llm.tool_calls import CallSpotter, repeats, text_call
+
+log = logging.getLogger(__name__)
 
 
 class OpenAICompatibleChat:
@@ -33,12 +38,27 @@ class OpenAICompatibleChat:
 
     def stream_chat(
         self, messages: list[ChatMessage], options: GenerationOptions, cancel: threading.Event
-    ) -> Iterator[str]:
-        return self.stream_messages([m.as_dict() for m in messages], options, cancel)
+    ) -> Iterator[str | ToolCall]:
+        wire = [_wire_message(m) for m in messages]
+        for piece in self.stream_messages(wire, options, cancel):
+            if isinstance(piece, ToolCall) and not options.require_tool and repeats(piece, messages):
+                # The call was made and answered: the result is to be said (asked again, without tools).
+                log.info("the model repeats its answered call %s: asking for words", piece.name)
+                yield from self.stream_messages(wire, replace(options, tools=()), cancel)
+                return
+            yield piece
 
     def stream_messages(self, messages: list[dict[str, Any]], options: GenerationOptions,
-                        cancel: threading.Event) -> Iterator[str]:
-        """Stream a reply to chat messages in the wire format (content may be a list of parts)."""
+                        cancel: threading.Event) -> Iterator[str | ToolCall]:
+        """Stream a reply to chat messages in the wire format (content may be a list of parts); the
+        tools go to the server, and its streamed `tool_calls` come back whole, after the text."""
+        extra: dict[str, Any] = {}
+        if options.tools:
+            extra = {"tools": [tool.as_dict() for tool in options.tools],
+                     "tool_choice": "required" if options.require_tool else "auto"}
+        calls: dict[int, dict[str, str]] = {}  # index -> id, name, arguments so far
+        spotter = CallSpotter() if options.tools else None  # a call the server left in the text
+        body = ""
         try:
             stream = self._client.chat.completions.create(
                 model=self._model_name(),
@@ -46,14 +66,46 @@ class OpenAICompatibleChat:
                 max_tokens=options.max_tokens,
                 temperature=options.temperature,
                 stream=True,
+                **extra,
             )
             with stream:
                 for chunk in stream:
                     if cancel.is_set():
                         return  # leaving the block closes the HTTP stream; the server stops
-                    if chunk.choices and chunk.choices[0].delta.content:
-                        yield chunk.choices[0].delta.content
+                    if not chunk.choices:
+                        continue
+                    delta = chunk.choices[0].delta
+                    if delta.content and spotter is None:
+                        yield delta.content
+                    elif delta.content and spotter is not None and spotter.opened:
+                        body += delta.content
+                    elif delta.content and spotter is not None:
+                        spotted = spotter.feed(delta.content)
+                        if spotted.text:
+                            yield spotted.text
+                        body = spotted.rest
+                    for part in delta.tool_calls or ():
+                        call = calls.setdefault(part.index, {"id": "", "name": "", "arguments": ""})
+                        call["id"] = part.id or call["id"]
+                        if part.function is not None:
+                            call["name"] += part.function.name or ""
+                            call["arguments"] += part.function.arguments or ""
+            if spotter is not None and not spotter.opened and (rest := spotter.flush()):
+                yield rest
+            for call in calls.values():
+                if call["name"]:
+                    yield ToolCall(call["name"], call["arguments"] or "{}", call["id"])
+            if spotter is not None and spotter.opened and not calls and (found := text_call(body, options.tools)):
+                yield found
         except openai.APITimeoutError as exc:
             raise LLMError(f"LLM server timed out (nothing for {self._timeout:g} s)") from exc
         except openai.OpenAIError as exc:
             raise LLMError(f"LLM server error: {exc}") from exc
+
+
+def _wire_message(message: ChatMessage) -> dict[str, Any]:
+    """A message as chat-completions servers take it (an assistant's calls without text: null content)."""
+    wire = message.as_dict()
+    if message.tool_calls and not message.content:
+        wire["content"] = None
+    return wire

@@ -1,0 +1,199 @@
+"""Tool calls in a model's own text format (Qwen2.5's and Hermes': `<tool_call>{"name": ..., "arguments": ...}`).
+
+Sans-I/O: the grammar that holds a call's JSON to the tools' schemas, the spotter that finds a
+call's opening in streamed text (keeping the markup out of what is spoken), the parsing of a
+finished call, and the chat messages a template is given.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from voice.llm.base import ChatMessage, Tool, ToolCall
+
+OPEN = "<tool_call>"
+CLOSE = "</tool_call>"
+
+# For chat templates that know nothing of tools: the same words Qwen2.5's template uses.
+_FALLBACK_TOOLS = (
+    "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>{tools}\n</tools>\n\n"
+    "For each function call, return a json object with function name and arguments within "
+    "<tool_call></tool_call> XML tags:\n<tool_call>\n{{\"name\": <function-name>, \"arguments\": <args-json-object>}}\n"
+    "</tool_call>"
+)
+
+
+def call_schema(tools: tuple[Tool, ...]) -> dict[str, Any]:
+    """The JSON schema of one call's body: `{"name": one of the tools, "arguments": its parameters}`."""
+    def one(tool: Tool) -> dict[str, Any]:
+        parameters = tool.parameters or {"type": "object"}
+        return {"type": "object", "properties": {"name": {"const": tool.name}, "arguments": parameters},
+                "required": ["name", "arguments"], "additionalProperties": False}
+
+    variants = [one(tool) for tool in tools]
+    return variants[0] if len(variants) == 1 else {"anyOf": variants}
+
+
+def call_grammar(tools: tuple[Tool, ...]) -> str:
+    """A llama.cpp GBNF grammar for a call's JSON body (after the `<tool_call>` opening), built
+    from the tools' schemas: whatever the model writes under it parses and validates. A schema the
+    converter cannot express falls back to any JSON object for the arguments (checked later)."""
+    from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+
+    try:
+        body = json_schema_to_gbnf(json.dumps(call_schema(tools)))
+    except Exception:  # noqa: BLE001 - the converter's errors are of many kinds
+        loose = tuple(Tool(t.name, t.description, {"type": "object"}) for t in tools)
+        try:
+            body = json_schema_to_gbnf(json.dumps(call_schema(loose)))
+        except Exception:  # noqa: BLE001
+            return JSON_GBNF
+    return body.replace("root ::= ", "call ::= ", 1) + '\nroot ::= [ \\n]* call\n'
+
+
+_NAME = re.compile(r'\{\s*"name"\s*:\s*"([^"]*)"')
+
+
+def called_name(body: str) -> str | None:
+    """The function a call's body names, once its name is written (None before)."""
+    found = _NAME.search(body)
+    return found.group(1) if found else None
+
+
+def parse_call(body: str) -> ToolCall:
+    """A call from its JSON body (`{"name": ..., "arguments": {...}}`); ValueError if it is none."""
+    value = json.loads(body.strip().removesuffix(CLOSE).strip())
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+        raise ValueError(f"not a tool call: {body[:80]!r}")
+    arguments = value.get("arguments", {})
+    if isinstance(arguments, str):  # some models write the arguments as a JSON string
+        arguments = json.loads(arguments)
+    return ToolCall(value["name"], json.dumps(arguments, ensure_ascii=False))
+
+
+def repeats(call: ToolCall, messages: list[ChatMessage]) -> bool:
+    """Whether `call` is one already made and answered since the user last spoke: small models call
+    again after the output instead of saying the result, and that call is dropped for words."""
+    for message in reversed(messages):
+        if message.role == "user":
+            return False
+        for made in message.tool_calls:
+            if made.name == call.name and _as_object(made.arguments) == _as_object(call.arguments):
+                return True
+    return False
+
+
+def text_call(body: str, tools: tuple[Tool, ...]) -> ToolCall | None:
+    """A call to one of `tools` written as text after its opening (markup, bare JSON or a fenced
+    block), as servers that did not parse it pass it on; None if it is none."""
+    start = body.find("{")
+    end = body.rfind("}")
+    try:
+        call = parse_call(body[start:end + 1]) if 0 <= start < end else None
+    except (ValueError, json.JSONDecodeError):
+        return None
+    return call if call is not None and any(tool.name == call.name for tool in tools) else None
+
+
+@dataclass
+class Spotted:
+    """What a piece of streamed text holds: words to say, and whether a call opened after them."""
+
+    text: str
+    opened: bool = False
+    rest: str = ""
+    """Once opened: what came after the opening in the same piece (the call's body begins there)."""
+
+
+class CallSpotter:
+    """Finds a call's opening in streamed reply text: the `<tool_call>` markup, or a reply that
+    begins with `{` or a code fence (small models leave the markup out; nobody says a brace). Text that cannot be
+    the start of an opening passes at once; a tail that might be (`<`, `<tool`) waits for the next
+    piece, so the markup is never spoken, and a reply without `<` is not held at all."""
+
+    def __init__(self, opening: str = OPEN) -> None:
+        self.opening = opening
+        self._held = ""
+        self._begun = False  # words came before
+        self.opened = False
+
+    def feed(self, piece: str) -> Spotted:
+        if self.opened:
+            return Spotted("", True)
+        text = self._held + piece
+        self._held = ""
+        if not self._begun:
+            if not text.strip():
+                self._held = text
+                return Spotted("")
+            self._begun = True
+            if text.lstrip().startswith(("{", "`")):
+                self.opened = True
+                return Spotted("", True, text.lstrip())
+        at = text.find(self.opening)
+        if at >= 0:
+            self.opened = True
+            return Spotted(text[:at], True, text[at + len(self.opening):])
+        for keep in range(min(len(self.opening) - 1, len(text)), 0, -1):
+            if self.opening.startswith(text[-keep:]):
+                self._held = text[-keep:]
+                return Spotted(text[:-keep])
+        return Spotted(text)
+
+    def flush(self) -> str:
+        """The text still held at the end of the reply (it was not an opening after all)."""
+        held, self._held = self._held, ""
+        return held
+
+
+def template_messages(messages: list[ChatMessage], tools: tuple[Tool, ...], template_knows_tools: bool
+                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """Messages (and tools) as a chat template wants them. A template that knows tools (it reads
+    `tools`, and its calls' arguments as objects) gets them as they are; one that does not gets the
+    tools described in its system message, calls and results written as text in the Hermes format."""
+    if template_knows_tools:
+        rendered = []
+        for message in messages:
+            item = message.as_dict()
+            if message.tool_calls:
+                item["tool_calls"] = [{"id": c.call_id, "type": "function",
+                                       "function": {"name": c.name, "arguments": _as_object(c.arguments)}}
+                                      for c in message.tool_calls]
+            rendered.append(item)
+        return rendered, [tool.as_dict() for tool in tools] or None
+    rendered = []
+    for message in messages:
+        if message.role == "tool":
+            rendered.append({"role": "user", "content": f"<tool_response>\n{message.content}\n</tool_response>"})
+        elif message.tool_calls:
+            calls = "\n".join(f'{OPEN}\n{{"name": {json.dumps(c.name)}, "arguments": {c.arguments}}}\n{CLOSE}'
+                              for c in message.tool_calls)
+            rendered.append({"role": "assistant", "content": f"{message.content}\n{calls}".strip()})
+        else:
+            rendered.append({"role": message.role, "content": message.content})
+    if tools and rendered and rendered[0]["role"] == "system":
+        listing = "".join("\n" + json.dumps(tool.as_dict(), ensure_ascii=False) for tool in tools)
+        rendered[0] = {"role": "system", "content": rendered[0]["content"] + _FALLBACK_TOOLS.format(tools=listing)}
+    return _merge_roles(rendered), None
+
+
+def _merge_roles(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Consecutive messages of one role as one (templates want user and assistant in turn)."""
+    merged: list[dict[str, Any]] = []
+    for message in messages:
+        if merged and merged[-1]["role"] == message["role"] and len(merged) > 1:
+            merged[-1] = {**merged[-1], "content": f"{merged[-1]['content']}\n{message['content']}"}
+        else:
+            merged.append(message)
+    return merged
+
+
+def _as_object(arguments: str) -> Any:
+    try:
+        return json.loads(arguments)
+    except json.JSONDecodeError:
+        return {}
