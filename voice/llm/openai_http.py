@@ -40,13 +40,19 @@ class OpenAICompatibleChat:
         self, messages: list[ChatMessage], options: GenerationOptions, cancel: threading.Event
     ) -> Iterator[str | ToolCall]:
         wire = [_wire_message(m) for m in messages]
+        said = False
         for piece in self.stream_messages(wire, options, cancel):
             if isinstance(piece, ToolCall) and not options.require_tool and repeats(piece, messages):
                 # The call was made and answered: the result is to be said (asked again, without tools).
                 log.info("the model repeats its answered call %s: asking for words", piece.name)
-                yield from self.stream_messages(wire, replace(options, tools=()), cancel)
+                yield from self.stream_messages([*wire, SAY_THE_RESULT], replace(options, tools=()), cancel)
                 return
+            said = True
             yield piece
+        if not said and not cancel.is_set() and messages and messages[-1].role == "tool":
+            # Small models echo a function's output as JSON, which is no call and is not to be spoken.
+            log.info("the reply to a function's output had no words: asking for words")
+            yield from self.stream_messages([*wire, SAY_THE_RESULT], replace(options, tools=()), cancel)
 
     def stream_messages(self, messages: list[dict[str, Any]], options: GenerationOptions,
                         cancel: threading.Event) -> Iterator[str | ToolCall]:
@@ -101,6 +107,10 @@ class OpenAICompatibleChat:
             raise LLMError(f"LLM server timed out (nothing for {self._timeout:g} s)") from exc
         except openai.OpenAIError as exc:
             raise LLMError(f"LLM server error: {exc}") from exc
+
+
+SAY_THE_RESULT = {"role": "system",
+                  "content": "Tell the user the result of the function call in one short spoken sentence, in words."}
 
 
 def _wire_message(message: ChatMessage) -> dict[str, Any]:
