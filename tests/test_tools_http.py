@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from voice.llm.base import ChatMessage, GenerationOptions, Tool, ToolCall
-from voice.llm.openai_http import OpenAICompatibleChat
+from voice.llm.openai_http import SAY_THE_RESULT, OpenAICompatibleChat
 
 SET_LIGHT = Tool("set_light", "Turn a light on or off.",
                  {"type": "object", "properties": {"room": {"type": "string"}, "on": {"type": "boolean"}}})
@@ -32,6 +32,7 @@ STREAMS = {
     "text call": [chunk({"content": '{"name": "set_light", '}),
                   chunk({"content": '"arguments": {"room": "den", "on": false}}'})],
     "words": [chunk({"content": "It is "}), chunk({"content": "noon."})],
+    "echo": [chunk({"content": '{"ok": '}), chunk({"content": "true}"})],
     "repeat": [chunk({"tool_calls": [{"index": 0, "id": "call_2", "type": "function", "function": {
         "name": "set_light", "arguments": '{"on": true, "room": "hall"}'}}]})],
 }
@@ -49,7 +50,9 @@ def server():
             self.send_header("Content-Type", "text/event-stream")
             self.end_headers()
             key = request["messages"][-1]["content"]
-            if key == "done":  # after the output: the same call again while tools are offered
+            if request["messages"][-1] == SAY_THE_RESULT:
+                key = "words"
+            elif key == "done":  # after the output: the same call again while tools are offered
                 key = "repeat" if "tools" in request else "words"
             for data in STREAMS[key]:
                 self.wfile.write(data)
@@ -79,6 +82,15 @@ def test_a_call_repeating_the_answered_one_is_asked_again_for_words(server):
     url, received = server
     assert ask(url, None, tools=(SET_LIGHT,)) == ["It is ", "noon."]
     assert "tools" in received[-2] and "tools" not in received[-1]
+
+
+def test_an_output_echoed_as_json_is_asked_again_for_words(server):
+    url, received = server
+    chat = OpenAICompatibleChat(url, model="m")
+    history = [*HISTORY[:3], ChatMessage("tool", "echo", tool_call_id="call_1")]
+    assert list(chat.stream_chat(history, GenerationOptions(tools=(SET_LIGHT,)), threading.Event())) \
+        == ["It is ", "noon."]
+    assert received[-1]["messages"][-1] == SAY_THE_RESULT and "tools" not in received[-1]
 
 
 def test_streamed_tool_calls_come_back_as_one_call_and_the_request_carries_the_tools(server):
