@@ -187,7 +187,9 @@ def turn_taking(results: list[dict[str, Any]]) -> list[str]:
                      ms(said.get("speech_started_ms", {}))])
     # The tables of the latest full run of this tree's own server (a run with --url measured another).
     full = [r for r in results if r["utterances"]["utterances"] and "--url" not in r["command"]]
-    details = markdown(full[-1]).split("\n")[2:] if full else []
+    # Its measures only: the per-pause and per-sound tables are in the benchmark's own markdown.
+    lines = markdown(full[-1]).split("\n") if full else []
+    details = lines[2:lines.index("", lines.index("| measure | value |"))] if full else []
     return [*_table(["run", "date", "machine", "command", "false cut-offs / 100 pauses",
                      "end of turn, finished (median / p95 ms)", "voice-to-voice, finished",
                      "noises cancelling", "backchannels cancelling",

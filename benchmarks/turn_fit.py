@@ -131,8 +131,10 @@ def _recheck(policy: dict[str, Any] | None, rows: list[dict[str, str]], later: d
     window = np.where((finished >= policy["finished_at"]) & ~going_on, policy["finished_ms"],
                       np.where((finished >= policy["unsure_at"]) & ~going_on, policy["unsure_ms"], policy["hold_ms"]))
     best = None
+    heard_at = {probe_ms: np.array([later.get((row["item"], row["pause_start_ms"], str(probe_ms)), 0.0)
+                                    for row in rows]) for probe_ms in {probe for probe, _, _ in RECHECKS}}
     for probe_ms, words_at, voice_at_least in RECHECKS:
-        heard = np.array([later.get((row["item"], row["pause_start_ms"], str(probe_ms)), 0.0) for row in rows])
+        heard = heard_at[probe_ms]
         ends = (window > probe_ms) & (finished >= words_at) & (heard >= voice_at_least)
         rechecked = np.where(ends, probe_ms, window)
         cuts = float(np.mean(rechecked[internal] < length[internal]) * 100)

@@ -34,6 +34,11 @@ _WORDS_GBNF = "root ::= [^{<` \\t\\n] [^\\uFFFF]*"  # a reply that opens with a 
 _NAME_TOKENS = 16  # a spontaneous call must name its function within this many tokens
 
 
+def _speaks_of_tools(messages: Sequence[ChatMessage]) -> bool:
+    """Whether the conversation holds calls or their outputs (rendered in the model's tool format)."""
+    return any(m.role == "tool" or m.tool_calls for m in messages)
+
+
 def shared_turns(before: list[dict[str, str]], after: list[dict[str, str]]) -> float:
     """How many leading messages two conversations share, plus a half where the first message
     that differs begins like its counterpart (a prefilled partial utterance, then the whole of it,
@@ -121,7 +126,7 @@ class LlamaCppChat:
         try:
             llama = self._contexts[index]
             tools = self._offered.get(index, ())  # a session that declared tools declares them again
-            if tools or any(m.role == "tool" or m.tool_calls for m in messages):
+            if tools or _speaks_of_tools(messages):
                 prompt = self._template.around_last(*template_messages(messages, tools, self._template.knows_tools))[0]
             else:
                 prompt = self._template.around_last(conversation)[0]
@@ -136,7 +141,7 @@ class LlamaCppChat:
     def stream_chat(
         self, messages: list[ChatMessage], options: GenerationOptions, cancel: threading.Event
     ) -> Iterator[str | ToolCall]:
-        if self._template is not None and (options.tools or any(m.role == "tool" or m.tool_calls for m in messages)):
+        if self._template is not None and (options.tools or _speaks_of_tools(messages)):
             yield from self._stream_with_tools(messages, options, cancel)
             return
         conversation = [m.as_dict() for m in messages]
