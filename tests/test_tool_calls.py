@@ -136,6 +136,15 @@ def test_a_call_left_in_a_servers_text_is_found_when_it_names_a_tool():
     assert text_call("no call here", (SET_LIGHT,)) is None
 
 
+def test_the_first_call_counts_when_a_model_made_to_call_writes_it_again_and_again():
+    from voice.llm.tool_calls import text_call
+
+    once = '{"name": "set_light", "arguments": {"room": "living_room", "on": true}}'
+    again = '{"name": "set_light", "arguments": {"room": "living_room", "on": false}}'
+    call = text_call(f"{once}```json\n{again}```json\n{again[:30]}", (SET_LIGHT,))
+    assert call is not None and json.loads(call.arguments) == {"room": "living_room", "on": True}
+
+
 def test_a_call_repeats_when_made_and_answered_since_the_user_spoke():
     from voice.llm.tool_calls import repeats
 

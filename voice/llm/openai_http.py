@@ -65,6 +65,7 @@ class OpenAICompatibleChat:
         calls: dict[int, dict[str, str]] = {}  # index -> id, name, arguments so far
         spotter = CallSpotter() if options.tools else None  # a call the server left in the text
         body = ""
+        found: ToolCall | None = None
         try:
             stream = self._client.chat.completions.create(
                 model=self._model_name(),
@@ -90,6 +91,8 @@ class OpenAICompatibleChat:
                         if spotted.text:
                             yield spotted.text
                         body = spotted.rest
+                    if body and "}" in (delta.content or "") and (found := text_call(body, options.tools)):
+                        break  # a whole call in the text: what follows is the model repeating it
                     for part in delta.tool_calls or ():
                         call = calls.setdefault(part.index, {"id": "", "name": "", "arguments": ""})
                         call["id"] = part.id or call["id"]
@@ -101,8 +104,10 @@ class OpenAICompatibleChat:
             for call in calls.values():
                 if call["name"]:
                     yield ToolCall(call["name"], call["arguments"] or "{}", call["id"])
-            if spotter is not None and spotter.opened and not calls and (found := text_call(body, options.tools)):
-                yield found
+            if spotter is not None and spotter.opened and not calls:
+                found = found or text_call(body, options.tools)
+                if found:
+                    yield found
         except openai.APITimeoutError as exc:
             raise LLMError(f"LLM server timed out (nothing for {self._timeout:g} s)") from exc
         except openai.OpenAIError as exc:

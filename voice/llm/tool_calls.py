@@ -89,14 +89,18 @@ def repeats(call: ToolCall, messages: list[ChatMessage]) -> bool:
 
 def text_call(body: str, tools: tuple[Tool, ...]) -> ToolCall | None:
     """A call to one of `tools` written as text after its opening (markup, bare JSON or a fenced
-    block), as servers that did not parse it pass it on; None if it is none."""
+    block), as servers that did not parse it pass it on; None if it is none. The first whole JSON
+    object counts: a model that is made to call (`tool_choice` required) without a grammar may
+    write the call again and again until its token limit."""
     start = body.find("{")
-    end = body.rfind("}")
+    if start < 0:
+        return None
     try:
-        call = parse_call(body[start:end + 1]) if 0 <= start < end else None
+        value, _ = json.JSONDecoder().raw_decode(body, start)
+        call = parse_call(json.dumps(value))
     except (ValueError, json.JSONDecodeError):
         return None
-    return call if call is not None and any(tool.name == call.name for tool in tools) else None
+    return call if any(tool.name == call.name for tool in tools) else None
 
 
 @dataclass
