@@ -394,7 +394,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     from benchmarks.servers import voice_server
 
     profiles = load_profiles(args.profiles)
-    requests = load_requests(args.requests, profiles)
+    requests = [r for r in load_requests(args.requests, profiles)
+                if args.categories is None or r.category in args.categories]
     typed, spoken = spread(requests, args.typed), spread(requests, args.spoken)
     report: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -453,6 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--voices", nargs="+", default=["piper", "espeak", "flite"],
                         choices=["piper", "espeak", "flite"], help="voices that speak the requests, in turn")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    parser.add_argument("--categories", nargs="+", default=None, help="only these categories (default: all)")
     parser.add_argument("--requests", type=Path, default=DATA / "brain_requests.jsonl")
     parser.add_argument("--profiles", type=Path, default=DATA / "brain_profiles.json")
     parser.add_argument("--server-args", nargs=argparse.REMAINDER, default=[],

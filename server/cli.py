@@ -35,8 +35,11 @@ def _serve(args: argparse.Namespace) -> None:
     from voice.vad import VadConfig
 
     pipeline = PIPELINES[args.pipeline]
+    if pipeline.answers_speech and args.llm not in (None, "fast"):
+        raise SystemExit(f"--llm {args.llm}: the native pipeline's projector is trained for SmolLM2 (--llm fast)")
+    llm_model = models.cascade_llm(args.llm, args.llm_model, pipeline.answers_speech)
     engine_config = EngineConfig(
-        asr_model=args.asr_model, llm_model=args.llm_model, llm_url=args.llm_url, llm_name=args.llm_name,
+        asr_model=args.asr_model, llm_model=llm_model, llm_url=args.llm_url, llm_name=args.llm_name,
         llm_api_key=args.llm_api_key, llm_timeout_s=args.llm_timeout, llm_context=args.llm_context,
         llm_parallel=args.llm_parallel, tts_voice=args.tts_voice, threads=args.threads, naive=pipeline.baseline,
         turn_model=args.turn_model,
@@ -97,8 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--asr-model", default=models.DEFAULT,
                        help="faster-whisper model: 'bundled' (tiny.en), a CTranslate2 directory or a hub name")
-    serve.add_argument("--llm-model", default=models.DEFAULT,
-                       help="GGUF for llama.cpp: 'bundled' (SmolLM2-135M), a path, or "
+    serve.add_argument("--llm", choices=list(models.LLM_CHOICES), default=None,
+                       help=f"the brain, by what it is for (default {models.DEFAULT_LLM_CHOICE}): "
+                            + ", ".join(f"{k} = {v}" for k, v in models.LLM_CHOICES.items()))
+    serve.add_argument("--llm-model", default=None,
+                       help="any GGUF for llama.cpp instead of --llm: 'bundled' (SmolLM2-135M), a path, or "
                             + ", ".join(f"'{n}' (pip extra {s.extra})" for n, s in models.PARTED_LLMS.items()))
     serve.add_argument("--llm-url", default=None,
                        help="OpenAI-compatible server instead of llama.cpp in-process, e.g. http://127.0.0.1:8080/v1")

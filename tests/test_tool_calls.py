@@ -152,3 +152,24 @@ def test_a_call_repeats_when_made_and_answered_since_the_user_spoke():
     assert repeats(same, HISTORY)
     assert not repeats(ToolCall("set_light", '{"on": false, "room": "hall"}'), HISTORY)
     assert not repeats(same, [*HISTORY, ChatMessage("user", "Again, please.")])
+
+
+def test_a_call_is_grounded_only_in_what_the_user_said():
+    from voice.llm.tool_calls import grounded
+
+    light = ToolCall("set_light", json.dumps({"room": "living_room", "on": True}))
+    assert grounded(light, "Would you please turn on the living room lamp?", (SET_LIGHT,))
+    assert not grounded(light, "What is 17 times 23?", (SET_LIGHT,))
+    assert not grounded(ToolCall("get_weather", json.dumps({"city": "Tokyo"})), "What's the capital of Japan?")
+    timer = ToolCall("set_timer", json.dumps({"minutes": 30}))
+    assert grounded(timer, "Set a timer for half an hour.") and grounded(timer, "Timer, 30 minutes.")
+    assert not grounded(timer, "Which month has the fewest days?")
+    unit = Tool("convert", "", {"type": "object", "properties": {"unit": {"enum": ["celsius", "fahrenheit"]}}})
+    assert grounded(ToolCall("convert", json.dumps({"unit": "celsius"})), "Is it warm?", (unit,))
+
+
+def test_a_calls_json_after_words_opens_a_call_and_is_never_spoken():
+    said, opened = spot(["Here is the call:", '\n{"na', 'me": "set_light"'])
+    assert "".join(said) == "Here is the call:\n" and opened
+    said, opened = spot(["Sure.", " ```", "json\n{"])
+    assert "".join(said) == "Sure. " and opened

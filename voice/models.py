@@ -85,6 +85,24 @@ PARTED_LLMS: dict[str, PartedGguf] = {spec.name: spec for spec in (
 )}
 """The LLMs `--llm-model` knows by name, besides `bundled`."""
 
+LLM_CHOICES = {"fast": DEFAULT, "balanced": "qwen2.5-coder-0.5b", "quality": "qwen2.5-coder-1.5b"}
+"""`--llm`: the brains benchmarks/brain.py measures, by what each is for (`--llm-model` names any other)."""
+DEFAULT_LLM_CHOICE = "balanced"
+"""The cascade's brain unless told otherwise: the most accurate one near the latency targets
+(benchmarks/RESULTS.md, "Brain"). The native path keeps SmolLM2, whose embeddings its projector was trained for."""
+
+
+def cascade_llm(choice: str | None, model: str | None, answers_speech: bool) -> str:
+    """The LLM a server loads: `--llm-model` if given, else the `--llm` choice, else the default
+    (SmolLM2 for a pipeline that answers speech: the native projector is trained for it)."""
+    if model:
+        return model
+    if choice is not None:
+        if choice not in LLM_CHOICES:
+            raise ModelNotFoundError(f"--llm {choice!r}: choose one of {', '.join(LLM_CHOICES)}")
+        return LLM_CHOICES[choice]
+    return DEFAULT if answers_speech else LLM_CHOICES[DEFAULT_LLM_CHOICE]
+
 
 def installed_parts(spec: PartedGguf) -> list[Path]:
     """The files of `spec`'s installed parts, in order, found without importing their packages."""

@@ -20,6 +20,7 @@ from voice.llm.tool_calls import (
     CallSpotter,
     call_grammar,
     called_name,
+    grounded,
     parse_call,
     repeats,
     template_messages,
@@ -37,6 +38,11 @@ _NAME_TOKENS = 16  # a spontaneous call must name its function within this many 
 def _speaks_of_tools(messages: Sequence[ChatMessage]) -> bool:
     """Whether the conversation holds calls or their outputs (rendered in the model's tool format)."""
     return any(m.role == "tool" or m.tool_calls for m in messages)
+
+
+def _last_said(messages: Sequence[ChatMessage]) -> str:
+    """The user's last message (what a call's arguments must come from)."""
+    return next((message.content for message in reversed(messages) if message.role == "user"), "")
 
 
 def shared_turns(before: list[dict[str, str]], after: list[dict[str, str]]) -> float:
@@ -213,6 +219,14 @@ class LlamaCppChat:
                 call = parse_call(body)
             except ValueError as exc:  # cut short by the token limit
                 log.warning("the model's tool call does not parse: %s", exc)
+                return
+            if not options.require_tool and not grounded(call, _last_said(messages), options.tools):
+                # Small models call for questions that need none (17 times 23 as set_light in the living room).
+                log.info("the model's call %s(%s) is not in what the user said: drawing a reply in words",
+                         call.name, call.arguments)
+                for piece in self._words(llama, plain, options, cancel):
+                    reply += piece
+                    yield piece
                 return
             if not options.require_tool and repeats(call, messages):
                 log.info("the model repeats its answered call %s: drawing a reply in words", call.name)

@@ -87,6 +87,54 @@ def repeats(call: ToolCall, messages: list[ChatMessage]) -> bool:
     return False
 
 
+# Number words a spoken request gives a number argument with ("half an hour", "a dozen").
+_NUMBER_WORDS = frozenset(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand "
+    "half quarter dozen couple few hour hours minute minutes second seconds".split())
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower().replace("_", " "))
+
+
+def _leaves(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        return [leaf for item in value.values() for leaf in _leaves(item)]
+    if isinstance(value, list):
+        return [leaf for item in value for leaf in _leaves(item)]
+    return [value]
+
+
+def _choices(schema: Any) -> set[str]:
+    """The strings a schema offers to choose from (`enum`, `const`), anywhere in it."""
+    if isinstance(schema, list):
+        return {choice for item in schema for choice in _choices(item)}
+    if not isinstance(schema, dict):
+        return set()
+    offered = {str(v) for v in schema.get("enum", ())} | ({str(schema["const"])} if "const" in schema else set())
+    return offered | {choice for value in schema.values() for choice in _choices(value)}
+
+
+def grounded(call: ToolCall, said: str, tools: tuple[Tool, ...] = ()) -> bool:
+    """Whether `call`'s arguments come from what the user said: each free-text argument shares a
+    word with it (by its first four letters: "lights" names "light"), and a number argument has a
+    number or a number word to come from. True/false arguments and a schema's own choices (`enum`)
+    need no words."""
+    heard = _words(said)
+    stems = {word[:4] for word in heard}
+    choices = {choice for tool in tools if tool.name == call.name for choice in _choices(tool.parameters)}
+    for leaf in _leaves(_as_object(call.arguments)):
+        if isinstance(leaf, bool) or leaf is None or (isinstance(leaf, str) and leaf in choices):
+            continue
+        if isinstance(leaf, (int, float)):
+            if not any(word.isdigit() or word in _NUMBER_WORDS for word in heard):
+                return False
+        elif isinstance(leaf, str) and (words := _words(leaf)) and not any(word[:4] in stems for word in words):
+            return False
+    return True
+
+
 def text_call(body: str, tools: tuple[Tool, ...]) -> ToolCall | None:
     """A call to one of `tools` written as text after its opening (markup, bare JSON or a fenced
     block), as servers that did not parse it pass it on; None if it is none. The first whole JSON
@@ -113,11 +161,16 @@ class Spotted:
     """Once opened: what came after the opening in the same piece (the call's body begins there)."""
 
 
+# Where a call opens inside a reply's text: the markup, or the JSON or fence models write instead
+# of it, after words ("Here is the call: {"name": ...}"), which a reply never says otherwise.
+_BARE_OPENINGS = ('{"name"', "```json")
+
+
 class CallSpotter:
-    """Finds a call's opening in streamed reply text: the `<tool_call>` markup, or a reply that
-    begins with `{` or a code fence (small models leave the markup out; nobody says a brace). Text that cannot be
-    the start of an opening passes at once; a tail that might be (`<`, `<tool`) waits for the next
-    piece, so the markup is never spoken, and a reply without `<` is not held at all."""
+    """Finds a call's opening in streamed reply text: the `<tool_call>` markup; a reply that begins
+    with `{` or a code fence (small models leave the markup out; nobody says a brace); or a call's
+    JSON or fence after words. Text that cannot be the start of an opening passes at once; a tail
+    that might be (`<`, `<tool`, `{"na`) waits for the next piece, so the markup is never spoken."""
 
     def __init__(self, opening: str = OPEN) -> None:
         self.opening = opening
@@ -138,12 +191,14 @@ class CallSpotter:
             if text.lstrip().startswith(("{", "`")):
                 self.opened = True
                 return Spotted("", True, text.lstrip())
-        at = text.find(self.opening)
-        if at >= 0:
+        found = [(at, opening) for opening in (self.opening, *_BARE_OPENINGS) if (at := text.find(opening)) >= 0]
+        if found:
+            at, opening = min(found)
             self.opened = True
-            return Spotted(text[:at], True, text[at + len(self.opening):])
-        for keep in range(min(len(self.opening) - 1, len(text)), 0, -1):
-            if self.opening.startswith(text[-keep:]):
+            rest = text[at + len(opening):] if opening == self.opening else text[at:]
+            return Spotted(text[:at], True, rest)
+        for keep in range(min(max(map(len, (self.opening, *_BARE_OPENINGS))) - 1, len(text)), 0, -1):
+            if any(opening.startswith(text[-keep:]) for opening in (self.opening, *_BARE_OPENINGS)):
                 self._held = text[-keep:]
                 return Spotted(text[:-keep])
         return Spotted(text)
