@@ -213,6 +213,24 @@ def turn_fit(result: dict[str, Any]) -> list[str]:
                     rows)]
 
 
+def brain(results: list[dict[str, Any]]) -> list[str]:
+    """The latest brain run's tables, and each brain's latency run (benchmarks/results/brain_latency/)."""
+    from benchmarks.brain import markdown
+
+    result = results[-1]
+    lines = [provenance(result), "", *markdown(result).splitlines()[4:], ""]
+    timed = runs(RESULTS / "brain_latency", ["*.json"])
+    if timed:
+        lines += ["The latency benchmark per brain (`python -m benchmarks.latency --pipelines cascade --runs 3 "
+                  "--concurrency '' --fresh-sessions --skip-native-eval --llm-model BRAIN`; "
+                  f"{_machine(timed[-1])}; {timed[-1].get('date')}):", "",
+                  "| brain | " + report.LATENCY_HEADER[0].lstrip("| "), "|---" + report.LATENCY_HEADER[1]]
+        for run in timed:
+            name = run.get("llm_model") or run.get("config", {}).get("llm_model") or "bundled"
+            lines += [f"| {name} " + row for row in report.latency_rows(run)]
+    return lines
+
+
 def latest(section: Callable[[dict[str, Any]], list[str]]) -> Callable[[list[dict[str, Any]]], list[str]]:
     """A section of one run (the latest found), under its command, machine and date."""
     return lambda runs: [provenance(runs[-1]), "", *section(runs[-1])]
@@ -232,6 +250,7 @@ SECTIONS: list[tuple[str, list[str], Callable[[list[dict[str, Any]]], list[str]]
     ("llama.cpp threads", ["llama_threads.json"], latest(llama_threads), "python -m benchmarks.llama_threads"),
     ("Piper's first audio", ["tts_stream.json"], latest(tts_stream), "python -m benchmarks.tts_stream"),
     ("A/B", ["ab.json"], latest(ab), "python -m benchmarks.ab"),
+    ("Brain", ["brain.json"], brain, "python -m benchmarks.brain"),
     ("Turn-taking", ["turn_taking*.json"], turn_taking, "python -m benchmarks.turn_taking"),
     ("End-of-turn fit", ["turn_fit.json"], latest(turn_fit), "python -m benchmarks.turn_fit"),
 ]

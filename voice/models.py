@@ -87,9 +87,10 @@ PARTED_LLMS: dict[str, PartedGguf] = {spec.name: spec for spec in (
 
 LLM_CHOICES = {"fast": DEFAULT, "balanced": "qwen2.5-coder-0.5b", "quality": "qwen2.5-coder-1.5b"}
 """`--llm`: the brains benchmarks/brain.py measures, by what each is for (`--llm-model` names any other)."""
-DEFAULT_LLM_CHOICE = "balanced"
-"""The cascade's brain unless told otherwise: the most accurate one near the latency targets
-(benchmarks/RESULTS.md, "Brain"). The native path keeps SmolLM2, whose embeddings its projector was trained for."""
+DEFAULT_LLM_CHOICE = "fast"
+"""The cascade's brain unless told otherwise: the most accurate one that meets the latency targets
+(voice-to-voice median 500 ms, p95 800 ms on 2 cores: benchmarks/RESULTS.md, "Brain"). The native
+path keeps SmolLM2, whose embeddings its projector was trained for."""
 
 
 def cascade_llm(choice: str | None, model: str | None, answers_speech: bool) -> str:
