@@ -77,14 +77,14 @@ async def test_head_answers_the_headers_without_a_body(server, no_tracebacks):
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "OPTIONS", "PATCH"])
 async def test_other_methods_get_405_with_allow_with_or_without_a_body(server, method, no_tracebacks):
     url = f"http://127.0.0.1:{server.port}/"
+
+    def send(body: bytes | None) -> urllib.error.HTTPError:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(url, data=body, method=method), timeout=10)
+        return refused.value
+
     for body in (None, b"x" * 100_000):
-
-        def send() -> urllib.error.HTTPError:
-            with pytest.raises(urllib.error.HTTPError) as refused:
-                urllib.request.urlopen(urllib.request.Request(url, data=body, method=method), timeout=10)
-            return refused.value
-
-        refused = await asyncio.to_thread(send)
+        refused = await asyncio.to_thread(send, body)
         refused.close()  # else its socket stays open, and the server waits for it to go
         assert refused.code == 405
         assert refused.headers["Allow"] == "GET, HEAD"
