@@ -122,12 +122,13 @@ class VoiceServer:
             response = self._route(connection, request)
         except MultipleValuesError as exc:  # a header that must come once came twice
             return bad_request(f"duplicate header {exc}")
-        except ValueError as exc:  # a path urlparse cannot read
-            return bad_request(str(exc))
         return for_head(response) if response is not None and request.method == "HEAD" else response
 
     def _route(self, connection: ServerConnection, request: Request) -> Response | None:
-        path = urlparse(request.path).path
+        try:
+            path = urlparse(request.path).path
+        except ValueError as exc:  # a path that is no URL ("//[x")
+            return bad_request(str(exc))
         if path == "/healthz":
             if self.engine is None:
                 return _json(http.HTTPStatus.SERVICE_UNAVAILABLE, {"status": "loading models"})
