@@ -116,7 +116,7 @@ async def test_a_client_that_does_not_read_is_closed_with_1008_at_the_default_16
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
-        slow = await connect(server, max_queue=1, sock=sock)
+        slow = await connect(server, max_queue=1, sock=sock, ping_interval=None)  # its pongs would go unread
         await slow.send(json.dumps(TEXT_TURN))
         await slow.send(json.dumps({"type": "response.create"}))
         slow.transport.pause_reading()
