@@ -8,19 +8,23 @@ import hmac
 import http
 import json
 import logging
+import math
 import mimetypes
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
+from websockets.datastructures import MultipleValuesError
 from websockets.http11 import Request, Response
 
 from server.config import SessionConfig
 from server.connection import Connection, ConnectionLimits, refuse
+from server.http_edges import ALLOWED_METHODS, ScreenedConnection, bad_request, for_head, method_not_allowed, plain
+from server.key_backoff import BackoffPolicy, KeyBackoff, client_address
 from server.metrics import Metrics
 from voice.engine import Engine
 
@@ -29,6 +33,7 @@ log = logging.getLogger(__name__)
 REALTIME_PATH = "/v1/realtime"
 WEB_ROOT = Path(__file__).resolve().parent.parent / "clients" / "web"
 _KEY_PROTOCOL = "openai-insecure-api-key."
+MAX_PATH_CHARS = 1024  # no file the page serves has a longer path
 
 
 @dataclass(frozen=True)
@@ -42,13 +47,13 @@ class ServerOptions:
     """Browser origins allowed to connect (empty: any). Requests without an Origin are not browsers."""
     max_sessions: int = 16
     limits: ConnectionLimits = ConnectionLimits()
+    key_backoff: BackoffPolicy = BackoffPolicy()
+    """When an address that keeps presenting wrong keys is refused with 429 for a while."""
     shutdown_grace_s: float = 5.0
 
 
 def _response(status: http.HTTPStatus, body: bytes, content_type: str) -> Response:
-    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
-                       ("Cache-Control", "no-store")])
-    return Response(status.value, status.phrase, headers, body)
+    return plain(status, body, content_type)
 
 
 def _json(status: http.HTTPStatus, payload: dict) -> Response:
@@ -56,10 +61,16 @@ def _json(status: http.HTTPStatus, payload: dict) -> Response:
 
 
 def _static(path: str) -> Response:
+    not_found = _response(http.HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
+    if len(path) > MAX_PATH_CHARS or "\x00" in path:
+        return not_found
     relative = "index.html" if path in ("", "/") else path.lstrip("/")
-    target = (WEB_ROOT / relative).resolve()
-    if WEB_ROOT not in target.parents or not target.is_file():
-        return _response(http.HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
+    try:
+        target = (WEB_ROOT / relative).resolve()
+        if WEB_ROOT not in target.parents or not target.is_file():
+            return not_found
+    except (OSError, ValueError):  # a name the file system refuses (too long, a NUL): nothing is there
+        return not_found
     content_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
     if content_type.startswith("text/") or content_type.endswith("javascript"):
         content_type += "; charset=utf-8"
@@ -95,6 +106,7 @@ class VoiceServer:
         self.metrics = Metrics()
         self.metrics.models_ready.set(1 if engine else 0)
         self.sessions = 0
+        self.key_backoff = KeyBackoff(options.key_backoff)
         self._server: Server | None = None
 
     def _authorized(self, request: Request) -> bool:
@@ -104,7 +116,19 @@ class VoiceServer:
         return any(hmac.compare_digest(offered.encode(), key.encode()) for offered in presented_keys(request))
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        path = urlparse(request.path).path
+        if request.method not in ALLOWED_METHODS:
+            return method_not_allowed()
+        try:
+            response = self._route(connection, request)
+        except MultipleValuesError as exc:  # a header that must come once came twice
+            return bad_request(f"duplicate header {exc}")
+        return for_head(response) if response is not None and request.method == "HEAD" else response
+
+    def _route(self, connection: ServerConnection, request: Request) -> Response | None:
+        try:
+            path = urlparse(request.path).path
+        except ValueError as exc:  # a path that is no URL ("//[x")
+            return bad_request(str(exc))
         if path == "/healthz":
             if self.engine is None:
                 return _json(http.HTTPStatus.SERVICE_UNAVAILABLE, {"status": "loading models"})
@@ -118,14 +142,36 @@ class VoiceServer:
             self.metrics.sessions_refused.labels(reason="origin").inc()
             log.warning("refused a websocket from origin %s", origin)
             return _json(http.HTTPStatus.FORBIDDEN, {"error": f"origin {origin} is not allowed"})
-        if not self._authorized(request):
-            self.metrics.sessions_refused.labels(reason="auth").inc()
-            log.warning("refused a websocket without a valid API key")
-            return _json(http.HTTPStatus.UNAUTHORIZED, {"error": "a valid API key is required"})
+        if self.options.api_key:
+            refused = self._check_key(connection, request)
+            if refused is not None:
+                return refused
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return _response(http.HTTPStatus.UPGRADE_REQUIRED, b"connect with a websocket\n",
                              "text/plain; charset=utf-8")
         return None
+
+    def _check_key(self, connection: ServerConnection, request: Request) -> Response | None:
+        """401 for a wrong or missing key; 429 while the client's address is backing off from many."""
+        peer = connection.remote_address[0] if connection.remote_address else ""
+        address = client_address(str(peer), request.headers.get_all("X-Forwarded-For"))
+        now = time.monotonic()
+        wait = self.key_backoff.retry_after(address, now)
+        if wait is not None:  # the key is not even checked, so guessing on goes nowhere
+            self.metrics.sessions_refused.labels(reason="backoff").inc()
+            response = _json(http.HTTPStatus.TOO_MANY_REQUESTS, {"error": "too many wrong API keys: retry later"})
+            response.headers["Retry-After"] = str(math.ceil(wait))
+            return response
+        if self._authorized(request):
+            self.key_backoff.succeeded(address)
+            return None
+        self.metrics.sessions_refused.labels(reason="auth").inc()
+        block = self.key_backoff.failed(address, now)
+        if block is not None:
+            log.warning("%s presented too many wrong API keys: refused for %.0f s", address, block)
+        else:
+            log.warning("refused a websocket without a valid API key")
+        return _json(http.HTTPStatus.UNAUTHORIZED, {"error": "a valid API key is required"})
 
     @staticmethod
     def _select_subprotocol(connection: ServerConnection, subprotocols: list[str]) -> str | None:
@@ -163,6 +209,7 @@ class VoiceServer:
             self.options.port,
             process_request=self._process_request,
             select_subprotocol=self._select_subprotocol,
+            create_connection=ScreenedConnection,
             max_size=limits.max_message_bytes * 4,  # larger frames are refused by closing; see Connection
             ping_interval=20,
             ping_timeout=60,

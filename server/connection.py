@@ -18,10 +18,13 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from server.config import SessionConfig
+from server.deadlines import SessionDeadlines
 from server.effects import CancelResponse, DeferTranscription, Output, PrefillPrompt, ResponseProgress, StartResponse
 from server.logs import session_id
+from server.message_size import oversized
 from server.metrics import Metrics
 from server.session import RealtimeSession
+from server.slow_reader import SlowReaderWatch
 from server.wire import Ids, ProtocolError, error_event
 from voice.asr.base import TranscriptionCancelled
 from voice.engine import Engine
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 MAX_TRANSCRIPTION_DEFER_S = 10.0  # a deferred transcription runs by then even if its reply is still silent
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_POLICY_VIOLATION = 1008
+SEND_BUFFER_SAMPLE_S = 0.25  # how often a client's unread output is looked at
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,9 @@ class ConnectionLimits:
     """A session with no client message for this long is closed."""
     max_session_s: float = 3600.0
     max_send_buffer_bytes: int = 16 * 1024 * 1024
-    """Outgoing data a client may leave unread before it is closed as too slow."""
+    """Outgoing data a client may leave unread for `slow_client_grace_s` before it is closed as too slow."""
+    slow_client_grace_s: float = 5.0
+    """How long unread output may stay over `max_send_buffer_bytes` (a reading client drains a burst at once)."""
     max_buffer_seconds: float = 120.0
     """Uncommitted input audio a session may hold."""
     job_wait_s: float = 10.0
@@ -74,6 +80,7 @@ class Connection:
                                        max_buffer_seconds=self.limits.max_buffer_seconds)
         self._outgoing: asyncio.Queue[str | None] = asyncio.Queue()
         self._queued_bytes = 0
+        self._slow_reader = SlowReaderWatch(self.limits.max_send_buffer_bytes, self.limits.slow_client_grace_s)
         self._closing = False
         self._jobs: set[asyncio.Future[Any]] = set()
         self._cancels: dict[str, threading.Event] = {}
@@ -86,30 +93,23 @@ class Connection:
     async def run(self) -> None:
         session_id.set(self.session.id)
         writer = asyncio.create_task(self._write())
+        watch = asyncio.create_task(self._watch_unread())
         log.info("session opened from %s", self.websocket.remote_address)
-        started = time.monotonic()
+        deadlines = SessionDeadlines(self.limits.idle_timeout_s, self.limits.max_session_s, time.monotonic())
         try:
             self._apply(self.session.start())
             while not self._closing:
-                remaining = self.limits.max_session_s - (time.monotonic() - started)
-                if remaining <= 0:
-                    await self._close_with_error("session_expired", "the session reached its maximum length")
+                reason = deadlines.due(time.monotonic(), busy=bool(self._jobs) or self.session.response_active)
+                if reason is not None:
+                    await self._close_with_error(reason, deadlines.message(reason))
                     break
                 try:
-                    message = await asyncio.wait_for(self.websocket.recv(),
-                                                     min(self.limits.idle_timeout_s, remaining))
+                    message = await asyncio.wait_for(self.websocket.recv(), deadlines.wait_s(time.monotonic()))
                 except TimeoutError:
-                    if self._jobs or self.session.response_active:
-                        continue  # the client is listening to a reply, not idle
-                    if time.monotonic() - started < self.limits.max_session_s:
-                        await self._close_with_error("idle_timeout", "no client event for "
-                                                     f"{self.limits.idle_timeout_s:.0f} s")
-                        break
                     continue
-                if len(message) > self.limits.max_message_bytes:
-                    self._apply(Output(events=[error_event(self.session.ids, ProtocolError(
-                        f"message of {len(message)} bytes exceeds the {self.limits.max_message_bytes} byte limit",
-                        code="message_too_large"))]))
+                deadlines.heard(time.monotonic())
+                if (too_large := oversized(message, self.limits.max_message_bytes)) is not None:
+                    self._apply(Output(events=[error_event(self.session.ids, too_large)]))
                     continue
                 self._apply(self.session.receive_client(message, time.monotonic()))
         except ConnectionClosed:
@@ -124,7 +124,8 @@ class Connection:
                 timer.cancel()
                 released.set()  # the job ends without transcribing
             self._outgoing.put_nowait(None)
-            await asyncio.gather(writer, return_exceptions=True)
+            watch.cancel()
+            await asyncio.gather(writer, watch, return_exceptions=True)
             if self._jobs:
                 await asyncio.wait(self._jobs, timeout=self.limits.job_wait_s)
             log.info("session closed (%s)", self.websocket.close_code)
@@ -178,18 +179,32 @@ class Connection:
     def _enqueue(self, data: str) -> None:
         if self._closing:
             return
-        self._queued_bytes += len(data)
-        if self._queued_bytes > self.limits.max_send_buffer_bytes:
-            # The client does not read: close rather than hold unbounded audio for it.
-            log.warning("client too slow: %d bytes unsent; closing", self._queued_bytes)
-            self.metrics.slow_clients_closed.inc()
-            self._closing = True
-            for cancel in self._cancels.values():
-                cancel.set()
-            self._outgoing.put_nowait(None)
-            asyncio.ensure_future(self.websocket.close(CLOSE_POLICY_VIOLATION, "client too slow"))
-            return
+        self._queued_bytes += len(data)  # JSON text is ASCII: characters are bytes
         self._outgoing.put_nowait(data)
+
+    def _unread_bytes(self) -> int:
+        """Output queued for the client and not yet taken by it: ours, and the transport's buffer."""
+        transport = self.websocket.transport
+        return self._queued_bytes + (transport.get_write_buffer_size() if transport is not None else 0)
+
+    async def _watch_unread(self) -> None:
+        """Close a client that leaves its output unread (1008), rather than hold unbounded audio for it."""
+        while not self._closing:
+            await asyncio.sleep(SEND_BUFFER_SAMPLE_S)
+            unread = self._unread_bytes()
+            if self._slow_reader.too_slow(unread, time.monotonic()) and not self._closing:
+                log.warning("client too slow: %d bytes unread for %.0f s; closing", unread,
+                            self.limits.slow_client_grace_s)
+                self.metrics.slow_clients_closed.inc()
+                self._closing = True
+                for cancel in self._cancels.values():
+                    cancel.set()
+                while not self._outgoing.empty():  # what it has not read is dropped at once
+                    self._outgoing.get_nowait()
+                self._queued_bytes = 0
+                self._outgoing.put_nowait(None)
+                await self.websocket.close(CLOSE_POLICY_VIOLATION, "client too slow")
+                return
 
     def _track(self, job: Any) -> None:
         future = asyncio.ensure_future(job)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import subprocess
 import sys
 import threading
@@ -60,8 +62,74 @@ def test_a_server_that_is_not_there_raises_a_clear_error():
         list(chat.stream_chat([ChatMessage("user", "hi")], GenerationOptions(), threading.Event()))
 
 
+class RecordingProxy:
+    """A TCP proxy in front of the LLM server that keeps every byte each way: what went through it."""
+
+    def __init__(self, target: str) -> None:
+        self.target_port = int(re.search(r":(\d+)/", target).group(1))
+        self.sent = bytearray()  # requests
+        self.received = bytearray()  # responses
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/v1"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+
+        async def copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter, record: bytearray) -> None:
+            try:
+                while data := await source.read(65536):
+                    record += data
+                    sink.write(data)
+                    await sink.drain()
+            except OSError:
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(copy(reader, upstream_writer, self.sent), copy(upstream_reader, writer, self.received))
+
+    def chat_requests(self) -> int:
+        return bytes(self.sent).count(b"POST /v1/chat/completions ")
+
+    def streamed_texts(self) -> list[str]:
+        """The text of each chat-completions stream that came back (a speculative one may be among them)."""
+        streams: dict[str, str] = {}
+        for line in bytes(self.received).split(b"\n"):
+            if line.startswith(b"data: {"):
+                try:
+                    chunk = json.loads(line[6:])
+                except ValueError:
+                    continue
+                content = "".join(choice.get("delta", {}).get("content") or "" for choice in chunk.get("choices", []))
+                streams[chunk.get("id", "")] = streams.get(chunk.get("id", ""), "") + content
+        return list(streams.values())
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def said_in_order(spoken: list[str], streamed: list[str]) -> bool:
+    """Whether every spoken word comes in the streamed text, in order (speech drops markup, like "1.")."""
+    rest = iter(streamed)
+    return all(word in rest for word in spoken)
+
+
 async def test_voice_server_with_llm_url_answers_a_spoken_turn(llama_server, artifacts):
-    process, port = start_voice_server("--llm-url", llama_server, log_path=artifacts / "voice-server-llm-url.log")
+    # Through a proxy that records the traffic: the reply is proven to come through --llm-url, not
+    # from a log another test may have written.
+    proxy = RecordingProxy(llama_server)
+    url = await proxy.start()
+    process, port = await asyncio.to_thread(start_voice_server, "--llm-url", url,
+                                            log_path=artifacts / "voice-server-llm-url.log")
+    requests_at_start = proxy.chat_requests()
     try:
         recorder = Recorder()
         async with sdk_client(port).realtime.connect(model="voice-cascade") as connection:
@@ -70,9 +138,13 @@ async def test_voice_server_with_llm_url_answers_a_spoken_turn(llama_server, art
             done = await recorder.wait_for(lambda e: e.type == "response.done")
             receiver.cancel()
         assert done.response.status == "completed"
-        assert done.response.output[0].content[0].transcript
+        transcript = done.response.output[0].content[0].transcript
+        assert transcript
         assert recorder.of("response.output_audio.delta")
     finally:
         stop(process)
-    # The llama.cpp server really served the request.
-    assert "chat/completions" in (artifacts / "llama-server.log").read_text(errors="replace")
+        proxy.close()
+    # The turn's request went through the URL, and what came back is what was said.
+    assert proxy.chat_requests() > requests_at_start
+    spoken = words(transcript)
+    assert spoken and any(said_in_order(spoken, words(text)) for text in proxy.streamed_texts())

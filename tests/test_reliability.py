@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import signal
+import socket
 import urllib.error
 import urllib.request
 
@@ -160,20 +161,22 @@ async def test_an_idle_session_is_closed_with_a_reason(guarded_server_idle):
 async def test_a_client_that_does_not_read_is_closed_and_others_are_fine(guarded_server_idle):
     port, _ = guarded_server_idle
     before = metrics(port).get("voice_slow_clients_closed_total", 0)
-    # A tiny receive queue and no reading: the server's send buffer fills up.
-    slow = await connect(port, max_queue=1)
-    slow.transport.set_write_buffer_limits(0)
-    sock = slow.transport.get_extra_info("socket")
-    import socket
-
+    # A tiny receive queue and no reading: the server's send buffer fills up. The receive buffer is
+    # bounded before connecting (after, Linux keeps the window it offered) so the kernel cannot take the reply.
+    sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    slow = await connect(port, max_queue=1, sock=sock, ping_interval=None)  # its pongs would go unread
     for event in (STORY_SESSION, STORY, {"type": "response.create"}):
         await slow.send(json.dumps(event))
     slow.transport.pause_reading()
-    for _ in range(120):
+    for n in range(480):
         await asyncio.sleep(0.25)
         if metrics(port).get("voice_slow_clients_closed_total", 0) > before:
             break
+        if n % 4 == 0:  # story after story (an error while one is under way), more than the kernel's buffers hold
+            await slow.send(json.dumps({"type": "response.create"}))
     assert metrics(port)["voice_slow_clients_closed_total"] > before
     slow.transport.abort()
     healthy = await connect(port)
