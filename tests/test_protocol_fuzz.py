@@ -9,10 +9,10 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from server.client_events import CLIENT_EVENT_TYPES
 from server.config import SessionConfig
 from server.effects import CancelResponse, StartResponse
 from server.session import RealtimeSession
-from server.wire import CLIENT_EVENT_TYPES
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False) | st.text(max_size=20),
