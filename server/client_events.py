@@ -5,6 +5,8 @@ or into a ProtocolError (an `error` event). No I/O."""
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
@@ -263,22 +265,41 @@ CLIENT_EVENT_TYPES = frozenset(_MODELS)
 
 
 # ---------------------------------------------------------------- parsing
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
+def _integer(digits: str) -> int | float:
+    """An integer Python can hold; past 4,000 digits, infinity (int() refuses 4,300), which every
+    number field then refuses with its path, as it refuses NaN and Infinity."""
+    if len(digits) <= 4000:
+        return int(digits)
+    return -math.inf if digits.startswith("-") else math.inf
 
 
 def _load(raw: str | bytes) -> Any:
     if isinstance(raw, bytes):
         raise ProtocolError("binary frames are not accepted: send JSON text events", code="invalid_event")
-    try:  # NaN and Infinity are not JSON; an integer of over 4,300 digits raises ValueError
-        return json.loads(raw, parse_constant=_refuse_constant)
+    try:
+        return json.loads(raw, parse_int=_integer)
     except (ValueError, RecursionError) as exc:
         raise ProtocolError(f"the event is not valid JSON: {exc}", code="invalid_json") from None
+
+
+_SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _refuse_lone_surrogates(raw: str, payload: Any) -> None:
+    """A `\\ud800` escaped alone parses into a string no UTF-8 encoder takes (the tokenizer's, the logs'):
+    refused. Only a message with such an escape (a pair, or one alone) is checked, so others cost nothing."""
+    if _SURROGATE.search(raw):
+        try:
+            json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ProtocolError("the event holds a lone UTF-16 surrogate (\\ud800-\\udfff): not valid text",
+                                code="invalid_json") from None
 
 
 def parse_client_event(raw: str | bytes) -> ClientEvent:
     """Parse one websocket message into its event model, or raise ProtocolError."""
     payload = _load(raw)
+    _refuse_lone_surrogates(raw, payload)  # type: ignore[arg-type]
     if not isinstance(payload, dict):
         raise ProtocolError("an event must be a JSON object", code="invalid_event")
     event_id = payload.get("event_id")
@@ -297,7 +318,7 @@ def parse_client_event(raw: str | bytes) -> ClientEvent:
     metadata = event.response.metadata if isinstance(event, ResponseCreate) and event.response else None
     reserved = sorted(set(metadata or ()) & SERVER_METADATA_KEYS)
     if reserved:  # the server's own keys: a client may neither write nor spoof its timings
-        raise ProtocolError(f"metadata key {reserved[0]!r} is reserved for the server's timings",
+        raise ProtocolError(f"metadata key {reserved[0]!r} is reserved for the server's own metadata",
                             code="invalid_value", param=f"response.metadata.{reserved[0]}", event_id=event_id)
     return event  # type: ignore[return-value]
 
@@ -325,11 +346,13 @@ def _protocol_error(exc: ValidationError, event_id: str | None) -> ProtocolError
 
 
 def _param(loc: tuple[int | str, ...]) -> str:
-    """`session.tools[0].name`, without pydantic's union members (`str`, `literal[...]`, class names)."""
+    """`session.tools[0].name`, without pydantic's union members (`str`, `constrained-str`, `literal[...]`,
+    class names)."""
     param = ""
     for part in loc:
         if isinstance(part, int):
             param += f"[{part}]"
-        elif part and not part[0].isupper() and "[" not in part and part not in ("str", "int", "float", "bool"):
+        elif part and not part[0].isupper() and "[" not in part and "-" not in part \
+                and part not in ("str", "int", "float", "bool"):
             param += f".{part}" if param else part
     return param[:200]

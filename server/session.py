@@ -28,8 +28,8 @@ from server.client_events import (
     parse_client_event,
 )
 from server.config import SessionConfig
-from server.conversation import Conversation, Item, text_item
-from server.effects import Outbox, Output, PrefillPrompt, ResponseProgress
+from server.conversation import Conversation, ConversationLimits, Item, text_item
+from server.effects import CancelResponse, Outbox, Output, PrefillPrompt, ResponseProgress
 from server.replies import Replies
 from server.response_wire import SpeculativeReply
 from server.session_update import apply_session_update, session_to_wire, validate_response_request
@@ -69,12 +69,14 @@ class RealtimeSession:
     """One client's Realtime session."""
 
     def __init__(self, config: SessionConfig, vad_model: SileroModel, *, model_name: str = "voice-cascade",
-                 max_buffer_seconds: float = 120.0, max_turn_seconds: float = 60.0) -> None:
+                 max_buffer_seconds: float = 120.0, max_turn_seconds: float = 60.0,
+                 conversation_limits: ConversationLimits | None = None) -> None:
         self.ids = Ids()
         self.id = self.ids.new("sess")
         self.config = config
         self.model_name = model_name
-        self.conversation = Conversation()
+        self.conversation = Conversation(limits=conversation_limits)
+        self._event_id: str | None = None  # the client event being handled, for errors it leads to
         self.max_buffer_samples = int(max_buffer_seconds * ASR_RATE)
         self._resampler = StreamResampler(WIRE_RATE, ASR_RATE)
         self.turns = TurnTaker(self._turn_options(), vad_model, lambda: self.ids.new("item"),
@@ -103,11 +105,14 @@ class RealtimeSession:
 
     def receive_client(self, raw: str | bytes, now: float) -> Output:
         """Handle one websocket message from the client."""
+        self._event_id = None
         try:
             event = parse_client_event(raw)
+            self._event_id = event.event_id
             self._dispatch(event, now)
         except ProtocolError as error:
             self.outbox.error(error)
+        self._event_id = None
         return self._flush()
 
     def receive_transcript(self, result: TranscriptReady, now: float) -> Output:
@@ -123,8 +128,10 @@ class RealtimeSession:
         return self._flush()
 
     def close(self) -> Output:
-        """The connection ended: cancel whatever still runs."""
+        """The connection ended: cancel whatever still runs, and let the conversation go."""
         self.replies.close()
+        self.conversation.clear()
+        self._last_user_audio = None
         return self._flush()
 
     @property
@@ -279,6 +286,12 @@ class RealtimeSession:
             self._emit("input_audio_buffer.speech_stopped", audio_end_ms=event.clock.speech_end_audio_ms,
                        item_id=event.item_id)
         item = Item(id=event.item_id, role="user", content_type="input_audio", status="in_progress")
+        full = self.conversation.no_room(item)
+        if full is not None:  # the turn is dropped: its transcript, when it comes, finds no item
+            self.outbox.error(ProtocolError(full, code="conversation_full", event_id=self._event_id))
+            self.turns.forget(item.id)
+            self.replies.drop_speculative()
+            return
         previous = self.conversation.add(item)
         self._emit("input_audio_buffer.committed", item_id=item.id, previous_item_id=previous)
         self._emit("conversation.item.added", previous_item_id=previous, item=item.to_wire())
@@ -344,6 +357,9 @@ class RealtimeSession:
         if self.conversation.get(item_id) is not None:
             raise ProtocolError(f"item id {item_id!r} already exists", param="item.id", event_id=event.event_id)
         item = make()
+        full = self.conversation.no_room(item)
+        if full is not None:
+            raise ProtocolError(full, code="conversation_full", param="item", event_id=event.event_id)
         before = self.conversation.add(item, previous)
         self._emit("conversation.item.added", previous_item_id=before, item=item.to_wire())
         self._emit("conversation.item.done", previous_item_id=before, item=item.to_wire())
@@ -388,6 +404,9 @@ class RealtimeSession:
             raise ProtocolError("a response is already in progress: cancel it first",
                                 code="conversation_already_has_active_response", event_id=event.event_id)
         request = validate_response_request(event.response, event.event_id, self.config)
+        full = self.conversation.no_room()
+        if full is not None:
+            raise ProtocolError(full, code="conversation_full", event_id=event.event_id)
         self.replies.drop_speculative()
         last = self.conversation.items[-1] if self.conversation.items else None
         if self.pipeline.answers_speech and last is not None and self._last_user_audio is not None \
@@ -415,6 +434,12 @@ class RealtimeSession:
     def _start_response(self, request: dict[str, Any], clock: TurnClock, now: float,
                         adopt: SpeculativeReply | None = None, user_audio: np.ndarray | None = None,
                         labels: dict[str, str] | None = None) -> None:
+        full = self.conversation.no_room()
+        if full is not None:  # a reply the turn asked for by itself: there is no room for its item
+            self.outbox.error(ProtocolError(full, code="conversation_full", event_id=self._event_id))
+            if adopt is not None:
+                self.outbox.work(CancelResponse(adopt.id))
+            return
         self.replies.start(self.config, self.pipeline.name, request, clock, now, adopt, user_audio, labels)
 
     def _on_response_cancel(self, event: ResponseCancel, now: float) -> None:

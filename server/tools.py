@@ -3,6 +3,7 @@ wire events of a function call. No I/O."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,7 @@ def parse_tools(specs: list[FunctionTool], param: str, event_id: str | None) -> 
         if any(tool.name == name for tool in tools):
             raise _fail(f"two tools are named {name!r}", f"{where}.name", event_id)
         try:
+            json.dumps(parameters, allow_nan=False)  # (NaN, Infinity and 4,000-digit numbers are not JSON)
             Draft202012Validator.check_schema(parameters)
         except SchemaError as exc:
             raise _fail(f"'parameters' of {name!r} is not a valid JSON schema: {exc.message[:200]}",
