@@ -285,7 +285,7 @@ def _load(raw: str | bytes) -> Any:
 _SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
-def _refuse_lone_surrogates(raw: str, payload: Any) -> None:
+def _refuse_lone_surrogates(raw: str, payload: Any, event_id: str | None) -> None:
     """A `\\ud800` escaped alone parses into a string no UTF-8 encoder takes (the tokenizer's, the logs'):
     refused. Only a message with such an escape (a pair, or one alone) is checked, so others cost nothing."""
     if _SURROGATE.search(raw):
@@ -293,17 +293,17 @@ def _refuse_lone_surrogates(raw: str, payload: Any) -> None:
             json.dumps(payload, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
             raise ProtocolError("the event holds a lone UTF-16 surrogate (\\ud800-\\udfff): not valid text",
-                                code="invalid_json") from None
+                                code="invalid_json", event_id=event_id) from None
 
 
 def parse_client_event(raw: str | bytes) -> ClientEvent:
     """Parse one websocket message into its event model, or raise ProtocolError."""
     payload = _load(raw)
-    _refuse_lone_surrogates(raw, payload)  # type: ignore[arg-type]
     if not isinstance(payload, dict):
         raise ProtocolError("an event must be a JSON object", code="invalid_event")
     event_id = payload.get("event_id")
     event_id = event_id if isinstance(event_id, str) and len(event_id) <= MAX_EVENT_ID_CHARS else None
+    _refuse_lone_surrogates(raw, payload, event_id)  # type: ignore[arg-type]
     kind = payload.get("type")
     if not isinstance(kind, str):
         raise ProtocolError("the event has no 'type' string", code="missing_type", param="type", event_id=event_id)
