@@ -99,9 +99,9 @@ def stand_in_server(vad: SileroModel, limits: ConnectionLimits | None = None) ->
         server.close()
 
 
-def send(websocket: ClientConnection, *events: dict | str) -> None:
+def send(websocket: ClientConnection, *events: dict | str | bytes) -> None:
     for event in events:
-        websocket.send(event if isinstance(event, str) else json.dumps(event))
+        websocket.send(event if isinstance(event, str | bytes) else json.dumps(event))
 
 
 def until(websocket: ClientConnection, match, timeout: float = 10.0) -> list[dict]:  # noqa: ANN001 - a predicate
@@ -113,7 +113,7 @@ def until(websocket: ClientConnection, match, timeout: float = 10.0) -> list[dic
             return events
 
 
-def answer_to(websocket: ClientConnection, message: dict | str, probe: str) -> list[dict]:
+def answer_to(websocket: ClientConnection, message: dict | str | bytes, probe: str) -> list[dict]:
     """The events that follow `message`, up to the `error` that answers a probe sent right after it
     (a retrieve of no item, named `probe`): the server handles a client's messages in order."""
     send(websocket, message, {"type": "conversation.item.retrieve", "event_id": probe, "item_id": "no_such_item"})
