@@ -254,3 +254,12 @@ def test_a_closed_sessions_conversation_is_let_go_at_once(server):
     finally:
         gc.enable()
     assert not kept
+
+
+def test_voice_serve_documents_the_conversation_limits_with_their_defaults():
+    from server.cli import build_parser
+
+    args = build_parser().parse_args(["serve"])
+    assert (args.max_conversation_items, args.max_conversation_bytes) == (1000, 8 * 1024 * 1024)
+    assert ConversationLimits() == ConversationLimits(max_items=1000, max_text_bytes=8 * 1024 * 1024)
+    assert ConnectionLimits().conversation == ConversationLimits()
