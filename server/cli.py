@@ -30,6 +30,7 @@ def _serve(args: argparse.Namespace) -> None:
     from server.app import ServerOptions, VoiceServer
     from server.config import SessionConfig, TurnDetection
     from server.connection import ConnectionLimits
+    from server.conversation import ConversationLimits
     from voice.engine import Engine, EngineConfig
     from voice.pipeline import PIPELINES
     from voice.vad import VadConfig
@@ -61,7 +62,9 @@ def _serve(args: argparse.Namespace) -> None:
                             **({"instructions": args.instructions} if args.instructions else {}))
     limits = ConnectionLimits(max_message_bytes=args.max_message_bytes, idle_timeout_s=args.idle_timeout,
                               max_session_s=args.max_session, max_buffer_seconds=args.max_buffer_seconds,
-                              max_send_buffer_bytes=args.max_send_buffer)
+                              max_send_buffer_bytes=args.max_send_buffer,
+                              conversation=ConversationLimits(max_items=args.max_conversation_items,
+                                                              max_text_bytes=args.max_conversation_bytes))
     options = ServerOptions(host=args.host, port=args.port, api_key=args.api_key or None,
                             allowed_origins=tuple(o for o in args.allowed_origins.split(",") if o),
                             max_sessions=args.max_sessions, limits=limits)
@@ -160,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument("--max-send-buffer", type=int, default=16 * 1024 * 1024,
                         help="bytes a client may leave unread before it is closed as too slow")
     limits.add_argument("--max-session", type=float, default=3600.0, help="maximum session length in seconds")
+    limits.add_argument("--max-conversation-items", type=int, default=1000,
+                        help="items a session's conversation may hold (then: conversation_full)")
+    limits.add_argument("--max-conversation-bytes", type=int, default=8 * 1024 * 1024,
+                        help="bytes of text (messages, transcripts, function calls and outputs) a session's "
+                             "conversation may hold")
     serve.set_defaults(func=_serve)
 
     talk = commands.add_parser("talk", help="stream a WAV file to a running server and save the reply")

@@ -18,6 +18,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from server.config import SessionConfig
+from server.conversation import ConversationLimits
 from server.deadlines import SessionDeadlines
 from server.effects import CancelResponse, DeferTranscription, Output, PrefillPrompt, ResponseProgress, StartResponse
 from server.logs import session_id
@@ -55,6 +56,8 @@ class ConnectionLimits:
     """Uncommitted input audio a session may hold."""
     job_wait_s: float = 10.0
     """How long a closing session waits for its cancelled model jobs."""
+    conversation: ConversationLimits = ConversationLimits()
+    """How many items, and how many bytes of text, a session's conversation may hold."""
 
 
 async def refuse(websocket: ServerConnection, code: str, message: str) -> None:
@@ -77,7 +80,8 @@ class Connection:
         self.limits = limits or ConnectionLimits()
         self.metrics = metrics or Metrics()
         self.session = RealtimeSession(config, engine.vad, model_name=model_name,
-                                       max_buffer_seconds=self.limits.max_buffer_seconds)
+                                       max_buffer_seconds=self.limits.max_buffer_seconds,
+                                       conversation_limits=self.limits.conversation)
         self._outgoing: asyncio.Queue[str | None] = asyncio.Queue()
         self._queued_bytes = 0
         self._slow_reader = SlowReaderWatch(self.limits.max_send_buffer_bytes, self.limits.slow_client_grace_s)

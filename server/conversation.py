@@ -10,6 +10,20 @@ from voice.llm.base import ChatMessage, ToolCall
 _CONTENT_TYPE = {"user": "input_text", "system": "input_text", "assistant": "output_text"}
 
 
+@dataclass(frozen=True)
+class ConversationLimits:
+    """How much one session's conversation may hold; past it, items are refused (`conversation_full`)."""
+
+    max_items: int = 1000
+    max_text_bytes: int = 8 * 1024 * 1024
+    """UTF-8 bytes of every item's text: messages, transcripts, function names, arguments and outputs,
+    and the spoken segments kept for truncation."""
+
+
+def _bytes(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
 @dataclass
 class Item:
     """One conversation item: a message, a function call, or a function call's output."""
@@ -25,6 +39,12 @@ class Item:
     call_id: str = ""
     name: str = ""  # the function called
     arguments: str = ""  # its arguments, a JSON string
+
+    @property
+    def text_bytes(self) -> int:
+        """What the item's text holds in UTF-8 (its segments, kept for truncation, included)."""
+        return _bytes(self.text or "") + _bytes(self.name) + _bytes(self.arguments) \
+            + sum(_bytes(text) for text, _ in self.segments)
 
     @property
     def prompt_text(self) -> str:
@@ -69,9 +89,10 @@ class Item:
 class Conversation:
     """Items in order, with the chat messages derived from them."""
 
-    def __init__(self, history_chars: int = 4000) -> None:
+    def __init__(self, history_chars: int = 4000, limits: ConversationLimits | None = None) -> None:
         self.items: list[Item] = []
         self.history_chars = history_chars
+        self.limits = limits or ConversationLimits()
         self._window_start: str | None = None  # id of the oldest item the prompt still includes
 
     def _window(self) -> list[Item]:
@@ -92,6 +113,21 @@ class Conversation:
             start += 1  # an output without its call means nothing to the model
         self._window_start = items[start].id if items else None
         return items[start:]
+
+    def no_room(self, item: Item | None = None) -> str | None:
+        """Why the conversation has no room for `item` (or for one more item of the server's), or None."""
+        limits = self.limits
+        if len(self.items) >= limits.max_items:
+            return f"the conversation holds its limit of {limits.max_items} items: delete some to go on"
+        size = sum(existing.text_bytes for existing in self.items) + (item.text_bytes if item else 0)
+        if size > limits.max_text_bytes:
+            return f"the conversation would hold over {limits.max_text_bytes} bytes of text: delete items to go on"
+        return None
+
+    def clear(self) -> None:
+        """Drop every item (the session ended: its memory goes back at once, cycles or not)."""
+        self.items.clear()
+        self._window_start = None
 
     def get(self, item_id: str) -> Item | None:
         return next((item for item in self.items if item.id == item_id), None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -39,12 +40,22 @@ class Metrics:
         elif kind == "response.done":
             response = event["response"]
             self.responses.labels(status=response["status"]).inc()
+            # These keys are the server's alone (a client's metadata may not use them: client_events).
             metadata = response.get("metadata") or {}
             if metadata.get("timing_origin") == "speech_end":
                 for stage in _STAGES:
-                    if stage in metadata:
-                        self.stage_seconds.labels(stage=stage.removesuffix("_ms")).observe(
-                            float(metadata[stage]) / 1000)
+                    seconds = _seconds(metadata.get(stage))
+                    if seconds is not None:
+                        self.stage_seconds.labels(stage=stage.removesuffix("_ms")).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _seconds(ms: object) -> float | None:
+    """A stage timing the server wrote (milliseconds, a string), in seconds; None if absent."""
+    try:
+        value = float(ms) / 1000 if isinstance(ms, str) else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) else None

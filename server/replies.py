@@ -20,7 +20,6 @@ from server.response_wire import (
     function_call_item,
     response_object,
 )
-from server.session_update import parse_max_tokens
 from server.tools import offered
 from server.wire import ProtocolError
 from voice.llm.base import GenerationOptions
@@ -71,19 +70,19 @@ class Replies:
         return speculative
 
     def start(self, config: SessionConfig, pipeline: str, request: dict[str, Any], clock: TurnClock, now: float,
-              adopt: SpeculativeReply | None = None, user_audio: np.ndarray | None = None) -> None:
-        """A response the client hears: a new one, or the speculative reply `adopt`ed."""
+              adopt: SpeculativeReply | None = None, user_audio: np.ndarray | None = None,
+              labels: dict[str, str] | None = None) -> None:
+        """A response the client hears: a new one, or the speculative reply `adopt`ed. `request`:
+        the overrides of `response.create`, validated; `labels`: the server's own metadata."""
         audio = "audio" in tuple(request.get("output_modalities") or config.output_modalities)
-        max_tokens = config.max_output_tokens
-        if "max_output_tokens" in request:
-            max_tokens = parse_max_tokens(request["max_output_tokens"], "response.max_output_tokens", None)
+        max_tokens = request["max_output_tokens"] if "max_output_tokens" in request else config.max_output_tokens
         response_id = adopt.id if adopt else self.outbox.ids.new("resp")
         item = Item(id=self.outbox.ids.new("item"), role="assistant",
                     content_type="output_audio" if audio else "output_text", text="", status="in_progress")
         messages = self.conversation.messages(request.get("instructions") or config.instructions)
         tools, required = offered(request.get("tools", config.tools), request.get("tool_choice", config.tool_choice))
         response = ActiveResponse(response_id, item, audio, adopt.started if adopt else now, clock,
-                                  metadata=request.get("metadata"), voice=config.voice,
+                                  metadata=request.get("metadata"), labels=dict(labels or {}), voice=config.voice,
                                   max_output_tokens=config.max_output_tokens)
         self.active = response
         if audio:
@@ -92,14 +91,15 @@ class Replies:
         if not tools:  # a reply that may be a call opens its message at its first words
             self._open_message(response)
         if adopt is not None:  # already running since the silence window: catch up on what it did
-            response.metadata = {**(response.metadata or {}), "speculative": "true"}
+            response.labels["speculative"] = "true"
             for event in adopt.events:
                 if self.active is None:
                     break
                 self._on_event(response, event, now)
             return
-        options = GenerationOptions(max_tokens=max_tokens or 1024, temperature=config.temperature, tools=tools,
-                                    require_tool=required)
+        options = GenerationOptions(max_tokens=max_tokens or 1024, temperature=request.get("temperature",
+                                                                                      config.temperature),
+                                    tools=tools, require_tool=required)
         self.outbox.work(StartResponse(response_id, pipeline, messages, options, audio, user_audio))
 
     def _open_message(self, response: ActiveResponse) -> None:

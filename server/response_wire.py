@@ -16,6 +16,10 @@ Emit = Callable[..., None]
 """Sends a server event: `emit(type, **fields)`."""
 
 AUDIO_DELTA_BYTES = WIRE_RATE * 2 // 5  # 200 ms of PCM16 per output_audio.delta
+TIMING_KEYS = ("end_of_turn_ms", "transcript_ms", "response_start_ms", "llm_first_token_ms", "tts_first_audio_ms",
+               "first_audio_sent_ms")
+SERVER_METADATA_KEYS = frozenset({*TIMING_KEYS, "speech_end_audio_ms", "timing_origin", "speculative", "pipeline"})
+"""The keys the server writes into `response.metadata`; a client's metadata may not use them."""
 
 
 @dataclass
@@ -27,6 +31,9 @@ class ActiveResponse:
     clock: TurnClock
     marks: dict[str, float] = field(default_factory=dict)
     metadata: dict[str, str] | None = None
+    """The client's metadata, echoed as it came and never read."""
+    labels: dict[str, str] = field(default_factory=dict)
+    """The server's own metadata (`pipeline`, `speculative`), kept apart from the client's."""
     voice: str = "alloy"
     max_output_tokens: int | None = None
     deferred_transcript: str | None = None
@@ -133,7 +140,7 @@ def content_part(item: Item) -> dict[str, Any]:
 def response_object(response: ActiveResponse, status: str, *, output: list[dict[str, Any]], conversation_id: str,
                     status_details: dict[str, Any] | None = None) -> dict[str, Any]:
     """The `response` object of `response.created` and `response.done`."""
-    metadata = dict(response.metadata or {})
+    metadata = {**(response.metadata or {}), **response.labels}  # (no key in common: see SERVER_METADATA_KEYS)
     if status != "in_progress":
         metadata.update(timings(response))
     return {

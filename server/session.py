@@ -14,14 +14,27 @@ from typing import Any
 
 import numpy as np
 
+from server.client_events import (
+    AudioAppend,
+    ClientEvent,
+    ItemCreate,
+    ItemDelete,
+    ItemRetrieve,
+    ItemTruncate,
+    MessageSpec,
+    ResponseCancel,
+    ResponseCreate,
+    SessionUpdate,
+    parse_client_event,
+)
 from server.config import SessionConfig
-from server.conversation import Conversation, Item, text_item
-from server.effects import Outbox, Output, PrefillPrompt, ResponseProgress
+from server.conversation import Conversation, ConversationLimits, Item, text_item
+from server.effects import CancelResponse, Outbox, Output, PrefillPrompt, ResponseProgress
 from server.replies import Replies
 from server.response_wire import SpeculativeReply
 from server.session_update import apply_session_update, session_to_wire, validate_response_request
 from server.tools import function_item, parse_function_item
-from server.wire import ClientEvent, Ids, ProtocolError, decode_audio, parse_client_event, parse_message_item, require
+from server.wire import Ids, ProtocolError, decode_audio
 from voice.audio import ASR_RATE, WIRE_RATE, StreamResampler, pcm16_to_float
 from voice.pipeline import PIPELINES, Pipeline
 from voice.turn_taking import (
@@ -56,12 +69,14 @@ class RealtimeSession:
     """One client's Realtime session."""
 
     def __init__(self, config: SessionConfig, vad_model: SileroModel, *, model_name: str = "voice-cascade",
-                 max_buffer_seconds: float = 120.0, max_turn_seconds: float = 60.0) -> None:
+                 max_buffer_seconds: float = 120.0, max_turn_seconds: float = 60.0,
+                 conversation_limits: ConversationLimits | None = None) -> None:
         self.ids = Ids()
         self.id = self.ids.new("sess")
         self.config = config
         self.model_name = model_name
-        self.conversation = Conversation()
+        self.conversation = Conversation(limits=conversation_limits)
+        self._event_id: str | None = None  # the client event being handled, for errors it leads to
         self.max_buffer_samples = int(max_buffer_seconds * ASR_RATE)
         self._resampler = StreamResampler(WIRE_RATE, ASR_RATE)
         self.turns = TurnTaker(self._turn_options(), vad_model, lambda: self.ids.new("item"),
@@ -90,11 +105,14 @@ class RealtimeSession:
 
     def receive_client(self, raw: str | bytes, now: float) -> Output:
         """Handle one websocket message from the client."""
+        self._event_id = None
         try:
             event = parse_client_event(raw)
+            self._event_id = event.event_id
             self._dispatch(event, now)
         except ProtocolError as error:
             self.outbox.error(error)
+        self._event_id = None
         return self._flush()
 
     def receive_transcript(self, result: TranscriptReady, now: float) -> Output:
@@ -110,8 +128,10 @@ class RealtimeSession:
         return self._flush()
 
     def close(self) -> Output:
-        """The connection ended: cancel whatever still runs."""
+        """The connection ended: cancel whatever still runs, and let the conversation go."""
         self.replies.close()
+        self.conversation.clear()
+        self._last_user_audio = None
         return self._flush()
 
     @property
@@ -148,20 +168,19 @@ class RealtimeSession:
             "response.cancel": self._on_response_cancel,
             "output_audio_buffer.clear": self._on_output_clear,
         }[event.type]
-        handler(event, now)
+        handler(event, now)  # type: ignore[operator]
 
-    def _on_session_update(self, event: ClientEvent, now: float) -> None:
-        session = require(event, "session", dict)
+    def _on_session_update(self, event: SessionUpdate, now: float) -> None:
         old_detection = self.config.turn_detection
-        self.config = apply_session_update(self.config, session, event.event_id)
+        self.config = apply_session_update(self.config, event.session, event.event_id)
         if self.config.turn_detection != old_detection:
             self.replies.drop_speculative()
         self.turns.configure(self._turn_options())
         self._emit("session.updated", session=self._session_wire())
 
     # ------------------------------------------------------------------ input audio and turns
-    def _on_append(self, event: ClientEvent, now: float) -> None:
-        pcm = decode_audio(event)
+    def _on_append(self, event: AudioAppend, now: float) -> None:
+        pcm = decode_audio(event.audio, event.event_id)
         if self.turns.buffered_samples + len(pcm) // 3 > self.max_buffer_samples:
             raise ProtocolError("the input audio buffer is full: commit or clear it", code="input_audio_buffer_full",
                                 event_id=event.event_id)
@@ -267,6 +286,12 @@ class RealtimeSession:
             self._emit("input_audio_buffer.speech_stopped", audio_end_ms=event.clock.speech_end_audio_ms,
                        item_id=event.item_id)
         item = Item(id=event.item_id, role="user", content_type="input_audio", status="in_progress")
+        full = self.conversation.no_room(item)
+        if full is not None:  # the turn is dropped: its transcript, when it comes, finds no item
+            self.outbox.error(ProtocolError(full, code="conversation_full", event_id=self._event_id))
+            self.turns.forget(item.id)
+            self.replies.drop_speculative()
+            return
         previous = self.conversation.add(item)
         self._emit("input_audio_buffer.committed", item_id=item.id, previous_item_id=previous)
         self._emit("conversation.item.added", previous_item_id=previous, item=item.to_wire())
@@ -317,35 +342,37 @@ class RealtimeSession:
             self.replies.drop_speculative()
 
     # ------------------------------------------------------------------ conversation items
-    def _on_item_create(self, event: ClientEvent, now: float) -> None:
-        previous = event.data.get("previous_item_id")
+    def _on_item_create(self, event: ItemCreate, now: float) -> None:
+        previous, spec = event.previous_item_id, event.item
         if previous is not None and previous != "root" and self.conversation.get(previous) is None:
             raise ProtocolError(f"no item {previous!r} in the conversation", code="item_not_found",
                                 param="previous_item_id", event_id=event.event_id)
-        spec = require(event, "item", dict)
-        if spec.get("type") in ("function_call", "function_call_output"):
-            function = parse_function_item(event, self.conversation.has_call)
-            item_id, make = function.item_id, lambda: function_item(item_id, function)
+        if isinstance(spec, MessageSpec):
+            text = " ".join(part.text for part in spec.content)
+            item_id, make = spec.id, lambda: text_item(item_id, spec.role, text)
         else:
-            message = parse_message_item(event)
-            item_id, make = message.item_id, lambda: text_item(item_id, message.role, message.text)
+            function = parse_function_item(spec, event.event_id, self.conversation.has_call)
+            item_id, make = function.item_id, lambda: function_item(item_id, function)
         item_id = item_id or self.ids.new("item")
         if self.conversation.get(item_id) is not None:
             raise ProtocolError(f"item id {item_id!r} already exists", param="item.id", event_id=event.event_id)
         item = make()
+        full = self.conversation.no_room(item)
+        if full is not None:
+            raise ProtocolError(full, code="conversation_full", param="item", event_id=event.event_id)
         before = self.conversation.add(item, previous)
         self._emit("conversation.item.added", previous_item_id=before, item=item.to_wire())
         self._emit("conversation.item.done", previous_item_id=before, item=item.to_wire())
 
-    def _item(self, event: ClientEvent) -> Item:
-        item_id = require(event, "item_id", str)
+    def _item(self, event: ItemDelete | ItemRetrieve | ItemTruncate) -> Item:
+        item_id = event.item_id
         item = self.conversation.get(item_id)
         if item is None:
             raise ProtocolError(f"no item {item_id!r} in the conversation", code="item_not_found",
                                 param="item_id", event_id=event.event_id)
         return item
 
-    def _on_item_delete(self, event: ClientEvent, now: float) -> None:
+    def _on_item_delete(self, event: ItemDelete, now: float) -> None:
         item = self._item(event)
         if self.replies.active is not None and self.replies.active.item is item:
             self.replies.cancel("client_cancelled")
@@ -353,18 +380,16 @@ class RealtimeSession:
         self.turns.forget(item.id)
         self._emit("conversation.item.deleted", item_id=item.id)
 
-    def _on_item_retrieve(self, event: ClientEvent, now: float) -> None:
+    def _on_item_retrieve(self, event: ItemRetrieve, now: float) -> None:
         self._emit("conversation.item.retrieved", item=self._item(event).to_wire())
 
-    def _on_truncate(self, event: ClientEvent, now: float) -> None:
-        require(event, "item_id", str)
-        audio_end_ms = require(event, "audio_end_ms", int)
-        content_index = require(event, "content_index", int, optional=True) or 0
+    def _on_truncate(self, event: ItemTruncate, now: float) -> None:
+        audio_end_ms, content_index = event.audio_end_ms, event.content_index
         item = self._item(event)
         if item.role != "assistant" or item.content_type != "output_audio" or content_index != 0:
             raise ProtocolError("only an assistant audio item can be truncated", param="item_id",
                                 event_id=event.event_id)
-        if audio_end_ms < 0 or audio_end_ms > item.audio_ms + 1:
+        if audio_end_ms > item.audio_ms + 1:
             raise ProtocolError(f"audio_end_ms {audio_end_ms} is outside the item's {item.audio_ms:.0f} ms of audio",
                                 param="audio_end_ms", event_id=event.event_id)
         if self.replies.active is not None and self.replies.active.item is item:
@@ -374,12 +399,14 @@ class RealtimeSession:
         self._emit("conversation.item.truncated", item_id=item.id, content_index=0, audio_end_ms=audio_end_ms)
 
     # ------------------------------------------------------------------ responses
-    def _on_response_create(self, event: ClientEvent, now: float) -> None:
+    def _on_response_create(self, event: ResponseCreate, now: float) -> None:
         if self.replies.active is not None:
             raise ProtocolError("a response is already in progress: cancel it first",
                                 code="conversation_already_has_active_response", event_id=event.event_id)
-        request = validate_response_request(require(event, "response", dict, optional=True), event.event_id,
-                                            self.config)
+        request = validate_response_request(event.response, event.event_id, self.config)
+        full = self.conversation.no_room()
+        if full is not None:
+            raise ProtocolError(full, code="conversation_full", event_id=event.event_id)
         self.replies.drop_speculative()
         last = self.conversation.items[-1] if self.conversation.items else None
         if self.pipeline.answers_speech and last is not None and self._last_user_audio is not None \
@@ -399,17 +426,24 @@ class RealtimeSession:
         already started on it in the silence window)."""
         self._answered_from_speech.add(item_id)
         self._last_user_audio = None
-        request = {**request, "metadata": {**(request.get("metadata") or {}), "pipeline": self.pipeline.name}}
-        self._start_response(request, self._clock, now, adopt=adopt, user_audio=audio)
+        self._start_response(request, self._clock, now, adopt=adopt, user_audio=audio,
+                             labels={"pipeline": self.pipeline.name})
         if self.replies.active is not None and item_id in self.turns.ended and self._defers_transcripts():
             self.replies.defer_transcript(item_id)
 
     def _start_response(self, request: dict[str, Any], clock: TurnClock, now: float,
-                        adopt: SpeculativeReply | None = None, user_audio: np.ndarray | None = None) -> None:
-        self.replies.start(self.config, self.pipeline.name, request, clock, now, adopt, user_audio)
+                        adopt: SpeculativeReply | None = None, user_audio: np.ndarray | None = None,
+                        labels: dict[str, str] | None = None) -> None:
+        full = self.conversation.no_room()
+        if full is not None:  # a reply the turn asked for by itself: there is no room for its item
+            self.outbox.error(ProtocolError(full, code="conversation_full", event_id=self._event_id))
+            if adopt is not None:
+                self.outbox.work(CancelResponse(adopt.id))
+            return
+        self.replies.start(self.config, self.pipeline.name, request, clock, now, adopt, user_audio, labels)
 
-    def _on_response_cancel(self, event: ClientEvent, now: float) -> None:
-        wanted = event.data.get("response_id")
+    def _on_response_cancel(self, event: ResponseCancel, now: float) -> None:
+        wanted = event.response_id
         active = self.replies.active
         if active is None or (wanted is not None and wanted != active.id):
             raise ProtocolError("there is no active response to cancel", code="response_cancel_not_active",

@@ -1,13 +1,15 @@
-"""Validation of `session.update` (and `response.create` overrides) into SessionConfig."""
+"""`session.update` (and `response.create` overrides), typed by server/client_events.py, into SessionConfig."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from typing import Any
 
+from server.client_events import AudioFormat, ResponseSpec, SessionSpec, TurnDetectionSpec
 from server.config import SessionConfig, TurnDetection
-from server.tools import parse_tool_choice, parse_tools, tools_to_wire
+from server.tools import ToolChoice, parse_tool_choice, parse_tools, tools_to_wire
 from server.wire import ProtocolError
+from voice.llm.base import Tool
 from voice.turn_taking import END_POLICIES
 from voice.vad import VadConfig
 
@@ -18,166 +20,115 @@ def _fail(message: str, param: str, event_id: str | None, code: str = "invalid_v
     return ProtocolError(message, code=code, param=param, event_id=event_id)
 
 
-def _number(value: Any, param: str, event_id: str | None, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise _fail(f"'{param}' must be a number from {low} to {high}", param, event_id)
-    return float(value)
-
-
-def _integer(value: Any, param: str, event_id: str | None, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise _fail(f"'{param}' must be an integer from {low} to {high}", param, event_id)
-    return value
-
-
-def _object(value: Any, param: str, event_id: str | None) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _fail(f"'{param}' must be an object", param, event_id, code="invalid_type")
-    return value
-
-
-def _check_format(value: Any, param: str, event_id: str | None) -> None:
-    fmt = _object(value, param, event_id)
-    if fmt.get("type", "audio/pcm") != "audio/pcm" or fmt.get("rate", _WIRE_RATE) != _WIRE_RATE:
+def _check_format(fmt: AudioFormat | None, param: str, event_id: str | None) -> None:
+    if fmt is not None and (fmt.type != "audio/pcm" or fmt.rate != _WIRE_RATE):
         raise _fail("only audio/pcm at 24000 Hz is supported", param, event_id, code="unsupported_audio_format")
 
 
-def parse_turn_detection(value: Any, current: TurnDetection | None, event_id: str | None) -> TurnDetection | None:
+def parse_turn_detection(spec: TurnDetectionSpec | None, current: TurnDetection | None) -> TurnDetection | None:
     """A new turn detection object. It replaces the session's whole: the fields it leaves out take
     OpenAI's documented defaults (threshold 0.5, prefix_padding_ms 300, silence_duration_ms 500,
     eagerness auto, create_response and interrupt_response true); the VAD's other settings stay the
     server's."""
-    if value is None:
+    if spec is None:
         return None
-    spec = _object(value, "session.audio.input.turn_detection", event_id)
-    param = "session.audio.input.turn_detection"
-    kind = spec.get("type", "server_vad")
-    if kind not in ("server_vad", "semantic_vad"):
-        raise _fail("turn_detection.type must be server_vad or semantic_vad", f"{param}.type", event_id)
     documented = VadConfig()
-    changes: dict[str, Any] = {"threshold": documented.threshold, "prefix_padding_ms": documented.prefix_padding_ms,
-                               "silence_duration_ms": documented.silence_duration_ms}
-    if "threshold" in spec:
-        changes["threshold"] = _number(spec["threshold"], f"{param}.threshold", event_id, 0.0, 1.0)
-    if "prefix_padding_ms" in spec:
-        changes["prefix_padding_ms"] = _integer(spec["prefix_padding_ms"], f"{param}.prefix_padding_ms",
-                                                event_id, 0, 5000)
-    if "silence_duration_ms" in spec:
-        changes["silence_duration_ms"] = _integer(spec["silence_duration_ms"], f"{param}.silence_duration_ms",
-                                                  event_id, 0, 10_000)
+    changes: dict[str, Any] = {
+        "threshold": documented.threshold if spec.threshold is None else spec.threshold,
+        "prefix_padding_ms": documented.prefix_padding_ms if spec.prefix_padding_ms is None
+        else spec.prefix_padding_ms,
+        "silence_duration_ms": documented.silence_duration_ms if spec.silence_duration_ms is None
+        else spec.silence_duration_ms,
+    }
     eagerness = None
-    if kind == "semantic_vad":
-        eagerness = spec.get("eagerness", "auto")
-        if not isinstance(eagerness, str) or eagerness not in END_POLICIES:
-            raise _fail("eagerness must be low, medium, high or auto", f"{param}.eagerness", event_id)
+    if spec.type == "semantic_vad":
+        eagerness = spec.eagerness or "auto"
         changes["silence_duration_ms"] = END_POLICIES[eagerness].hold_ms
-    flags = {}
-    for name in ("create_response", "interrupt_response"):
-        if name in spec:
-            if not isinstance(spec[name], bool):
-                raise _fail(f"'{name}' must be a boolean", f"{param}.{name}", event_id, code="invalid_type")
-            flags[name] = spec[name]
     server_vad = current.vad if current is not None else documented
-    return TurnDetection(
-        type=kind,
-        vad=replace(server_vad, **changes),
-        create_response=flags.get("create_response", True),
-        interrupt_response=flags.get("interrupt_response", True),
-        eagerness=eagerness,
-    )
+    return TurnDetection(type=spec.type, vad=replace(server_vad, **changes), create_response=spec.create_response,
+                         interrupt_response=spec.interrupt_response, eagerness=eagerness)
 
 
-def parse_modalities(value: Any, param: str, event_id: str | None) -> tuple[str, ...]:
-    if not isinstance(value, list) or not value or any(m not in ("audio", "text") for m in value):
-        raise _fail("output_modalities must be [\"audio\"] or [\"text\"]", param, event_id)
+def parse_modalities(value: list[str]) -> tuple[str, ...]:
     return ("audio",) if "audio" in value else ("text",)
 
 
-def parse_max_tokens(value: Any, param: str, event_id: str | None) -> int | None:
-    if value == "inf":
-        return None
-    return _integer(value, param, event_id, 1, 4096)
+def parse_max_tokens(value: int | str) -> int | None:
+    return None if value == "inf" else int(value)
 
 
-def validate_response_request(request: Any, event_id: str | None, config: SessionConfig | None = None
+def _tools_and_choice(spec: SessionSpec | ResponseSpec, tools: tuple[Tool, ...], choice: ToolChoice, where: str,
+                      event_id: str | None) -> tuple[tuple[Tool, ...], ToolChoice]:
+    """The tools and tool choice after `spec` (its own where given, else `tools` and `choice`)."""
+    if spec.tools is not None:
+        tools = parse_tools(spec.tools, f"{where}.tools", event_id)
+    if spec.tool_choice is not None:
+        choice = parse_tool_choice(spec.tool_choice, tools, f"{where}.tool_choice", event_id)
+    if isinstance(choice, dict) and not any(tool.name == choice["name"] for tool in tools):
+        raise _fail(f"tool_choice names {choice['name']!r}, which is not one of the tools", f"{where}.tool_choice",
+                    event_id)
+    return tools, choice
+
+
+def validate_response_request(spec: ResponseSpec | None, event_id: str | None, config: SessionConfig
                               ) -> dict[str, Any]:
-    """The `response` object of `response.create`, checked (so the client hears about a bad field at
-    once); its `tools` and `tool_choice`, parsed, replace the session's for this response."""
-    request = _object(request or {}, "response", event_id)
-    if "tools" in request or "tool_choice" in request:
-        tools = parse_tools(request["tools"], "response.tools", event_id) if "tools" in request \
-            else (config.tools if config else ())
-        choice = parse_tool_choice(request["tool_choice"], tools, "response.tool_choice", event_id) \
-            if "tool_choice" in request else (config.tool_choice if config else "auto")
-        if isinstance(choice, dict) and not any(tool.name == choice["name"] for tool in tools):
-            raise _fail(f"tool_choice names {choice['name']!r}, which is not one of the tools",
-                        "response.tool_choice", event_id)
-        request = {**request, "tools": tools, "tool_choice": choice}
-    if "output_modalities" in request:
-        parse_modalities(request["output_modalities"], "response.output_modalities", event_id)
-    if "max_output_tokens" in request:
-        parse_max_tokens(request["max_output_tokens"], "response.max_output_tokens", event_id)
-    if "instructions" in request and not isinstance(request["instructions"], str):
-        raise _fail("'instructions' must be a string", "response.instructions", event_id)
-    metadata = request.get("metadata")
-    if metadata is not None and (not isinstance(metadata, dict)
-                                 or not all(isinstance(v, str) for v in metadata.values())):
-        raise _fail("response.metadata must map strings to strings", "response.metadata", event_id)
+    """The `response` of `response.create` (typed by the schema) as the overrides of this response:
+    its tools and tool choice checked against each other, the client's metadata as it came."""
+    if spec is None:
+        return {}
+    if spec.audio is not None and spec.audio.output is not None:
+        _check_format(spec.audio.output.format, "response.audio.output.format", event_id)
+    request: dict[str, Any] = {}
+    if spec.tools is not None or spec.tool_choice is not None:
+        request["tools"], request["tool_choice"] = _tools_and_choice(spec, config.tools, config.tool_choice,
+                                                                     "response", event_id)
+    if spec.output_modalities is not None:
+        request["output_modalities"] = parse_modalities(spec.output_modalities)
+    if spec.max_output_tokens is not None:
+        request["max_output_tokens"] = parse_max_tokens(spec.max_output_tokens)
+    if spec.instructions is not None:
+        request["instructions"] = spec.instructions
+    if spec.temperature is not None:
+        request["temperature"] = spec.temperature
+    if spec.metadata is not None:
+        request["metadata"] = dict(spec.metadata)
     return request
 
 
-def apply_session_update(config: SessionConfig, session: Any, event_id: str | None) -> SessionConfig:
-    """Return the configuration after a `session.update`, or raise ProtocolError (nothing changes)."""
-    session = _object(session, "session", event_id)
-    if session.get("type", "realtime") != "realtime":
-        raise _fail("only realtime sessions are served here", "session.type", event_id, code="unsupported")
+def apply_session_update(config: SessionConfig, session: SessionSpec, event_id: str | None) -> SessionConfig:
+    """Return the configuration after a `session.update` (typed by the schema), or raise
+    ProtocolError (nothing changes)."""
     changes: dict[str, Any] = {}
-    if "instructions" in session:
-        if not isinstance(session["instructions"], str):
-            raise _fail("'instructions' must be a string", "session.instructions", event_id, code="invalid_type")
-        changes["instructions"] = session["instructions"]
-    if "output_modalities" in session:
-        changes["output_modalities"] = parse_modalities(session["output_modalities"], "session.output_modalities",
-                                                        event_id)
-    if "max_output_tokens" in session:
-        changes["max_output_tokens"] = parse_max_tokens(session["max_output_tokens"], "session.max_output_tokens",
-                                                        event_id)
-    if "temperature" in session:
-        changes["temperature"] = _number(session["temperature"], "session.temperature", event_id, 0.0, 2.0)
-    if "tools" in session or "tool_choice" in session:
-        tools = parse_tools(session["tools"], "session.tools", event_id) if "tools" in session else config.tools
-        choice = parse_tool_choice(session["tool_choice"], tools, "session.tool_choice", event_id) \
-            if "tool_choice" in session else config.tool_choice
-        if isinstance(choice, dict) and not any(tool.name == choice["name"] for tool in tools):
-            raise _fail(f"tool_choice names {choice['name']!r}, which is no longer one of the tools",
-                        "session.tool_choice", event_id)
-        changes["tools"], changes["tool_choice"] = tools, choice
-    if "pipeline" in session:  # an extension of the Realtime API: the path a turn takes
-        if session["pipeline"] not in config.pipelines:
+    if session.instructions is not None:
+        changes["instructions"] = session.instructions
+    if session.output_modalities is not None:
+        changes["output_modalities"] = parse_modalities(session.output_modalities)
+    if session.max_output_tokens is not None:
+        changes["max_output_tokens"] = parse_max_tokens(session.max_output_tokens)
+    if session.temperature is not None:
+        changes["temperature"] = session.temperature
+    if session.tools is not None or session.tool_choice is not None:
+        changes["tools"], changes["tool_choice"] = _tools_and_choice(session, config.tools, config.tool_choice,
+                                                                     "session", event_id)
+    if session.pipeline is not None:  # an extension of the Realtime API: the path a turn takes
+        if session.pipeline not in config.pipelines:
             raise _fail(f"'pipeline' must be one of: {', '.join(config.pipelines)}", "session.pipeline", event_id)
-        changes["pipeline"] = session["pipeline"]
-    audio = _object(session.get("audio") or {}, "session.audio", event_id)
-    audio_in = _object(audio.get("input") or {}, "session.audio.input", event_id)
-    audio_out = _object(audio.get("output") or {}, "session.audio.output", event_id)
-    if "format" in audio_in:
-        _check_format(audio_in["format"], "session.audio.input.format", event_id)
-    if "format" in audio_out:
-        _check_format(audio_out["format"], "session.audio.output.format", event_id)
-    if "transcription" in audio_in:
-        value = audio_in["transcription"]
-        changes["transcription"] = None if value is None else _object(value, "session.audio.input.transcription",
-                                                                       event_id)
-    if "turn_detection" in audio_in:
-        changes["turn_detection"] = parse_turn_detection(audio_in["turn_detection"], config.turn_detection, event_id)
-    if "voice" in audio_out:
-        voice = audio_out["voice"]
-        if isinstance(voice, dict):
-            voice = voice.get("id")
-        if not isinstance(voice, str) or not voice:
-            raise _fail("'voice' must be a voice name", "session.audio.output.voice", event_id)
-        changes["voice"] = voice
-    if "speed" in audio_out:
-        changes["speed"] = _number(audio_out["speed"], "session.audio.output.speed", event_id, 0.25, 1.5)
+        changes["pipeline"] = session.pipeline
+    audio_in = session.audio.input if session.audio is not None else None
+    audio_out = session.audio.output if session.audio is not None else None
+    if audio_in is not None:
+        _check_format(audio_in.format, "session.audio.input.format", event_id)
+        if "transcription" in audio_in.model_fields_set:
+            changes["transcription"] = None if audio_in.transcription is None \
+                else audio_in.transcription.model_dump(exclude_unset=True)
+        if "turn_detection" in audio_in.model_fields_set:
+            changes["turn_detection"] = parse_turn_detection(audio_in.turn_detection, config.turn_detection)
+    if audio_out is not None:
+        _check_format(audio_out.format, "session.audio.output.format", event_id)
+        if audio_out.voice is not None:
+            changes["voice"] = audio_out.voice if isinstance(audio_out.voice, str) else audio_out.voice.id
+        if audio_out.speed is not None:
+            changes["speed"] = audio_out.speed
     return config.with_changes(**changes)
 
 

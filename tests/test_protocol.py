@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from clients.python.client import load_wav_pcm24
+from server.client_events import parse_client_event
 from server.config import SessionConfig, TurnDetection
 from server.conversation import Item
 from server.effects import CancelResponse, DeferTranscription, PrefillPrompt, ResponseProgress, StartResponse
 from server.session import RealtimeSession
-from server.wire import ProtocolError, parse_client_event
+from server.wire import ProtocolError
 from tests.helpers import DATA
 from voice.llm.base import ChatMessage
 from voice.response_events import ResponseFinished, SpeechSegment, StageMark

@@ -186,7 +186,7 @@ def test_an_output_for_an_unknown_call_or_not_a_string_is_refused(driver):
     items = len(driver.session.conversation.items)
     for item, code in [({"type": "function_call_output", "call_id": "call_nope", "output": "x"}, "invalid_call_id"),
                        ({"type": "function_call_output", "call_id": call_id, "output": {"ok": True}}, "invalid_type"),
-                       ({"type": "function_call_output", "output": "x"}, "invalid_value")]:
+                       ({"type": "function_call_output", "output": "x"}, "missing_required_parameter")]:
         driver.send({"type": "conversation.item.create", "event_id": "evt_x", "item": item})
         assert driver.events[-1]["type"] == "error" and driver.events[-1]["error"]["code"] == code, item
     assert len(driver.session.conversation.items) == items

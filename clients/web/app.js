@@ -577,7 +577,8 @@ class App {
     if (cut) {
       this.interrupted.add(cut.itemId);
       this.messages.get(cut.itemId)?.interrupt(cut.playedMs);
-      this.send({ type: "conversation.item.truncate", item_id: cut.itemId, content_index: 0, audio_end_ms: cut.playedMs });
+      // audio_end_ms is an integer (the server refuses a fraction, as OpenAI does)
+      this.send({ type: "conversation.item.truncate", item_id: cut.itemId, content_index: 0, audio_end_ms: Math.floor(cut.playedMs) });
     }
     this.renderMic();
     return cut;
