@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from server.audio_rate import AudioAllowance
 from server.config import SessionConfig
 from server.conversation import Conversation, Item, text_item
 from server.effects import Outbox, Output, PrefillPrompt, ResponseProgress
@@ -56,13 +57,16 @@ class RealtimeSession:
     """One client's Realtime session."""
 
     def __init__(self, config: SessionConfig, vad_model: SileroModel, *, model_name: str = "voice-cascade",
-                 max_buffer_seconds: float = 120.0, max_turn_seconds: float = 60.0) -> None:
+                 max_buffer_seconds: float = 120.0, max_turn_seconds: float = 60.0,
+                 max_audio_ahead_s: float = 5.0) -> None:
         self.ids = Ids()
         self.id = self.ids.new("sess")
         self.config = config
         self.model_name = model_name
         self.conversation = Conversation()
         self.max_buffer_samples = int(max_buffer_seconds * ASR_RATE)
+        self.max_audio_ahead_s = max_audio_ahead_s
+        self._allowance: AudioAllowance | None = None  # from the session's first audio
         self._resampler = StreamResampler(WIRE_RATE, ASR_RATE)
         self.turns = TurnTaker(self._turn_options(), vad_model, lambda: self.ids.new("item"),
                                max_turn_s=min(max_turn_seconds, max_buffer_seconds))
@@ -165,8 +169,19 @@ class RealtimeSession:
         if self.turns.buffered_samples + len(pcm) // 3 > self.max_buffer_samples:
             raise ProtocolError("the input audio buffer is full: commit or clear it", code="input_audio_buffer_full",
                                 event_id=event.event_id)
+        self._within_allowance(event, len(pcm) / (2 * WIRE_RATE), now)
         samples = self._resampler.process(pcm16_to_float(pcm))
         self._on_turn_events(self.turns.feed(samples, now, assistant_speaking=self.replies.speaking(now)), now)
+
+    def _within_allowance(self, event: ClientEvent, seconds: float, now: float) -> None:
+        """Refuse audio that runs more than `max_audio_ahead_s` ahead of real time (its model work
+        would crowd out the other sessions'): the message is dropped, the session goes on."""
+        if self._allowance is None:
+            self._allowance = AudioAllowance(self.max_audio_ahead_s, now)
+        if not self._allowance.take(seconds, now):
+            raise ProtocolError(f"input audio is coming faster than real time, more than {self.max_audio_ahead_s:g} s "
+                                f"ahead: this message's {seconds * 1000:.0f} ms of audio were dropped",
+                                code="input_audio_rate_exceeded", event_id=event.event_id)
 
     def _on_commit(self, event: ClientEvent, now: float) -> None:
         if self.turns.buffered_samples < MIN_COMMIT_MS * ASR_RATE // 1000:
