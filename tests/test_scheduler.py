@@ -1,5 +1,5 @@
-"""Sans-I/O: the audio allowance (how far ahead of real time a session may send) and the fair
-queue of model jobs (one job of each kind per session, round-robin across sessions)."""
+"""Sans-I/O: the fair queue of model jobs (one job of each kind per session, round-robin across
+sessions), and the runner that starts them in worker threads."""
 
 from __future__ import annotations
 
@@ -9,62 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from server.audio_rate import AudioAllowance
 from voice.jobs import JobDropped, JobRunner
 from voice.scheduler import FairQueue, Ticket
-
-
-# ---------------------------------------------------------------- the audio allowance
-def test_audio_at_real_time_is_always_accepted():
-    allowance = AudioAllowance(5.0, now=0.0)
-    assert all(allowance.take(0.02, now=i * 0.02) for i in range(1, 10_000))
-
-
-def test_a_burst_within_the_allowance_is_accepted_and_more_is_refused():
-    allowance = AudioAllowance(5.0, now=0.0)
-    accepted = sum(allowance.take(0.1, now=0.0) for _ in range(100))
-    assert accepted == 50  # 5 s at once, no more
-
-
-def test_a_flood_is_held_to_real_time_plus_the_allowance():
-    allowance = AudioAllowance(5.0, now=0.0)
-    accepted, now = 0.0, 0.0
-    for _ in range(50 * 600):  # 100 ms messages at 50 times real time for 60 s
-        now += 0.1 / 50
-        if allowance.take(0.1, now):
-            accepted += 0.1
-    assert accepted <= now + 5.0 + 1e-6
-    assert accepted >= now + 5.0 - 0.2  # and what real time allows does get through
-
-
-def test_the_allowance_refills_at_real_time_up_to_its_size():
-    allowance = AudioAllowance(2.0, now=0.0)
-    assert allowance.take(2.0, now=0.0)
-    assert not allowance.take(0.5, now=0.4)
-    assert allowance.take(0.5, now=0.5)
-    assert allowance.balance(now=1000.0) == 2.0  # an idle session saves up no more than the allowance
-
-
-def test_one_message_longer_than_the_allowance_needs_a_full_allowance():
-    allowance = AudioAllowance(5.0, now=0.0)
-    assert allowance.take(11.0, now=0.0)  # a whole recording in one message
-    assert not allowance.take(0.02, now=5.0)  # ...then paid back at real time
-    assert allowance.take(0.02, now=6.1)
-    allowance = AudioAllowance(5.0, now=0.0)
-    assert allowance.take(1.0, now=0.0)
-    assert not allowance.take(11.0, now=0.5)
-
-
-def test_time_running_backwards_refills_nothing():
-    allowance = AudioAllowance(1.0, now=10.0)
-    assert allowance.take(1.0, now=10.0)
-    assert not allowance.take(0.1, now=5.0)
-    assert not allowance.take(0.1, now=10.05)
-
-
-def test_the_allowance_must_be_positive():
-    with pytest.raises(ValueError):
-        AudioAllowance(0.0, now=0.0)
 
 
 # ---------------------------------------------------------------- the fair queue
