@@ -8,6 +8,7 @@ when a single message is longer than the allowance); what comes faster is refuse
 
 from __future__ import annotations
 
+_ROUNDING = 1e-9  # seconds: sums of message durations are inexact; an exact fit must fit
 
 class AudioAllowance:
     """How much audio a session may send now; `take` accepts a message or refuses it whole."""
@@ -31,7 +32,7 @@ class AudioAllowance:
         longer than the whole allowance is accepted only from a full allowance (and overdraws it),
         so that a client may send a long recording in one message, at real-time pace overall."""
         balance = self.balance(now)
-        if seconds > balance and balance < self.ahead_s:
+        if seconds > balance + _ROUNDING and balance < self.ahead_s:
             return False
         self._balance = balance - seconds
         return True
