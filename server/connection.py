@@ -271,6 +271,8 @@ class Connection:
         except TranscriptionCancelled:
             answer = result(error="skipped: a turn's pass came first")
         except JobDropped as dropped:
+            if self._closing:
+                return  # nothing waits for it any more
             answer = result(error=f"skipped: {dropped}")
         except Exception as exc:  # noqa: BLE001 - a failed transcription ends the turn, not the session
             log.exception("transcription failed")
@@ -283,6 +285,8 @@ class Connection:
             result = EndScored(effect.item_id, effect.voiced_end_ms, score.finished, score.voice,
                                recheck=effect.recheck)
         except JobDropped as dropped:  # a newer pause's score replaced it: this one is stale
+            if self._closing:
+                return
             result = EndScored(effect.item_id, effect.voiced_end_ms, error=str(dropped), recheck=effect.recheck)
         except Exception as exc:  # noqa: BLE001 - the words alone decide then (the unit's fallback)
             log.warning("end-of-turn scoring failed: %s", exc)
