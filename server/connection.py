@@ -1,7 +1,8 @@
 """Runs one websocket connection: feeds the sans-I/O session and carries out its effects.
 
-Model work runs in the engine's worker threads; results come back to the event loop and into
-the session, whose outgoing events a single writer task sends in order.
+Model work runs in the engine's worker threads, in the fair order of its job queue (voice/jobs.py);
+results come back to the event loop and into the session, whose outgoing events a single writer
+task sends in order.
 """
 
 from __future__ import annotations
