@@ -159,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="uncommitted input audio a session may hold")
     limits.add_argument("--max-audio-ahead", type=_positive_seconds, default=5.0,
                         help="seconds of input audio a session may send ahead of real time (a burst allowance "
-                             "refilled at real time); faster audio gets input_audio_rate_exceeded and is dropped")
+                             "refilled at real time; default 5); faster audio gets input_audio_rate_exceeded "
+                             "and is dropped")
     limits.add_argument("--idle-timeout", type=float, default=300.0, help="seconds without a client event")
     limits.add_argument("--max-send-buffer", type=int, default=16 * 1024 * 1024,
                         help="bytes a client may leave unread before it is closed as too slow")

@@ -87,3 +87,12 @@ def test_audio_beyond_the_allowance_gets_an_error_and_is_dropped_and_the_session
     assert not [e for e in out.events if e["type"] == "error"]
     out = session.receive_client(json.dumps({"type": "input_audio_buffer.commit"}), 100.5)
     assert [e["type"] for e in out.events][:1] == ["input_audio_buffer.committed"]
+
+
+def test_the_allowance_is_an_option_of_voice_serve():
+    from server.cli import build_parser
+
+    assert build_parser().parse_args(["serve"]).max_audio_ahead == 5.0
+    assert build_parser().parse_args(["serve", "--max-audio-ahead", "2.5"]).max_audio_ahead == 2.5
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--max-audio-ahead", "0"])
