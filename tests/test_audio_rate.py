@@ -8,9 +8,12 @@ import json
 
 import pytest
 
+from clients.python.client import load_wav_pcm24
 from server.audio_rate import AudioAllowance
 from server.config import SessionConfig
 from server.session import RealtimeSession
+from tests.helpers import DATA
+from voice.turn_taking import Transcribe
 
 
 # ---------------------------------------------------------------- the audio allowance
@@ -96,3 +99,33 @@ def test_the_allowance_is_an_option_of_voice_serve():
     assert build_parser().parse_args(["serve", "--max-audio-ahead", "2.5"]).max_audio_ahead == 2.5
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--max-audio-ahead", "0"])
+
+
+def test_a_session_counts_as_flooding_while_its_audio_is_refused(silero):
+    session = RealtimeSession(SessionConfig(turn_detection=None), silero, max_audio_ahead_s=1.0)
+    session.start()
+    assert not session.flooding(100.0)
+    for n in range(12):
+        session.receive_client(append(bytes(4_800), f"a{n}"), 100.0)
+    assert session.flooding(100.0) and session.flooding(101.9)
+    assert not session.flooding(102.1)  # it has not been refused for a while
+
+
+def test_a_flooding_session_gets_no_partial_or_speculative_passes_until_it_slows_down(silero):
+    session = RealtimeSession(SessionConfig(), silero, max_audio_ahead_s=1.0)
+    session.start()
+    reading = load_wav_pcm24(DATA / "18_rstt_LJ001-0004.wav")  # 5 s of reading without a pause
+    chunks = [reading[at:at + 4_800] for at in range(0, len(reading), 4_800)]
+    now, flooded = 100.0, []
+    for n, chunk in enumerate(chunks * 4):  # 20 s of speech at 50 times real time
+        now += 0.1 / 50
+        out = session.receive_client(append(chunk, f"f{n}"), now)
+        if session.flooding(now):
+            flooded += [e for e in out.effects if isinstance(e, Transcribe)]
+    assert session.flooding(now) and not [e for e in flooded if not e.final]
+    asked = []
+    for n, chunk in enumerate(chunks * 2):  # then 10 s at real time: a live speaker again
+        now += 0.1
+        asked += [e for e in session.receive_client(append(chunk, f"r{n}"), now).effects
+                  if isinstance(e, Transcribe) and not e.final]
+    assert not session.flooding(now) and asked
