@@ -85,6 +85,7 @@ class Connection:
         self._jobs: set[asyncio.Future[Any]] = set()
         self._cancels: dict[str, threading.Event] = {}
         self._partial_cancel = threading.Event()  # of the partial transcription under way, if any
+        self._audio_refused = 0  # append messages refused for coming faster than real time
         self._deferred: dict[str, tuple[asyncio.Event, asyncio.TimerHandle]] = {}  # deferred transcriptions
         self._loop = asyncio.get_running_loop()
 
@@ -156,7 +157,12 @@ class Connection:
     def _apply(self, output: Output) -> None:
         for event in output.events:
             self.metrics.observe_event(event)
-            if event["type"] == "error":
+            if event["type"] == "error" and event["error"]["code"] == "input_audio_rate_exceeded":
+                # A flood would flood the log too: the 1st, 2nd, 4th, 8th... refusal only.
+                self._audio_refused += 1
+                if self._audio_refused & (self._audio_refused - 1) == 0:
+                    log.info("audio faster than real time: %d messages refused so far", self._audio_refused)
+            elif event["type"] == "error":
                 log.info("error event %s: %s", event["error"]["code"], event["error"]["message"])
             self._enqueue(json.dumps(event))
         for effect in output.effects:
