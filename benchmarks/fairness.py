@@ -3,13 +3,13 @@
     python -m benchmarks.fairness --seconds 60 --rounds 2
 
 Three sessions hold normal conversations with real recordings (each speaks its clips at real-time
-pace, with pauses, as `benchmarks.soak` does) while a fourth streams real speech at 50 times real
-time, for `--seconds`; the same conversations run again without the flood. The phases alternate
-(quiet, flood, quiet, flood, ...: this machine's speed drifts) and the report compares the normal
-sessions' voice-to-voice latency in the two, counts their failed turns, and reads the server's
-resident memory: at rest before the first phase and after the last (growth that stays), and its
-peaks under each load. Targets: the flood's median within 20% of the quiet one's, no failed turn,
-memory growth under 100 MiB.
+pace, with pauses, as `benchmarks.soak` does) for `--seconds`; then they speak the same clips again
+(as many rounds of them) while a fourth session streams real speech at 50 times real time. The
+phases alternate (quiet, flood, quiet, flood, ...: this machine's speed drifts) and the report
+compares the normal sessions' voice-to-voice latency in the two, counts their failed turns, and
+reads the server's resident memory: at rest before the first phase and after the last (growth that
+stays), and its peaks under each load. Targets: the flood's median within 20% of the quiet one's,
+no failed turn, memory growth under 100 MiB.
 """
 
 from __future__ import annotations
@@ -105,9 +105,9 @@ def waiting_jobs(server: RunningServer) -> float:
 
 
 async def phase(server: RunningServer, clips: list, args: argparse.Namespace, flood_pcm: bytes | None,
-                number: int) -> dict[str, Any]:
-    """The normal sessions' conversations for `args.seconds` (with the flood, if given): their turns,
-    the peak memory and the peak of waiting jobs."""
+                number: int, rounds_wanted: int | None = None) -> dict[str, Any]:
+    """The normal sessions' conversations for `args.seconds`, or for `rounds_wanted` rounds (with the
+    flood, if given): their turns, the peak memory and the peak of waiting jobs."""
     flood = None
     if flood_pcm is not None:
         flood = Flood(await RealtimeClient.connect(server.url), flood_pcm, args.speed)
@@ -115,7 +115,7 @@ async def phase(server: RunningServer, clips: list, args: argparse.Namespace, fl
     started = time.monotonic()
     turns: list[TurnResult] = []
     rss_peak, waiting_peak, rounds = 0.0, 0.0, 0
-    while rounds == 0 or time.monotonic() - started < args.seconds:
+    while rounds == 0 or (rounds < rounds_wanted if rounds_wanted else time.monotonic() - started < args.seconds):
         talking = asyncio.create_task(sessions_at_once(server.url, clips, args.sessions, args.turns_per_session,
                                                        first_clip=number + rounds, stagger_s=0.7,
                                                        pause_s=args.pause))
@@ -125,7 +125,7 @@ async def phase(server: RunningServer, clips: list, args: argparse.Namespace, fl
             await asyncio.wait([talking], timeout=1.0)
         turns += talking.result()
         rounds += 1
-    return {"flood": flood is not None, "seconds": time.monotonic() - started, "turns": turns,
+    return {"flood": flood is not None, "seconds": time.monotonic() - started, "rounds": rounds, "turns": turns,
             "rss_peak_mb": rss_peak, "jobs_waiting_peak": waiting_peak,
             "flood_session": await flood.stop() if flood is not None else None}
 
@@ -145,8 +145,11 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.sleep(IDLE_SETTLE_S)
         rss_start = server.usage()[1] / 2**20
         phases = []
-        for number in range(2 * args.rounds):
-            phases.append(await phase(server, clips, args, flood_pcm if number % 2 else None, number // 2))
+        for number in range(args.rounds):
+            # The flood phase speaks the same clips as its quiet phase, as many rounds of them.
+            phases.append(await phase(server, clips, args, None, number))
+            await asyncio.sleep(IDLE_SETTLE_S)
+            phases.append(await phase(server, clips, args, flood_pcm, number, phases[-1]["rounds"]))
             await asyncio.sleep(IDLE_SETTLE_S)
         rss_end = server.usage()[1] / 2**20
     quiet = summary([t for p in phases if not p["flood"] for t in p["turns"]])

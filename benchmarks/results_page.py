@@ -77,7 +77,9 @@ def fairness(result: dict[str, Any]) -> list[str]:
             for name, r in (("quiet", quiet), (f"one session flooding at {result['speed']:g}x", flood))]
     sent = result["flood_session"]
     ratio = result["median_ratio"]
-    met = ", ".join(f"{name.replace('_', ' ')}: {'yes' if ok else 'NO'}" for name, ok in targets.items())
+    names = {"median_within_20_percent": "median within 20%", "no_failed_turn": "no failed turn",
+             "rss_growth_under_100_mib": "memory growth under 100 MiB"}
+    met = ", ".join(f"{names.get(name, name)}: {'yes' if ok else 'NO'}" for name, ok in targets.items())
     return [f"{result['sessions']} sessions hold normal conversations while one more streams real speech at "
             f"{result['speed']:g} times real time; phases of {result['seconds']:g} s alternate with quiet ones "
             f"({result['rounds']} of each). Voice-to-voice ms of the normal sessions' turns.", "",
