@@ -71,6 +71,27 @@ def soak(results: list[dict[str, Any]]) -> list[str]:
             "rounds. One row per soak run kept in benchmarks/results/.", "", *_table(header, rows)]
 
 
+def fairness(result: dict[str, Any]) -> list[str]:
+    quiet, flood, targets = result["quiet"], result["flood"], result["targets"]
+    rows = [[name, r["turns"], r["failed"], _ms(r["median_ms"]), _ms(r["p90_ms"])]
+            for name, r in (("quiet", quiet), (f"one session flooding at {result['speed']:g}x", flood))]
+    sent = result["flood_session"]
+    ratio = result["median_ratio"]
+    names = {"median_within_20_percent": "median within 20%", "no_failed_turn": "no failed turn",
+             "rss_growth_under_100_mib": "memory growth under 100 MiB"}
+    met = ", ".join(f"{names.get(name, name)}: {'yes' if ok else 'NO'}" for name, ok in targets.items())
+    return [f"{result['sessions']} sessions hold normal conversations while one more streams real speech at "
+            f"{result['speed']:g} times real time; phases of {result['seconds']:g} s alternate with quiet ones "
+            f"({result['rounds']} of each). Voice-to-voice ms of the normal sessions' turns.", "",
+            *_table(["phase", "turns", "failed", "median ms", "p90 ms"], rows), "",
+            f"Median flood / quiet: {'-' if ratio is None else f'{ratio:.2f}'}. Resident memory at rest "
+            f"{_ms(result['rss_rest_start_mb'])} -> {_ms(result['rss_rest_end_mb'])} MB "
+            f"({result['rss_growth_mb']:+.0f}); peak under the flood minus the quiet peak "
+            f"{result['rss_peak_flood_minus_quiet_mb']:+.0f} MB. The flood sent {sent['audio_sent_s']:.0f} s of "
+            f"audio, {sent['audio_refused_s']:.0f} s refused (`input_audio_rate_exceeded`); waiting jobs peaked "
+            f"at {result['jobs_waiting_peak']['flood']:.0f}. Targets: {met}."]
+
+
 def llm_formats(result: dict[str, Any]) -> list[str]:
     rows = [[name, _ms(r["prompt_ms"]), _ms(r["tail_ms"]), _ms(r["token_ms"], 1), f"{r['perplexity_readme']:.2f}",
              f"{r['perplexity_prompts']:.3f}", _ms(r["file_mb"])] for name, r in result["results"].items()]
@@ -240,6 +261,7 @@ def latest(section: Callable[[dict[str, Any]], list[str]]) -> Callable[[list[dic
 SECTIONS: list[tuple[str, list[str], Callable[[list[dict[str, Any]]], list[str]], str]] = [
     ("Latency", ["latency.json"], latest(latency), "python -m benchmarks.latency"),
     ("Soak", ["soak.json", "*/soak.json"], soak, "python -m benchmarks.soak"),
+    ("Fairness", ["fairness.json"], latest(fairness), "python -m benchmarks.fairness"),
     ("Native understanding", ["native_eval.json"], latest(native_eval), "python -m benchmarks.native_eval"),
     ("Native speech evaluated while spoken", ["native_prefill.json"], latest(native_prefill),
      "python -m benchmarks.native_prefill"),

@@ -105,6 +105,7 @@ class VoiceServer:
         self.options = options
         self.metrics = Metrics()
         self.metrics.models_ready.set(1 if engine else 0)
+        self.metrics.jobs_waiting.set_function(lambda: self.engine.jobs.waiting if self.engine is not None else 0)
         self.sessions = 0
         self.key_backoff = KeyBackoff(options.key_backoff)
         self._server: Server | None = None

@@ -25,6 +25,13 @@ def _limit_malloc_arenas() -> None:
         pass  # not glibc
 
 
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
+
+
 def _serve(args: argparse.Namespace) -> None:
     _limit_malloc_arenas()
     from server.app import ServerOptions, VoiceServer
@@ -62,7 +69,7 @@ def _serve(args: argparse.Namespace) -> None:
                             **({"instructions": args.instructions} if args.instructions else {}))
     limits = ConnectionLimits(max_message_bytes=args.max_message_bytes, idle_timeout_s=args.idle_timeout,
                               max_session_s=args.max_session, max_buffer_seconds=args.max_buffer_seconds,
-                              max_send_buffer_bytes=args.max_send_buffer,
+                              max_send_buffer_bytes=args.max_send_buffer, max_audio_ahead_s=args.max_audio_ahead,
                               conversation=ConversationLimits(max_items=args.max_conversation_items,
                                                               max_text_bytes=args.max_conversation_bytes))
     options = ServerOptions(host=args.host, port=args.port, api_key=args.api_key or None,
@@ -159,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument("--max-message-bytes", type=int, default=1024 * 1024)
     limits.add_argument("--max-buffer-seconds", type=float, default=120.0,
                         help="uncommitted input audio a session may hold")
+    limits.add_argument("--max-audio-ahead", type=_positive_seconds, default=5.0,
+                        help="seconds of input audio a session may send ahead of real time (a burst allowance "
+                             "refilled at real time; default 5); faster audio gets input_audio_rate_exceeded "
+                             "and is dropped")
     limits.add_argument("--idle-timeout", type=float, default=300.0, help="seconds without a client event")
     limits.add_argument("--max-send-buffer", type=int, default=16 * 1024 * 1024,
                         help="bytes a client may leave unread before it is closed as too slow")

@@ -1,7 +1,8 @@
 """Runs one websocket connection: feeds the sans-I/O session and carries out its effects.
 
-Model work runs in the engine's worker threads; results come back to the event loop and into
-the session, whose outgoing events a single writer task sends in order.
+Model work runs in the engine's worker threads, in the fair order of its job queue (voice/jobs.py);
+results come back to the event loop and into the session, whose outgoing events a single writer
+task sends in order.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -29,11 +31,13 @@ from server.slow_reader import SlowReaderWatch
 from server.wire import Ids, ProtocolError, error_event
 from voice.asr.base import TranscriptionCancelled
 from voice.engine import Engine
+from voice.jobs import JobDropped
 from voice.response import ResponseRequest
 from voice.response_events import ResponseEvent
 from voice.turn_taking import EndScored, ScoreEnd, Transcribe, TranscriptReady
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_TRANSCRIPTION_DEFER_S = 10.0  # a deferred transcription runs by then even if its reply is still silent
 CLOSE_TRY_AGAIN_LATER = 1013
@@ -54,6 +58,8 @@ class ConnectionLimits:
     """How long unread output may stay over `max_send_buffer_bytes` (a reading client drains a burst at once)."""
     max_buffer_seconds: float = 120.0
     """Uncommitted input audio a session may hold."""
+    max_audio_ahead_s: float = 5.0
+    """Input audio a session may send ahead of real time (a burst allowance refilled at real time)."""
     job_wait_s: float = 10.0
     """How long a closing session waits for its cancelled model jobs."""
     conversation: ConversationLimits = ConversationLimits()
@@ -81,6 +87,7 @@ class Connection:
         self.metrics = metrics or Metrics()
         self.session = RealtimeSession(config, engine.vad, model_name=model_name,
                                        max_buffer_seconds=self.limits.max_buffer_seconds,
+                                       max_audio_ahead_s=self.limits.max_audio_ahead_s,
                                        conversation_limits=self.limits.conversation)
         self._outgoing: asyncio.Queue[str | None] = asyncio.Queue()
         self._queued_bytes = 0
@@ -89,8 +96,7 @@ class Connection:
         self._jobs: set[asyncio.Future[Any]] = set()
         self._cancels: dict[str, threading.Event] = {}
         self._partial_cancel = threading.Event()  # of the partial transcription under way, if any
-        self._evaluating_audio = False  # a native prefill of the user's speech is under way
-        self._next_audio_prefill: PrefillPrompt | None = None  # the newest one asked for meanwhile
+        self._audio_refused = 0  # append messages refused for coming faster than real time
         self._deferred: dict[str, tuple[asyncio.Event, asyncio.TimerHandle]] = {}  # deferred transcriptions
         self._loop = asyncio.get_running_loop()
 
@@ -120,6 +126,8 @@ class Connection:
             pass
         finally:
             self._apply(self.session.close())
+            # Its waiting model work goes at once (it would only delay the other sessions').
+            self._count_dropped(self.engine.jobs.drop(self.session.id), "closed")
             for cancel in self._cancels.values():
                 cancel.set()
             self._partial_cancel.set()
@@ -154,7 +162,12 @@ class Connection:
     def _apply(self, output: Output) -> None:
         for event in output.events:
             self.metrics.observe_event(event)
-            if event["type"] == "error":
+            if event["type"] == "error" and event["error"]["code"] == "input_audio_rate_exceeded":
+                # A flood would flood the log too: the 1st, 2nd, 4th, 8th... refusal only.
+                self._audio_refused += 1
+                if self._audio_refused & (self._audio_refused - 1) == 0:
+                    log.info("audio faster than real time: %d messages refused so far", self._audio_refused)
+            elif event["type"] == "error":
                 log.info("error event %s: %s", event["error"]["code"], event["error"]["message"])
             self._enqueue(json.dumps(event))
         for effect in output.effects:
@@ -221,6 +234,19 @@ class Connection:
 
         future.add_done_callback(done)
 
+    def _count_dropped(self, jobs: int, reason: str) -> None:
+        if jobs:
+            self.metrics.jobs_dropped.labels(reason=reason).inc(jobs)
+
+    async def _run_job(self, kind: str, function: Callable[..., T], *args: Any, key: str | None = None) -> T:
+        """Run a model job through the engine's fair queue, as this session's."""
+        try:
+            return await self.engine.jobs.run(self.session.id, kind, function, *args, key=key)
+        except JobDropped as dropped:
+            if dropped.reason == "replaced":
+                self._count_dropped(1, "replaced")
+            raise
+
     async def _transcribe_when_released(self, effect: Transcribe, released: asyncio.Event) -> None:
         """Run a deferred transcription once released, or once its deferral runs out."""
         try:
@@ -259,14 +285,21 @@ class Connection:
             cancel = self._partial_cancel = threading.Event()
             if self._closing:
                 cancel.set()
+        # A waiting pass is replaced by a newer one of its kind (the turn-taker ignores stale ones);
+        # a turn's final pass never is.
+        key = None if effect.final else "check" if effect.check else \
+            f"speculative {effect.item_id}" if effect.speculative else "partial"
         try:
-            heard = await self._loop.run_in_executor(self.engine.executor, self.engine.transcribe, effect.audio,
-                                                     cancel)
+            heard = await self._run_job("transcribe", self.engine.transcribe, effect.audio, cancel, key=key)
             answer = result(heard.text, confidence=heard.confidence)
             log.debug("transcribed (%s) %r, confidence %.2f", "final" if effect.final else "speculative"
                       if effect.speculative else "check" if effect.check else "partial", heard.text, heard.confidence)
         except TranscriptionCancelled:
             answer = result(error="skipped: a turn's pass came first")
+        except JobDropped as dropped:
+            if self._closing:
+                return  # nothing waits for it any more
+            answer = result(error=f"skipped: {dropped}")
         except Exception as exc:  # noqa: BLE001 - a failed transcription ends the turn, not the session
             log.exception("transcription failed")
             answer = result(error=f"asr: {exc}")
@@ -274,35 +307,31 @@ class Connection:
 
     async def _score_end(self, effect: ScoreEnd) -> None:
         try:
-            score = await self._loop.run_in_executor(self.engine.executor, self.engine.score_end, effect.transcript,
-                                                     effect.audio)
+            score = await self._run_job("score", self.engine.score_end, effect.transcript, effect.audio, key="score")
             result = EndScored(effect.item_id, effect.voiced_end_ms, score.finished, score.voice,
                                recheck=effect.recheck)
+        except JobDropped as dropped:  # a newer pause's score replaced it: this one is stale
+            if self._closing:
+                return
+            result = EndScored(effect.item_id, effect.voiced_end_ms, error=str(dropped), recheck=effect.recheck)
         except Exception as exc:  # noqa: BLE001 - the words alone decide then (the unit's fallback)
             log.warning("end-of-turn scoring failed: %s", exc)
             result = EndScored(effect.item_id, effect.voiced_end_ms, error=str(exc), recheck=effect.recheck)
         self._apply(self.session.receive_end_score(result, time.monotonic()))
 
     async def _prefill(self, effect: PrefillPrompt) -> None:
-        if effect.audio is not None:
-            if self._evaluating_audio:  # one at a time: the newest speech runs when this one ends
-                self._next_audio_prefill = effect
-                return
-            self._evaluating_audio = True
+        # One at a time; a waiting one is replaced by the newest (its prompt holds the older one's).
         try:
-            await self._loop.run_in_executor(self.engine.executor, self.engine.prefill, effect.pipeline,
-                                             effect.messages, effect.audio)
+            await self._run_job("prefill", self.engine.prefill, effect.pipeline, effect.messages, effect.audio,
+                                key="prefill")
+        except JobDropped:
+            pass
         except Exception:  # noqa: BLE001 - only an optimisation: the reply evaluates the prompt itself
             log.warning("prompt prefill failed", exc_info=True)
-        finally:
-            if effect.audio is not None:
-                self._evaluating_audio = False
-                waiting, self._next_audio_prefill = self._next_audio_prefill, None
-                if waiting is not None and not self._closing:
-                    self._track(self._prefill(waiting))
 
     def _start_response(self, effect: StartResponse) -> None:
-        self._next_audio_prefill = None  # the reply evaluates that speech itself
+        # A waiting prefill is dropped: the reply evaluates that prompt itself.
+        self._count_dropped(self.engine.jobs.drop(self.session.id, "prefill"), "replaced")
         cancel = threading.Event()
         if self._closing:
             cancel.set()
@@ -314,10 +343,15 @@ class Connection:
             if not self._loop.is_closed():
                 self._loop.call_soon_threadsafe(self._on_progress, ResponseProgress(effect.response_id, event))
 
+        def respond() -> None:  # in a worker thread
+            with self.engine.job():
+                responder.respond(request, cancel, emit)
+
         async def job() -> None:
             try:
-                with self.engine.job():
-                    await self._loop.run_in_executor(self.engine.executor, responder.respond, request, cancel, emit)
+                await self._run_job("reply", respond)
+            except JobDropped:  # (only when the session closes: the reply never started, nothing waits for it)
+                pass
             finally:
                 self._cancels.pop(effect.response_id, None)
 

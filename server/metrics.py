@@ -27,6 +27,10 @@ class Metrics:
         self.errors = Counter("voice_errors", "Error events sent, by code", ["code"], registry=self.registry)
         self.jobs_running = Gauge("voice_jobs_running", "Model jobs (transcriptions, responses) under way",
                                   registry=self.registry)
+        self.jobs_waiting = Gauge("voice_jobs_waiting", "Model jobs waiting for a worker (voice/scheduler.py)",
+                                  registry=self.registry)
+        self.jobs_dropped = Counter("voice_jobs_dropped", "Waiting model jobs that never ran: replaced by a newer one "
+                                    "of their kind, or their session closed", ["reason"], registry=self.registry)
         self.stage_seconds = Histogram("voice_stage_seconds", "Time from the end of the user's speech to each stage",
                                        ["stage"], buckets=_BUCKETS, registry=self.registry)
         self.models_ready = Gauge("voice_models_ready", "1 once the models are loaded", registry=self.registry)

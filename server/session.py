@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from server.audio_rate import AudioAllowance
 from server.client_events import (
     AudioAppend,
     ClientEvent,
@@ -63,6 +64,7 @@ log = logging.getLogger(__name__)
 
 MIN_COMMIT_MS = 100
 DEFER_TRANSCRIPT_MS = 250  # answers-speech push-to-talk: how long a commit's transcription waits for a reply
+FLOODING_S = 2.0  # a session counts as flooding this long after audio of it was refused
 
 
 class RealtimeSession:
@@ -70,7 +72,7 @@ class RealtimeSession:
 
     def __init__(self, config: SessionConfig, vad_model: SileroModel, *, model_name: str = "voice-cascade",
                  max_buffer_seconds: float = 120.0, max_turn_seconds: float = 60.0,
-                 conversation_limits: ConversationLimits | None = None) -> None:
+                 max_audio_ahead_s: float = 5.0, conversation_limits: ConversationLimits | None = None) -> None:
         self.ids = Ids()
         self.id = self.ids.new("sess")
         self.config = config
@@ -78,6 +80,10 @@ class RealtimeSession:
         self.conversation = Conversation(limits=conversation_limits)
         self._event_id: str | None = None  # the client event being handled, for errors it leads to
         self.max_buffer_samples = int(max_buffer_seconds * ASR_RATE)
+        self.max_audio_ahead_s = max_audio_ahead_s
+        self._allowance: AudioAllowance | None = None  # from the session's first audio
+        self._refused_at: float | None = None  # when audio beyond the allowance last came
+        self._flooding = False  # as the turn-taker was last configured
         self._resampler = StreamResampler(WIRE_RATE, ASR_RATE)
         self.turns = TurnTaker(self._turn_options(), vad_model, lambda: self.ids.new("item"),
                                max_turn_s=min(max_turn_seconds, max_buffer_seconds))
@@ -92,10 +98,16 @@ class RealtimeSession:
     def pipeline(self) -> Pipeline:
         return PIPELINES[self.config.pipeline]
 
+    @property
+    def _early_asr(self) -> bool:
+        """Work while the user speaks (partial and speculative passes, prefills): it wins latency
+        for a live speaker only, so a session sending audio faster than real time goes without."""
+        return PIPELINES[self.config.pipeline].early_asr and not self._flooding
+
     def _turn_options(self) -> TurnOptions:
         config, pipeline = self.config, PIPELINES[self.config.pipeline]
         return TurnOptions(settings=config.turn_detection.settings if config.turn_detection else None,
-                           early_asr=pipeline.early_asr, partials=config.transcription is not None,
+                           early_asr=self._early_asr, partials=config.transcription is not None,
                            speech_events=pipeline.answers_speech)
 
     # ------------------------------------------------------------------ public API
@@ -137,6 +149,10 @@ class RealtimeSession:
     @property
     def response_active(self) -> bool:
         return self.replies.active is not None
+
+    def flooding(self, now: float) -> bool:
+        """Whether the client sends audio faster than real time (some was refused lately)."""
+        return self._refused_at is not None and now - self._refused_at < FLOODING_S
 
     # ------------------------------------------------------------------ plumbing
     def _flush(self) -> Output:
@@ -184,8 +200,23 @@ class RealtimeSession:
         if self.turns.buffered_samples + len(pcm) // 3 > self.max_buffer_samples:
             raise ProtocolError("the input audio buffer is full: commit or clear it", code="input_audio_buffer_full",
                                 event_id=event.event_id)
+        self._within_allowance(event, len(pcm) / (2 * WIRE_RATE), now)
+        if self.flooding(now) != self._flooding:
+            self._flooding = not self._flooding
+            self.turns.configure(self._turn_options())
         samples = self._resampler.process(pcm16_to_float(pcm))
         self._on_turn_events(self.turns.feed(samples, now, assistant_speaking=self.replies.speaking(now)), now)
+
+    def _within_allowance(self, event: ClientEvent, seconds: float, now: float) -> None:
+        """Refuse audio that runs more than `max_audio_ahead_s` ahead of real time (its model work
+        would crowd out the other sessions'): the message is dropped, the session goes on."""
+        if self._allowance is None:
+            self._allowance = AudioAllowance(self.max_audio_ahead_s, now)
+        if not self._allowance.take(seconds, now):
+            self._refused_at = now
+            raise ProtocolError(f"input audio is coming faster than real time, more than {self.max_audio_ahead_s:g} s "
+                                f"ahead: this message's {seconds * 1000:.0f} ms of audio were dropped",
+                                code="input_audio_rate_exceeded", event_id=event.event_id)
 
     def _on_commit(self, event: ClientEvent, now: float) -> None:
         if self.turns.buffered_samples < MIN_COMMIT_MS * ASR_RATE // 1000:
@@ -264,7 +295,7 @@ class RealtimeSession:
     def _prefill_history(self) -> None:
         """While the user speaks, the pipeline's model can evaluate the conversation so far (the
         previous turns' text), so that its reply evaluates only the new turn."""
-        if self.pipeline.early_asr and self.replies.active is None:
+        if self._early_asr and self.replies.active is None:
             self.outbox.work(PrefillPrompt(self.conversation.messages(self.config.instructions), self.pipeline.name))
 
     def _prefill(self, audio: np.ndarray | None = None, words: str | None = None) -> None:

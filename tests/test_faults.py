@@ -18,6 +18,7 @@ import websockets
 
 from server.app import ServerOptions, VoiceServer
 from server.config import SessionConfig
+from server.connection import ConnectionLimits
 from tests.helpers import (
     free_port,
     pipe,
@@ -122,7 +123,8 @@ def engine(native_projector):
 
 @pytest.fixture(scope="module")
 async def in_process_server(engine):
-    server = VoiceServer(engine, SessionConfig(), ServerOptions(port=0))
+    # (These tests send their recordings faster than real time: the VAD runs on audio time.)
+    server = VoiceServer(engine, SessionConfig(), ServerOptions(port=0, limits=ConnectionLimits(max_audio_ahead_s=60)))
     listening = await server.start()
     yield server
     listening.close()

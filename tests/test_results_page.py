@@ -54,3 +54,20 @@ def test_a_run_saved_elsewhere_leaves_the_page_alone(tmp_path):
     shutil.copy(RESULTS / "llama_threads.json", tmp_path)
     results_page.refresh(tmp_path)
     assert PAGE.stat().st_mtime_ns == before
+
+
+def test_the_fairness_section_compares_the_flood_with_the_quiet_run(tmp_path):
+    run = {"date": "2026-12-07 21:00 UTC", "command": "python -m benchmarks.fairness", "sessions": 3,
+           "seconds": 60, "rounds": 2, "speed": 50.0, "median_ratio": 1.1,
+           "quiet": {"turns": 12, "failed": 0, "median_ms": 900.0, "p90_ms": 1200.0},
+           "flood": {"turns": 12, "failed": 1, "median_ms": 990.0, "p90_ms": 1500.0},
+           "rss_rest_start_mb": 1200.0, "rss_rest_end_mb": 1230.0, "rss_growth_mb": 30.0,
+           "rss_peak_flood_minus_quiet_mb": 20.0, "jobs_waiting_peak": {"quiet": 0, "flood": 3},
+           "flood_session": {"audio_sent_s": 6000.0, "audio_refused_s": 5870.0},
+           "targets": {"median_within_20_percent": True, "no_failed_turn": False, "rss_growth_under_100_mib": True}}
+    (tmp_path / "fairness.json").write_text(json.dumps(run))
+    section = render(tmp_path).split("## Fairness\n")[1].split("\n## ")[0]
+    assert "| quiet | 12 | 0 | 900 | 1200 |" in section
+    assert "| one session flooding at 50x | 12 | 1 | 990 | 1500 |" in section
+    assert "Median flood / quiet: 1.10" in section and "5870 s refused" in section
+    assert "no failed turn: NO" in section

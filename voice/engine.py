@@ -15,6 +15,7 @@ import numpy as np
 
 from voice import models
 from voice.asr.base import Heard, Transcriber
+from voice.jobs import JobRunner
 from voice.llm.base import ChatMessage, ChatModel
 from voice.llm.compute_thread import set_load_probe
 from voice.pipeline import CascadeResponder, NaiveResponder, NativeResponder, Responder
@@ -136,6 +137,8 @@ class Engine:
             **({"native": NativeResponder(native, llm, tts)} if native is not None else {}),
         }
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="model")
+        self.jobs = JobRunner(self.executor, slots=workers)
+        """Every session's model work goes through it: fair across sessions (voice/scheduler.py)."""
         self._jobs = 0  # model jobs under way
         self._jobs_lock = threading.Lock()
         set_load_probe(lambda: self._jobs)
