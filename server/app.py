@@ -19,8 +19,10 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from server.access_log import client_address, log_access
 from server.config import SessionConfig
 from server.connection import Connection, ConnectionLimits, refuse
+from server.health import BackendHealth
 from server.metrics import Metrics
 from voice.engine import Engine
 
@@ -95,6 +97,7 @@ class VoiceServer:
         self.metrics = Metrics()
         self.metrics.models_ready.set(1 if engine else 0)
         self.sessions = 0
+        self.backend_health = BackendHealth()
         self._server: Server | None = None
 
     def _authorized(self, request: Request) -> bool:
@@ -108,7 +111,9 @@ class VoiceServer:
         if path == "/healthz":
             if self.engine is None:
                 return _json(http.HTTPStatus.SERVICE_UNAVAILABLE, {"status": "loading models"})
-            return _json(http.HTTPStatus.OK, {"status": "ok", "sessions": self.sessions})
+            down = self.backend_health.down(self.engine)  # {"llm": why} for a model server that does not answer
+            return _json(http.HTTPStatus.OK, {"status": "degraded" if down else "ok", "sessions": self.sessions,
+                                              **({"down": down} if down else {})})
         if path == "/metrics":
             return _response(http.HTTPStatus.OK, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
         if path.rstrip("/") != REALTIME_PATH:
@@ -116,11 +121,11 @@ class VoiceServer:
         origin = request.headers.get("Origin")
         if self.options.allowed_origins and origin is not None and origin not in self.options.allowed_origins:
             self.metrics.sessions_refused.labels(reason="origin").inc()
-            log.warning("refused a websocket from origin %s", origin)
+            log.warning("refused a websocket from %s: origin %s", client_address(connection), origin)
             return _json(http.HTTPStatus.FORBIDDEN, {"error": f"origin {origin} is not allowed"})
         if not self._authorized(request):
             self.metrics.sessions_refused.labels(reason="auth").inc()
-            log.warning("refused a websocket without a valid API key")
+            log.warning("refused a websocket from %s: no valid API key", client_address(connection))
             return _json(http.HTTPStatus.UNAUTHORIZED, {"error": "a valid API key is required"})
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return _response(http.HTTPStatus.UPGRADE_REQUIRED, b"connect with a websocket\n",
@@ -162,6 +167,7 @@ class VoiceServer:
             self.options.host,
             self.options.port,
             process_request=self._process_request,
+            process_response=log_access,
             select_subprotocol=self._select_subprotocol,
             max_size=limits.max_message_bytes * 4,  # larger frames are refused by closing; see Connection
             ping_interval=20,
@@ -181,12 +187,13 @@ class VoiceServer:
         stop = loop.create_future()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
-        log.info("listening on http://%s:%d (websocket %s)", self.options.host, self.port, REALTIME_PATH)
+        log.info("listening on http://%s:%d/ (loading the models)", self.options.host, self.port)
         try:
             if self.engine is None and load_engine is not None:
                 self.engine = await asyncio.to_thread(load_engine)
                 self.metrics.models_ready.set(1)
-            print(f"voice server ready on ws://{self.options.host}:{self.port}{REALTIME_PATH}", flush=True)
+            log.info("voice server ready: the page on http://%s:%d/, the websocket on ws://%s:%d%s",
+                     self.options.host, self.port, self.options.host, self.port, REALTIME_PATH)
             await stop
             log.info("shutting down: closing %d sessions", self.sessions)
         finally:

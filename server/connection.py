@@ -22,6 +22,7 @@ from server.effects import CancelResponse, DeferTranscription, Output, PrefillPr
 from server.logs import session_id
 from server.metrics import Metrics
 from server.session import RealtimeSession
+from server.turn_log import TurnLog
 from server.wire import Ids, ProtocolError, error_event
 from voice.asr.base import TranscriptionCancelled
 from voice.engine import Engine
@@ -54,6 +55,7 @@ class ConnectionLimits:
 async def refuse(websocket: ServerConnection, code: str, message: str) -> None:
     """Tell a client why it cannot have a session, then close (1013: try again later)."""
     event = error_event(Ids(), ProtocolError(message, code=code, type="server_error"))
+    log.info("refused a session from %s: %s", websocket.remote_address, code)
     try:
         await websocket.send(json.dumps(event))
         await websocket.close(CLOSE_TRY_AGAIN_LATER, message[:120])
@@ -74,6 +76,7 @@ class Connection:
                                        max_buffer_seconds=self.limits.max_buffer_seconds)
         self._outgoing: asyncio.Queue[str | None] = asyncio.Queue()
         self._queued_bytes = 0
+        self._turn_log = TurnLog()
         self._closing = False
         self._jobs: set[asyncio.Future[Any]] = set()
         self._cancels: dict[str, threading.Event] = {}
@@ -149,6 +152,7 @@ class Connection:
     def _apply(self, output: Output) -> None:
         for event in output.events:
             self.metrics.observe_event(event)
+            self._turn_log.observe(event)
             if event["type"] == "error":
                 log.info("error event %s: %s", event["error"]["code"], event["error"]["message"])
             self._enqueue(json.dumps(event))
