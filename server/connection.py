@@ -17,6 +17,7 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from server.access_log import client_address
 from server.config import SessionConfig
 from server.effects import CancelResponse, DeferTranscription, Output, PrefillPrompt, ResponseProgress, StartResponse
 from server.logs import session_id
@@ -55,7 +56,7 @@ class ConnectionLimits:
 async def refuse(websocket: ServerConnection, code: str, message: str) -> None:
     """Tell a client why it cannot have a session, then close (1013: try again later)."""
     event = error_event(Ids(), ProtocolError(message, code=code, type="server_error"))
-    log.info("refused a session from %s: %s", websocket.remote_address, code)
+    log.info("refused a session from %s: %s", client_address(websocket), code)
     try:
         await websocket.send(json.dumps(event))
         await websocket.close(CLOSE_TRY_AGAIN_LATER, message[:120])
@@ -89,7 +90,7 @@ class Connection:
     async def run(self) -> None:
         session_id.set(self.session.id)
         writer = asyncio.create_task(self._write())
-        log.info("session opened from %s", self.websocket.remote_address)
+        log.info("session opened from %s", client_address(self.websocket))
         started = time.monotonic()
         try:
             self._apply(self.session.start())

@@ -65,7 +65,7 @@ async def test_a_two_turn_conversation_logs_on_one_screen(tmp_path):
     assert any(m.startswith("GET / 200 127.0.0.1:") for m in messages)
     assert not any("/healthz" in m or "/metrics" in m for m in messages)
     assert not any("HTTP response sent" in m or "connection closed" in m for m in messages)
-    assert sum("session opened from" in m for m in messages) == 1
+    assert sum(m.startswith("session opened from 127.0.0.1:") for m in messages) == 1
 
 
 async def test_a_dead_llm_server_is_warned_of_and_its_failed_reply_logged_with_the_session(tmp_path):
@@ -110,3 +110,31 @@ def test_debug_leaves_out_the_libraries_raw_frames():
     finally:
         root.handlers[:], level = saved
         root.setLevel(level)
+
+
+def test_model_jobs_log_with_the_session_that_started_them():
+    from server.logs import session_id
+    from voice.engine import ContextExecutor
+
+    async def run() -> str:
+        session_id.set("sess_1")
+        with ContextExecutor(max_workers=1) as executor:
+            return await asyncio.get_running_loop().run_in_executor(executor, session_id.get)
+
+    assert asyncio.run(run()) == "sess_1"
+
+
+async def test_healthz_reports_a_model_server_that_goes_down_and_comes_back(monkeypatch):
+    from types import SimpleNamespace
+
+    from server import health
+
+    engine = SimpleNamespace(remote={"llm": "http://127.0.0.1:1/v1"}, remote_down={"llm": "refused"})
+    backends = health.BackendHealth()
+    assert backends.down(engine) == {"llm": "refused"}  # the start-up check, at once
+    monkeypatch.setattr(health, "PROBE_EVERY_S", 0.0)
+    monkeypatch.setattr(health, "unreachable", lambda urls: {})
+    backends.down(engine)
+    await asyncio.sleep(0.2)  # the probe runs in a worker thread
+    assert backends.down(engine) == {}
+    assert health.BackendHealth().down(SimpleNamespace(remote={}, remote_down={})) == {}
