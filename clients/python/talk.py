@@ -125,8 +125,8 @@ async def talk(url: str, wav: Path, *, out: Path | None = None, instructions: st
         receiver.cancel()
         await client.close()
     if not result.audio:  # nothing to save: say why rather than write an empty WAV
-        show("no speech heard: no reply" if not progress.committed and not result.user_transcripts
-             else "the assistant answered without audio: nothing saved")
+        heard = any(text.strip() for text in result.user_transcripts)
+        show("the assistant answered without audio: nothing saved" if heard else "no speech heard: no reply")
         return result
     if out is not None:
         samples = np.frombuffer(bytes(result.audio), dtype="<i2")
