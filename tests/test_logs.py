@@ -37,8 +37,8 @@ def _records(path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-async def test_a_two_turn_conversation_logs_on_one_screen(tmp_path):
-    log_path = tmp_path / "server.log"
+async def test_a_two_turn_conversation_logs_on_one_screen(artifacts):
+    log_path = artifacts / "voice-server-two-turns.json.log"
     process, port = start_voice_server("--log-json", log_path=log_path)  # after the subcommand
     try:
         for path in ("/", "/healthz", "/metrics", "/healthz"):
@@ -68,8 +68,8 @@ async def test_a_two_turn_conversation_logs_on_one_screen(tmp_path):
     assert sum(m.startswith("session opened from 127.0.0.1:") for m in messages) == 1
 
 
-async def test_a_dead_llm_server_is_warned_of_and_its_failed_reply_logged_with_the_session(tmp_path):
-    log_path = tmp_path / "server.log"
+async def test_a_dead_llm_server_is_warned_of_and_its_failed_reply_logged_with_the_session(artifacts):
+    log_path = artifacts / "voice-server-dead-llm.json.log"
     llm_url = f"http://127.0.0.1:{free_port()}/v1"
     process, port = start_voice_server("--llm-url", llm_url, "--llm-name", "x", "--log-json", log_path=log_path)
     try:
