@@ -21,10 +21,13 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import MultipleValuesError
 from websockets.http11 import Request, Response
 
+from server.access_log import client_address, log_access
 from server.config import SessionConfig
 from server.connection import Connection, ConnectionLimits, refuse
+from server.health import BackendHealth
 from server.http_edges import ALLOWED_METHODS, ScreenedConnection, bad_request, for_head, method_not_allowed, plain
-from server.key_backoff import BackoffPolicy, KeyBackoff, client_address
+from server.key_backoff import BackoffPolicy, KeyBackoff
+from server.key_backoff import client_address as forwarded_address
 from server.metrics import Metrics
 from voice.engine import Engine
 
@@ -108,6 +111,7 @@ class VoiceServer:
         self.metrics.jobs_waiting.set_function(lambda: self.engine.jobs.waiting if self.engine is not None else 0)
         self.sessions = 0
         self.key_backoff = KeyBackoff(options.key_backoff)
+        self.backend_health = BackendHealth()
         self._server: Server | None = None
 
     def _authorized(self, request: Request) -> bool:
@@ -133,7 +137,9 @@ class VoiceServer:
         if path == "/healthz":
             if self.engine is None:
                 return _json(http.HTTPStatus.SERVICE_UNAVAILABLE, {"status": "loading models"})
-            return _json(http.HTTPStatus.OK, {"status": "ok", "sessions": self.sessions})
+            down = self.backend_health.down(self.engine)  # {"llm": why} for a model server that does not answer
+            return _json(http.HTTPStatus.OK, {"status": "degraded" if down else "ok", "sessions": self.sessions,
+                                              **({"down": down} if down else {})})
         if path == "/metrics":
             return _response(http.HTTPStatus.OK, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
         if path.rstrip("/") != REALTIME_PATH:
@@ -141,7 +147,7 @@ class VoiceServer:
         origin = request.headers.get("Origin")
         if self.options.allowed_origins and origin is not None and origin not in self.options.allowed_origins:
             self.metrics.sessions_refused.labels(reason="origin").inc()
-            log.warning("refused a websocket from origin %s", origin)
+            log.warning("refused a websocket from %s: origin %s", client_address(connection), origin)
             return _json(http.HTTPStatus.FORBIDDEN, {"error": f"origin {origin} is not allowed"})
         if self.options.api_key:
             refused = self._check_key(connection, request)
@@ -155,7 +161,7 @@ class VoiceServer:
     def _check_key(self, connection: ServerConnection, request: Request) -> Response | None:
         """401 for a wrong or missing key; 429 while the client's address is backing off from many."""
         peer = connection.remote_address[0] if connection.remote_address else ""
-        address = client_address(str(peer), request.headers.get_all("X-Forwarded-For"))
+        address = forwarded_address(str(peer), request.headers.get_all("X-Forwarded-For"))
         now = time.monotonic()
         wait = self.key_backoff.retry_after(address, now)
         if wait is not None:  # the key is not even checked, so guessing on goes nowhere
@@ -209,6 +215,7 @@ class VoiceServer:
             self.options.host,
             self.options.port,
             process_request=self._process_request,
+            process_response=log_access,
             select_subprotocol=self._select_subprotocol,
             create_connection=ScreenedConnection,
             max_size=limits.max_message_bytes * 4,  # larger frames are refused by closing; see Connection
@@ -229,12 +236,13 @@ class VoiceServer:
         stop = loop.create_future()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
-        log.info("listening on http://%s:%d (websocket %s)", self.options.host, self.port, REALTIME_PATH)
+        log.info("listening on http://%s:%d/ (loading the models)", self.options.host, self.port)
         try:
             if self.engine is None and load_engine is not None:
                 self.engine = await asyncio.to_thread(load_engine)
                 self.metrics.models_ready.set(1)
-            print(f"voice server ready on ws://{self.options.host}:{self.port}{REALTIME_PATH}", flush=True)
+            log.info("voice server ready: the page on http://%s:%d/, the websocket on ws://%s:%d%s",
+                     self.options.host, self.port, self.options.host, self.port, REALTIME_PATH)
             await stop
             log.info("shutting down: closing %d sessions", self.sessions)
         finally:

@@ -9,6 +9,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+from server.cli_errors import UsageError, check_talk, explain
 from server.logs import setup_logging
 from voice import models
 
@@ -44,7 +45,7 @@ def _serve(args: argparse.Namespace) -> None:
 
     pipeline = PIPELINES[args.pipeline]
     if pipeline.answers_speech and args.llm not in (None, "fast"):
-        raise SystemExit(f"--llm {args.llm}: the native pipeline's projector is trained for SmolLM2 (--llm fast)")
+        raise UsageError(f"--llm {args.llm}: the native pipeline's projector is trained for SmolLM2 (--llm fast)")
     llm_model = models.cascade_llm(args.llm, args.llm_model, pipeline.answers_speech)
     engine_config = EngineConfig(
         asr_model=args.asr_model, llm_model=llm_model, llm_url=args.llm_url, llm_name=args.llm_name,
@@ -94,18 +95,29 @@ def _audio_api(args: argparse.Namespace) -> None:
 def _talk(args: argparse.Namespace) -> None:
     from clients.python.talk import talk
 
+    check_talk(args)
     tools = json.loads(Path(args.tools).read_text()) if args.tools else None
     asyncio.run(talk(args.url, Path(args.file), out=Path(args.out), instructions=args.instructions,
                      pipeline=args.pipeline, api_key=args.api_key, speed=args.speed, tools=tools))
 
 
+def _log_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """The log options, taken before or after the subcommand: after it they default to SUPPRESS,
+    so a value given before the subcommand is not overwritten by the subcommand's default."""
+    parser.add_argument("--log-level", default=os.environ.get("VOICE_LOG_LEVEL", "INFO") if defaults
+                        else argparse.SUPPRESS, help="DEBUG, INFO (default: one line per turn), WARNING")
+    parser.add_argument("--log-json", action="store_true", default=False if defaults else argparse.SUPPRESS,
+                        help="log JSON lines (with the session id)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voice", description="Self-hosted real-time voice assistant server.")
-    parser.add_argument("--log-level", default=os.environ.get("VOICE_LOG_LEVEL", "INFO"))
-    parser.add_argument("--log-json", action="store_true", help="log JSON lines (with the session id)")
+    _log_options(parser, defaults=True)
     commands = parser.add_subparsers(dest="command", required=True)
+    logging_options = argparse.ArgumentParser(add_help=False)
+    _log_options(logging_options, defaults=False)
 
-    serve = commands.add_parser("serve", help="run the voice server")
+    serve = commands.add_parser("serve", help="run the voice server", parents=[logging_options])
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--asr-model", default=models.DEFAULT,
@@ -181,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "conversation may hold")
     serve.set_defaults(func=_serve)
 
-    talk = commands.add_parser("talk", help="stream a WAV file to a running server and save the reply")
+    talk = commands.add_parser("talk", help="stream a WAV file to a running server and save the reply",
+                                parents=[logging_options])
     talk.add_argument("file")
     talk.add_argument("--url", default="ws://127.0.0.1:8000/v1/realtime")
     talk.add_argument("--out", default="reply.wav", help="where to save the assistant's audio")
@@ -195,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     talk.set_defaults(func=_talk)
 
     api = commands.add_parser("audio-api", help="the embedded native model as an OpenAI-compatible "
-                                                "chat-completions server taking input_audio")
+                                                "chat-completions server taking input_audio", parents=[logging_options])
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8001)
     api.add_argument("--native-projector", default="bundled", help="projector .npz ('bundled': the one trained here)")
@@ -216,10 +229,13 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging(args.log_level, json_lines=args.log_json)
     try:
         args.func(args)
-    except models.ModelNotFoundError as exc:
-        parser.exit(2, f"voice: error: {exc}\n")
     except KeyboardInterrupt:
         pass
+    except Exception as exc:  # noqa: BLE001 - ordinary mistakes get one line; anything else its traceback
+        line = explain(exc, args)
+        if line is None:
+            raise
+        parser.exit(2, f"voice: error: {line}\n")
 
 
 if __name__ == "__main__":

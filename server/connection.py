@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from server.access_log import client_address
 from server.config import SessionConfig
 from server.conversation import ConversationLimits
 from server.deadlines import SessionDeadlines
@@ -28,6 +29,7 @@ from server.message_size import oversized
 from server.metrics import Metrics
 from server.session import RealtimeSession
 from server.slow_reader import SlowReaderWatch
+from server.turn_log import TurnLog
 from server.wire import Ids, ProtocolError, error_event
 from voice.asr.base import TranscriptionCancelled
 from voice.engine import Engine
@@ -69,6 +71,7 @@ class ConnectionLimits:
 async def refuse(websocket: ServerConnection, code: str, message: str) -> None:
     """Tell a client why it cannot have a session, then close (1013: try again later)."""
     event = error_event(Ids(), ProtocolError(message, code=code, type="server_error"))
+    log.info("refused a session from %s: %s", client_address(websocket), code)
     try:
         await websocket.send(json.dumps(event))
         await websocket.close(CLOSE_TRY_AGAIN_LATER, message[:120])
@@ -92,6 +95,7 @@ class Connection:
         self._outgoing: asyncio.Queue[str | None] = asyncio.Queue()
         self._queued_bytes = 0
         self._slow_reader = SlowReaderWatch(self.limits.max_send_buffer_bytes, self.limits.slow_client_grace_s)
+        self._turn_log = TurnLog()
         self._closing = False
         self._jobs: set[asyncio.Future[Any]] = set()
         self._cancels: dict[str, threading.Event] = {}
@@ -104,7 +108,7 @@ class Connection:
         session_id.set(self.session.id)
         writer = asyncio.create_task(self._write())
         watch = asyncio.create_task(self._watch_unread())
-        log.info("session opened from %s", self.websocket.remote_address)
+        log.info("session opened from %s", client_address(self.websocket))
         deadlines = SessionDeadlines(self.limits.idle_timeout_s, self.limits.max_session_s, time.monotonic())
         try:
             self._apply(self.session.start())
@@ -162,6 +166,7 @@ class Connection:
     def _apply(self, output: Output) -> None:
         for event in output.events:
             self.metrics.observe_event(event)
+            self._turn_log.observe(event)
             if event["type"] == "error" and event["error"]["code"] == "input_audio_rate_exceeded":
                 # A flood would flood the log too: the 1st, 2nd, 4th, 8th... refusal only.
                 self._audio_refused += 1

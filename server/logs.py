@@ -9,6 +9,10 @@ import time
 
 session_id: contextvars.ContextVar[str] = contextvars.ContextVar("session_id", default="-")
 
+# Libraries whose INFO is per-request noise ("connection closed") and whose DEBUG is every raw frame:
+# the server's own access and turn lines say what happened, so these log only their warnings.
+_NOISY = ("websockets", "httpx", "httpcore", "openai", "urllib3", "asyncio", "faster_whisper")
+
 
 class _SessionFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
@@ -39,3 +43,5 @@ def setup_logging(level: str = "INFO", json_lines: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name in _NOISY:
+        logging.getLogger(name).setLevel(logging.WARNING)

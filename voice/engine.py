@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -9,11 +10,12 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from voice import models
+from voice import backends, models
 from voice.asr.base import Heard, Transcriber
 from voice.jobs import JobRunner
 from voice.llm.base import ChatMessage, ChatModel
@@ -27,6 +29,14 @@ if TYPE_CHECKING:
     from voice.native.base import AudioChatModel
 
 log = logging.getLogger(__name__)
+
+
+class ContextExecutor(ThreadPoolExecutor):
+    """Runs each job in a copy of its submitter's context, so a worker's log lines carry the session id
+    (`loop.run_in_executor`, unlike `asyncio.to_thread`, does not copy it)."""
+
+    def submit(self, fn, /, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201 - ThreadPoolExecutor's own
+        return super().submit(contextvars.copy_context().run, fn, *args, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -68,10 +78,16 @@ class EngineConfig:
 def build_asr(config: EngineConfig) -> Transcriber:
     from voice.asr.whisper import WhisperTranscriber
 
-    return WhisperTranscriber(
-        models.whisper_model(config.asr_model), compute_type=config.asr_compute_type, cpu_threads=config.threads,
-        short_window=not config.naive,
-    )
+    spec = models.whisper_model(config.asr_model)
+    try:
+        return WhisperTranscriber(spec, compute_type=config.asr_compute_type, cpu_threads=config.threads,
+                                  short_window=not config.naive)
+    except Exception as exc:
+        if Path(spec).exists():
+            raise
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise models.ModelNotFoundError(f"--asr-model {spec!r} is not cached and cannot be downloaded here "
+                                        f"({reason}): give a CTranslate2 directory") from exc
 
 
 def build_llm(config: EngineConfig) -> ChatModel:
@@ -136,9 +152,13 @@ class Engine:
             "cascade": CascadeResponder(llm, tts),
             **({"native": NativeResponder(native, llm, tts)} if native is not None else {}),
         }
-        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="model")
+        self.executor = ContextExecutor(max_workers=workers, thread_name_prefix="model")
         self.jobs = JobRunner(self.executor, slots=workers)
         """Every session's model work goes through it: fair across sessions (voice/scheduler.py)."""
+        self.remote: dict[str, str] = {}
+        """The model servers this engine calls, {backend: base URL}."""
+        self.remote_down: dict[str, str] = {}
+        """Those that did not answer at start-up, {backend: why}."""
         self._jobs = 0  # model jobs under way
         self._jobs_lock = threading.Lock()
         set_load_probe(lambda: self._jobs)
@@ -199,6 +219,10 @@ class Engine:
                      end_of_turn=end_of_turn)
         log.info("models loaded in %.1f s (asr=%s, llm=%s, tts=%s)", time.perf_counter() - started,
                  config.asr_model, engine.llm.name, engine.tts.name)
+        engine.remote = {name: url for name, url in (("llm", config.llm_url), ("native", config.native_url)) if url}
+        engine.remote_down = backends.unreachable(engine.remote)
+        for name, why in engine.remote_down.items():
+            log.warning("the %s server is down: %s (its replies fail until it answers; /healthz tells)", name, why)
         return engine
 
     def warm(self, instructions: str) -> Engine:

@@ -30,6 +30,11 @@ def whisper_model(spec: str | None) -> str:
         if not (path / "model.bin").is_file():
             raise ModelNotFoundError(f"{path} is not a CTranslate2 Whisper model directory (no model.bin)")
         return str(path)
+    from faster_whisper.utils import available_models
+
+    if "/" not in spec and spec not in available_models():
+        raise ModelNotFoundError(f"--asr-model {spec!r}: no such directory, nor a faster-whisper model name "
+                                 f"({', '.join(available_models()[:6])}, ...)")
     return spec  # a hub name such as "small.en" or "Systran/faster-whisper-base.en"
 
 
@@ -205,8 +210,12 @@ def piper_voice(spec: str | None, download_dir: str | Path | None = None) -> tup
         directory.mkdir(parents=True, exist_ok=True)
         try:
             download_voice(spec, directory)
-        except Exception as exc:  # network errors, unknown names
-            raise ModelNotFoundError(f"cannot fetch Piper voice {spec!r}: {exc}") from exc
+        except Exception as exc:  # network errors, unknown names: say how to give a local voice instead
+            reason = str(getattr(exc, "reason", exc)).splitlines()[0][:120]
+            raise ModelNotFoundError(
+                f"--tts-voice {spec!r} is not in {directory} and cannot be downloaded here ({reason}): give a local "
+                f"voice with --tts-voice PATH.onnx (its .onnx.json beside it), or copy {spec}.onnx and "
+                f"{spec}.onnx.json into {directory}") from exc
     return model, Path(f"{model}.json")
 
 

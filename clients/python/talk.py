@@ -124,6 +124,10 @@ async def talk(url: str, wav: Path, *, out: Path | None = None, instructions: st
     finally:
         receiver.cancel()
         await client.close()
+    if not result.audio:  # nothing to save: say why rather than write an empty WAV
+        heard = any(text.strip() for text in result.user_transcripts)
+        show("the assistant answered without audio: nothing saved" if heard else "no speech heard: no reply")
+        return result
     if out is not None:
         samples = np.frombuffer(bytes(result.audio), dtype="<i2")
         soundfile.write(str(out), samples, WIRE_RATE, subtype="PCM_16")
