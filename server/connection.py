@@ -39,6 +39,8 @@ from voice.response_events import ResponseEvent
 from voice.turn_taking import EndScored, ScoreEnd, Transcribe, TranscriptReady
 
 log = logging.getLogger(__name__)
+
+_PREFILL_HISTORY, _PREFILL_SPEECH = "prefill", "prefill speech"  # the coalescing keys of prefills
 T = TypeVar("T")
 
 MAX_TRANSCRIPTION_DEFER_S = 10.0  # a deferred transcription runs by then even if its reply is still silent
@@ -325,10 +327,11 @@ class Connection:
         self._apply(self.session.receive_end_score(result, time.monotonic()))
 
     async def _prefill(self, effect: PrefillPrompt) -> None:
-        # One at a time; a waiting one is replaced by the newest (its prompt holds the older one's).
+        # One at a time; a waiting one is replaced by the newest of its sort (its prompt holds the older
+        # one's): an evaluation of the speech so far never by a prefill of the history, nor the reverse.
         try:
             await self._run_job("prefill", self.engine.prefill, effect.pipeline, effect.messages, effect.audio,
-                                key="prefill")
+                                key=_PREFILL_HISTORY if effect.audio is None else _PREFILL_SPEECH)
         except JobDropped:
             pass
         except Exception:  # noqa: BLE001 - only an optimisation: the reply evaluates the prompt itself
@@ -336,7 +339,8 @@ class Connection:
 
     def _start_response(self, effect: StartResponse) -> None:
         # A waiting prefill is dropped: the reply evaluates that prompt itself.
-        self._count_dropped(self.engine.jobs.drop(self.session.id, "prefill"), "replaced")
+        for key in (_PREFILL_HISTORY, _PREFILL_SPEECH):
+            self._count_dropped(self.engine.jobs.drop(self.session.id, key), "replaced")
         cancel = threading.Event()
         if self._closing:
             cancel.set()
