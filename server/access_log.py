@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from urllib.parse import urlparse
 
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
@@ -22,7 +21,8 @@ def client_address(connection: ServerConnection) -> str:
 def log_access(connection: ServerConnection, request: Request, response: Response) -> None:
     """websockets' process_response hook: one line per HTTP response (a websocket's 101 at DEBUG, since
     the session's own lines follow). The path is logged without its query, which may carry ?key=."""
-    path = urlparse(request.path).path
+    # A path that is no URL (already answered 400) is logged cut at its query all the same.
+    path = request.path.split("?", 1)[0][:200]
     quiet = path in QUIET_PATHS or response.status_code == 101
     log.log(logging.DEBUG if quiet else logging.INFO, "GET %s %d %s", path, response.status_code,
             client_address(connection))
