@@ -133,30 +133,29 @@ class TextPart(Schema):
     text: Text
 
 
-class MessageSpec(Schema):
-    type: Literal["message"] = "message"
+class ItemFields(Schema):
+    """What every conversation item may carry besides its own fields."""
+
     id: Id | None = None
     object: Literal["realtime.item"] | None = None
     status: Literal["completed", "incomplete", "in_progress"] | None = None
+
+
+class MessageSpec(ItemFields):
+    type: Literal["message"] = "message"
     role: Literal["user", "assistant", "system"]
     content: Annotated[list[TextPart], Field(min_length=1, max_length=MAX_CONTENT_PARTS)]
 
 
-class FunctionCallSpec(Schema):
+class FunctionCallSpec(ItemFields):
     type: Literal["function_call"]
-    id: Id | None = None
-    object: Literal["realtime.item"] | None = None
-    status: Literal["completed", "incomplete", "in_progress"] | None = None
     call_id: Id
     name: Name
     arguments: Text = "{}"
 
 
-class FunctionCallOutputSpec(Schema):
+class FunctionCallOutputSpec(ItemFields):
     type: Literal["function_call_output"]
-    id: Id | None = None
-    object: Literal["realtime.item"] | None = None
-    status: Literal["completed", "incomplete", "in_progress"] | None = None
     call_id: Id
     output: Text
 

@@ -34,10 +34,12 @@ def wer(reference_text: str, hypothesis: str) -> float:
     return jiwer.wer(ref, hyp) if hyp else 1.0
 
 
-async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-    """Copy one direction of a proxied TCP connection until it closes."""
+async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter, record: bytearray | None = None) -> None:
+    """Copy one direction of a proxied TCP connection until it closes (keeping its bytes in `record`)."""
     try:
         while data := await source.read(65536):
+            if record is not None:
+                record += data
             sink.write(data)
             await sink.drain()
     except OSError:

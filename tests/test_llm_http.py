@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from tests.helpers import ROOT, free_port, start_voice_server, stop, wait_http
+from tests.helpers import ROOT, free_port, pipe, start_voice_server, stop, wait_http
 from tests.realtime_sdk import Recorder, clip, record, sdk_client, stream_pcm
 from voice.llm.base import ChatMessage, GenerationOptions, LLMError
 from voice.llm.openai_http import OpenAICompatibleChat
@@ -78,18 +78,7 @@ class RecordingProxy:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
 
-        async def copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter, record: bytearray) -> None:
-            try:
-                while data := await source.read(65536):
-                    record += data
-                    sink.write(data)
-                    await sink.drain()
-            except OSError:
-                pass
-            finally:
-                sink.close()
-
-        await asyncio.gather(copy(reader, upstream_writer, self.sent), copy(upstream_reader, writer, self.received))
+        await asyncio.gather(pipe(reader, upstream_writer, self.sent), pipe(upstream_reader, writer, self.received))
 
     def chat_requests(self) -> int:
         return bytes(self.sent).count(b"POST /v1/chat/completions ")
