@@ -220,9 +220,6 @@ async def test_a_native_reply_caught_in_a_loop_is_ended(in_process_server, monke
     await websocket.close()
 
 
-@pytest.mark.xfail(reason="since the fair job queue (voice/jobs.py) the newest waiting evaluation of the speech "
-                   "does not start after the running one ends: a known regression of native push-to-talk, "
-                   "noted on issue 44", strict=False)
 async def test_speech_evaluations_run_one_at_a_time_the_newest_next(in_process_server, monkeypatch):
     # Native push-to-talk: the session asks for an evaluation of the speech so far every 250 ms. One
     # that comes while another runs waits, and only the newest of those runs next; none is left to
@@ -232,10 +229,13 @@ async def test_speech_evaluations_run_one_at_a_time_the_newest_next(in_process_s
     calls: list[int] = []  # the audio evaluations, by size
     entered, finished = [threading.Event() for _ in range(5)], [threading.Event() for _ in range(5)]
     gates = {1: threading.Event(), 3: threading.Event()}  # the evaluations that wait to be let through
+    history = threading.Event()  # the prefill of the history that the session's update asks for
 
     def slow_prefill(messages, cancel, audio_16k=None):  # noqa: ANN001, ANN202
         if audio_16k is None:
-            return real(messages, cancel)
+            real(messages, cancel)
+            history.set()
+            return None
         calls.append(audio_16k.size)
         number = len(calls)
         entered[number].set()
@@ -262,7 +262,11 @@ async def test_speech_evaluations_run_one_at_a_time_the_newest_next(in_process_s
     def reached(event: threading.Event) -> Any:
         return asyncio.to_thread(event.wait, 30)
 
-    await append(pcm[:half])
+    # The first audio starts a prefill of the history; prefills run one at a time, so the
+    # evaluations of the speech begin once it has ended.
+    await append(pcm[:4800])
+    assert await reached(history)
+    await append(pcm[4800:half])
     assert await reached(entered[1])
     assert len(calls) == 1 and calls[0] < half // 3  # the first, 250 ms in; the rest waited
     gates[1].set()
