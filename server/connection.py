@@ -27,7 +27,7 @@ from server.effects import CancelResponse, DeferTranscription, Output, PrefillPr
 from server.logs import session_id
 from server.message_size import oversized
 from server.metrics import Metrics
-from server.session import RealtimeSession
+from server.session import FLOODING_S, RealtimeSession
 from server.slow_reader import SlowReaderWatch
 from server.turn_log import TurnLog
 from server.wire import Ids, ProtocolError, error_event
@@ -103,6 +103,8 @@ class Connection:
         self._cancels: dict[str, threading.Event] = {}
         self._partial_cancel = threading.Event()  # of the partial transcription under way, if any
         self._audio_refused = 0  # append messages refused for coming faster than real time
+        self._demoted = False  # whether the job queue serves this session last (it floods audio)
+        self._demotion_check: asyncio.TimerHandle | None = None
         self._deferred: dict[str, tuple[asyncio.Event, asyncio.TimerHandle]] = {}  # deferred transcriptions
         self._loop = asyncio.get_running_loop()
 
@@ -128,12 +130,16 @@ class Connection:
                     self._apply(Output(events=[error_event(self.session.ids, too_large)]))
                     continue
                 self._apply(self.session.receive_client(message, time.monotonic()))
+                self._check_demotion()
         except ConnectionClosed:
             pass
         finally:
             self._apply(self.session.close())
             # Its waiting model work goes at once (it would only delay the other sessions').
             self._count_dropped(self.engine.jobs.drop(self.session.id), "closed")
+            if self._demotion_check is not None:
+                self._demotion_check.cancel()
+            self.engine.jobs.demote(self.session.id, False)
             for cancel in self._cancels.values():
                 cancel.set()
             self._partial_cancel.set()
@@ -147,6 +153,22 @@ class Connection:
             if self._jobs:
                 await asyncio.wait(self._jobs, timeout=self.limits.job_wait_s)
             log.info("session closed (%s)", self.websocket.close_code)
+
+    def _check_demotion(self) -> None:
+        """A session sending audio faster than real time has its model work served last, until it
+        stops (checked again when its flooding would end, in case no message comes by then)."""
+        if self._closing:
+            return
+        flooding = self.session.flooding(time.monotonic())
+        if flooding != self._demoted:
+            self._demoted = flooding
+            self.engine.jobs.demote(self.session.id, flooding)
+        if flooding and self._demotion_check is None:
+            def recheck() -> None:
+                self._demotion_check = None
+                self._check_demotion()
+
+            self._demotion_check = self._loop.call_later(FLOODING_S, recheck)
 
     async def _close_with_error(self, code: str, message: str) -> None:
         log.info("closing: %s", message)

@@ -46,6 +46,35 @@ def test_a_backlog_never_delays_another_sessions_job():
     assert [t.owner for t in start_all(queue)] == ["other"]  # at once: the flood's backlog waits its turn
 
 
+def test_a_demoted_session_runs_only_when_nothing_else_runs():
+    queue = FairQueue(slots=2)
+    queue.demote("flood")
+    queue.submit(Ticket("flood", "transcribe"))
+    queue.submit(Ticket("a", "transcribe"))
+    [a] = start_all(queue)
+    assert a.owner == "a"  # the flood waits although a slot is free
+    queue.submit(Ticket("b", "score"))
+    [b] = start_all(queue)
+    assert b.owner == "b"  # others still go first
+    queue.finished(a)
+    assert start_all(queue) == []  # b still runs
+    queue.finished(b)
+    [flood] = start_all(queue)
+    assert flood.owner == "flood"  # now the server is otherwise idle
+    queue.submit(Ticket("a", "transcribe"))
+    assert [t.owner for t in start_all(queue)] == ["a"]  # a demoted job never holds the others back
+
+
+def test_a_session_demoted_no_more_is_served_in_turn_again():
+    queue = FairQueue(slots=2)
+    queue.demote("flood")
+    queue.submit(Ticket("flood", "transcribe"))
+    queue.submit(Ticket("a", "transcribe"))
+    assert [t.owner for t in start_all(queue)] == ["a"]
+    queue.demote("flood", False)
+    assert [t.owner for t in start_all(queue)] == ["flood"]
+
+
 def test_one_running_job_of_each_kind_per_session():
     queue = FairQueue(slots=16)
     for kind in ("transcribe", "transcribe", "score", "score", "prefill", "reply", "reply", "reply"):

@@ -61,6 +61,12 @@ class JobRunner:
             self.queue.withdraw(ticket)  # (if it runs already, it ends in its thread and frees its slot then)
             raise
 
+    def demote(self, owner: Hashable, demoted: bool) -> None:
+        """Serve `owner`'s jobs only when no other job runs (a session flooding audio), or again in turn."""
+        self.queue.demote(owner, demoted)
+        if not demoted:
+            self._start_ready(asyncio.get_running_loop())
+
     def drop(self, owner: Hashable, key: Hashable | None = None, reason: str = "dropped") -> int:
         """Drop `owner`'s waiting jobs (those with `key`, or all); returns how many."""
         dropped = self.queue.drop(owner, key)

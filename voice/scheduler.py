@@ -4,6 +4,7 @@ Each session (an `owner`) runs at most one job of each kind at a time (`KIND_LIM
 keeps its waiting jobs in its own queue; a waiting job with a coalescing `key` is replaced by a newer
 one with the same key (a stale partial transcription, an older prefill). Free slots go round-robin
 across the sessions that have a job ready, so one session's backlog never delays another's turn.
+A demoted session (one that sends audio faster than real time) gets a slot only when no other job runs.
 The runtime submits tickets, starts what `next` hands out, and reports each end with `finished`.
 """
 
@@ -37,6 +38,7 @@ class FairQueue:
         """Jobs that may run at once, all sessions together (the worker threads)."""
         self._waiting: dict[Hashable, deque[Ticket]] = {}  # insertion order is the round-robin order
         self._running: dict[Hashable, Counter[str]] = {}
+        self._demoted: set[Hashable] = set()
         self.running = 0
 
     @property
@@ -58,12 +60,27 @@ class FairQueue:
         queue.append(ticket)
         return None
 
+    def demote(self, owner: Hashable, demoted: bool = True) -> None:
+        """Serve `owner` only when no other job runs (or again in turn, with `demoted` False)."""
+        if demoted:
+            self._demoted.add(owner)
+        else:
+            self._demoted.discard(owner)
+
     def next(self) -> Ticket | None:
         """The job to start now, marked running, or None (no free slot, or nothing ready): the first
-        session in round-robin order with a job whose kind it is not already running to its limit."""
+        session in round-robin order with a job whose kind it is not already running to its limit;
+        a demoted session's only when nothing else runs or is ready."""
         if self.running >= self.slots:
             return None
-        for owner, queue in self._waiting.items():
+        ticket = self._next_of([owner for owner in self._waiting if owner not in self._demoted])
+        if ticket is None and self.running == 0:
+            ticket = self._next_of([owner for owner in self._waiting if owner in self._demoted])
+        return ticket
+
+    def _next_of(self, owners: list[Hashable]) -> Ticket | None:
+        for owner in owners:
+            queue = self._waiting[owner]
             running = self._running.setdefault(owner, Counter())
             for index, ticket in enumerate(queue):
                 if running[ticket.kind] < KIND_LIMITS.get(ticket.kind, 1):
