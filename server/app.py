@@ -25,10 +25,13 @@ from server.access_log import client_address, log_access
 from server.config import SessionConfig
 from server.connection import Connection, ConnectionLimits, refuse
 from server.health import BackendHealth
+from server.http_calls import calls_connection
 from server.http_edges import ALLOWED_METHODS, ScreenedConnection, bad_request, for_head, method_not_allowed, plain
 from server.key_backoff import BackoffPolicy, KeyBackoff
 from server.key_backoff import client_address as forwarded_address
 from server.metrics import Metrics
+from server.transport import Transport
+from server.webrtc_calls import webrtc_calls
 from voice.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -113,6 +116,7 @@ class VoiceServer:
         self.key_backoff = KeyBackoff(options.key_backoff)
         self.backend_health = BackendHealth()
         self._server: Server | None = None
+        self._calls = webrtc_calls(self)  # None without aiortc (the `webrtc` extra)
 
     def _authorized(self, request: Request) -> bool:
         key = self.options.api_key
@@ -144,18 +148,26 @@ class VoiceServer:
             return _response(http.HTTPStatus.OK, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
         if path.rstrip("/") != REALTIME_PATH:
             return _static(path)
-        origin = request.headers.get("Origin")
-        if self.options.allowed_origins and origin is not None and origin not in self.options.allowed_origins:
-            self.metrics.sessions_refused.labels(reason="origin").inc()
-            log.warning("refused a websocket from %s: origin %s", client_address(connection), origin)
-            return _json(http.HTTPStatus.FORBIDDEN, {"error": f"origin {origin} is not allowed"})
-        if self.options.api_key:
-            refused = self._check_key(connection, request)
-            if refused is not None:
-                return refused
+        refused = self.admit(connection, request)
+        if refused is not None:
+            return refused
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return _response(http.HTTPStatus.UPGRADE_REQUIRED, b"connect with a websocket\n",
                              "text/plain; charset=utf-8")
+        return None
+
+    def origin_allowed(self, origin: str | None) -> bool:
+        return not self.options.allowed_origins or origin is None or origin in self.options.allowed_origins
+
+    def admit(self, connection: ServerConnection, request: Request) -> Response | None:
+        """The refusal of a session's request (websocket or WebRTC call) for its origin or key, if any."""
+        origin = request.headers.get("Origin")
+        if not self.origin_allowed(origin):
+            self.metrics.sessions_refused.labels(reason="origin").inc()
+            log.warning("refused a session from %s: origin %s", client_address(connection), origin)
+            return _json(http.HTTPStatus.FORBIDDEN, {"error": f"origin {origin} is not allowed"})
+        if self.options.api_key:
+            return self._check_key(connection, request)
         return None
 
     def _check_key(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -177,29 +189,43 @@ class VoiceServer:
         if block is not None:
             log.warning("%s presented too many wrong API keys: refused for %.0f s", address, block)
         else:
-            log.warning("refused a websocket without a valid API key")
+            log.warning("refused a session without a valid API key")
         return _json(http.HTTPStatus.UNAUTHORIZED, {"error": "a valid API key is required"})
 
     @staticmethod
     def _select_subprotocol(connection: ServerConnection, subprotocols: list[str]) -> str | None:
         return "realtime" if "realtime" in subprotocols else None
 
-    async def _handle(self, websocket: ServerConnection) -> None:
+    def unavailable(self) -> tuple[str, str] | None:
+        """Why no session can open now (error code, message), counted as a refusal; None if one can."""
         if self.engine is None:
             self.metrics.sessions_refused.labels(reason="loading").inc()
-            await refuse(websocket, "models_loading", "the server is still loading its models: retry shortly")
-            return
+            return "models_loading", "the server is still loading its models: retry shortly"
         if self.sessions >= self.options.max_sessions:
             self.metrics.sessions_refused.labels(reason="busy").inc()
-            await refuse(websocket, "session_limit_reached",
-                         f"the server is at its limit of {self.options.max_sessions} sessions: retry later")
+            return ("session_limit_reached",
+                    f"the server is at its limit of {self.options.max_sessions} sessions: retry later")
+        return None
+
+    async def _handle(self, websocket: ServerConnection) -> None:
+        unavailable = self.unavailable()
+        if unavailable is not None:
+            await refuse(websocket, *unavailable)
             return
+        self.opened()
+        await self.run_session(websocket, replace(self.session_config, pipelines=self.engine.pipelines))
+
+    def opened(self) -> None:
+        """Count a session in, synchronously with the check that admitted it."""
         self.sessions += 1
         self.metrics.sessions_active.inc()
         self.metrics.sessions_total.inc()
+
+    async def run_session(self, client: ServerConnection | Transport, config: SessionConfig) -> None:
+        """Run a counted-in session to its end (a websocket's, or a WebRTC call's)."""
+        assert self.engine is not None
         try:
-            config = replace(self.session_config, pipelines=self.engine.pipelines)
-            await Connection(websocket, self.engine, config, self.options.model_name,
+            await Connection(client, self.engine, config, self.options.model_name,
                              self.options.limits, self.metrics).run()
         except Exception:  # a session's failure never reaches the server
             log.exception("session crashed")
@@ -217,7 +243,7 @@ class VoiceServer:
             process_request=self._process_request,
             process_response=log_access,
             select_subprotocol=self._select_subprotocol,
-            create_connection=ScreenedConnection,
+            create_connection=calls_connection(self._calls.handle) if self._calls else ScreenedConnection,
             max_size=limits.max_message_bytes * 4,  # larger frames are refused by closing; see Connection
             ping_interval=20,
             ping_timeout=60,
@@ -247,6 +273,8 @@ class VoiceServer:
             log.info("shutting down: closing %d sessions", self.sessions)
         finally:
             server.close()  # stop accepting; open sessions are closed with 1001 (going away)
+            if self._calls is not None:
+                await self._calls.close_all()
             try:
                 await asyncio.wait_for(server.wait_closed(), self.options.shutdown_grace_s)
             except TimeoutError:

@@ -29,6 +29,7 @@ from server.message_size import oversized
 from server.metrics import Metrics
 from server.session import FLOODING_S, RealtimeSession
 from server.slow_reader import SlowReaderWatch
+from server.transport import CLOSED, Transport, WebsocketTransport
 from server.turn_log import TurnLog
 from server.wire import Ids, ProtocolError, error_event
 from voice.asr.base import TranscriptionCancelled
@@ -84,9 +85,10 @@ async def refuse(websocket: ServerConnection, code: str, message: str) -> None:
 class Connection:
     """One client: its session, its running jobs, and its outgoing queue."""
 
-    def __init__(self, websocket: ServerConnection, engine: Engine, config: SessionConfig, model_name: str,
+    def __init__(self, client: ServerConnection | Transport, engine: Engine, config: SessionConfig, model_name: str,
                  limits: ConnectionLimits | None = None, metrics: Metrics | None = None) -> None:
-        self.websocket = websocket
+        # A websocket is wrapped here; other transports (WebRTC) come ready.
+        self.websocket: Transport = WebsocketTransport(client) if isinstance(client, ServerConnection) else client
         self.engine = engine
         self.limits = limits or ConnectionLimits()
         self.metrics = metrics or Metrics()
@@ -112,7 +114,7 @@ class Connection:
         session_id.set(self.session.id)
         writer = asyncio.create_task(self._write())
         watch = asyncio.create_task(self._watch_unread())
-        log.info("session opened from %s", client_address(self.websocket))
+        log.info("session opened from %s", self.websocket.peer)
         deadlines = SessionDeadlines(self.limits.idle_timeout_s, self.limits.max_session_s, time.monotonic())
         try:
             self._apply(self.session.start())
@@ -131,7 +133,7 @@ class Connection:
                     continue
                 self._apply(self.session.receive_client(message, time.monotonic()))
                 self._check_demotion()
-        except ConnectionClosed:
+        except CLOSED:
             pass
         finally:
             self._apply(self.session.close())
@@ -184,7 +186,7 @@ class Connection:
             self._queued_bytes -= len(data)
             try:
                 await self.websocket.send(data)
-            except ConnectionClosed:
+            except CLOSED:
                 return
 
     def _apply(self, output: Output) -> None:
@@ -198,7 +200,8 @@ class Connection:
                     log.info("audio faster than real time: %d messages refused so far", self._audio_refused)
             elif event["type"] == "error":
                 log.info("error event %s: %s", event["error"]["code"], event["error"]["message"])
-            self._enqueue(json.dumps(event))
+            if not self.websocket.takes(event):  # (WebRTC carries reply audio on its track)
+                self._enqueue(json.dumps(event))
         for effect in output.effects:
             if isinstance(effect, Transcribe) and effect.defer_ms is not None:
                 # Registered now, not when the job first runs: the deferral's next word may come first.
@@ -230,8 +233,7 @@ class Connection:
 
     def _unread_bytes(self) -> int:
         """Output queued for the client and not yet taken by it: ours, and the transport's buffer."""
-        transport = self.websocket.transport
-        return self._queued_bytes + (transport.get_write_buffer_size() if transport is not None else 0)
+        return self._queued_bytes + self.websocket.unread_bytes()
 
     async def _watch_unread(self) -> None:
         """Close a client that leaves its output unread (1008), rather than hold unbounded audio for it."""

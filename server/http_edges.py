@@ -64,14 +64,22 @@ class ScreenedConnection(ServerConnection):
         elif method in ALLOWED_METHODS:
             super().data_received(head)
         else:
-            self._refused = True
-            self.transport.write(method_not_allowed().serialize())
-            # Half-close: the client reads the answer even while it still sends its body; the opening
-            # handshake's timeout closes the connection if the client never closes its side.
-            if self.transport.can_write_eof():
-                self.transport.write_eof()
-            else:
-                self.transport.close()
+            self.other_method(head)
+
+    def other_method(self, head: bytes) -> None:
+        """A request that is no websocket handshake (its first bytes, `head`): 405."""
+        self.answer(method_not_allowed())
+
+    def answer(self, response: Response) -> None:
+        """Send a plain HTTP response and end the request (the rest of it is read and dropped)."""
+        self._refused = True
+        self.transport.write(response.serialize())
+        # Half-close: the client reads the answer even while it still sends its body; the opening
+        # handshake's timeout closes the connection if the client never closes its side.
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        else:
+            self.transport.close()
 
     def eof_received(self) -> None:
         if not self._refused:

@@ -3,11 +3,13 @@ import { Microphone, describeMicError } from "./mic.js";
 import { WIRE_RATE, base64ToBytes, bytesToBase64, toDbfs } from "./pcm.js";
 import { Player } from "./player.js";
 import { RealtimeConnection, defaultUrl } from "./realtime.js";
+import { WebRtcConnection, callsUrl } from "./webrtc.js";
 
 const FRAME_MS = 20;
 const STORE_INSTRUCTIONS = "voice.instructions";
 const STORE_PIPELINE = "voice.pipeline";
 const STORE_API_KEY = "voice.apiKey";
+const STORE_TRANSPORT = "voice.transport"; // "websocket" (PCM in JSON) or "webrtc" (Opus tracks)
 const MAX_BUFFERED_BYTES = 256 * 1024; // a stalled socket: skip audio rather than fall further behind
 
 // Server stage timings (response.done -> response.metadata), in order, with a short label.
@@ -244,6 +246,7 @@ class App {
       pipeline: $("pipeline"),
       pipelineField: $("pipeline-field"),
       apiKey: $("api-key"),
+      transport: $("transport"),
       sessionInfo: $("session-info"),
       modelName: $("model-name"),
       lastLatency: $("last-latency"),
@@ -263,6 +266,7 @@ class App {
       },
     });
     this.muted = false;
+    this.rtcSpeaking = false; // WebRTC: between output_audio_buffer.started and .stopped / .cleared
     this.level = 0;
     this.levelTarget = 0;
     this.stream = { samples: 0, frames: [] }; // audio appended on this connection: [{ end (sample), at }]
@@ -277,25 +281,52 @@ class App {
     this.silence = new Map(); // frame bytes -> base64 of silence
     this.retryTimer = null;
     this.connectionLog = []; // [{ state, retryInMs, at }]
-    this.connection = new RealtimeConnection(defaultUrl(window.location), {
-      onState: (state) => this.onConnectionState(state),
-      onEvent: (event) => this.onServerEvent(event),
-      onOpen: () => this.onOpen(),
-      protocols: () => {
-        const key = this.apiKey();
-        return key ? ["realtime", `openai-insecure-api-key.${key}`] : ["realtime"];
-      },
-    });
+    this.connection = this.openConnection();
     this.bind();
     this.followConversation();
     this.renderMic();
-    this.connection.connect();
+  }
+
+  /** `?transport=webrtc` in the page's address, or the one saved in Settings (the websocket by default). */
+  get transport() {
+    const chosen = new URLSearchParams(window.location.search).get("transport") || stored(STORE_TRANSPORT);
+    return chosen === "webrtc" && window.RTCPeerConnection ? "webrtc" : "websocket";
+  }
+
+  get webrtc() {
+    return this.connection instanceof WebRtcConnection;
+  }
+
+  /** A connection over the chosen transport, connecting. */
+  openConnection() {
+    const callbacks = {
+      onState: (state) => this.onConnectionState(state),
+      onEvent: (event) => this.onServerEvent(event),
+      onOpen: () => this.onOpen(),
+    };
+    const connection = this.transport === "webrtc"
+      ? new WebRtcConnection(callsUrl(window.location), { ...callbacks, apiKey: () => this.apiKey() })
+      : new RealtimeConnection(defaultUrl(window.location), {
+        ...callbacks,
+        protocols: () => {
+          const key = this.apiKey();
+          return key ? ["realtime", `openai-insecure-api-key.${key}`] : ["realtime"];
+        },
+      });
+    if (connection instanceof WebRtcConnection && this.mic.active) connection.setMicrophone(this.micTrack());
+    connection.connect();
+    return connection;
+  }
+
+  micTrack() {
+    return this.mic.stream?.getAudioTracks()[0] ?? null;
   }
 
   /** For the end-to-end test and for curious people in the console. */
   get stats() {
     return {
       connection: this.connection.state,
+      transport: this.webrtc ? "webrtc" : "websocket",
       framesSent: this.stream.frames.length,
       samplesSent: this.stream.samples,
       playedMs: this.player.playedTotalMs,
@@ -337,7 +368,7 @@ class App {
           this.setMuted(!this.muted);
         }
       } else if (event.key === "Escape") {
-        if (this.player.speaking || this.activeResponseId) {
+        if (this.player.speaking || this.rtcSpeaking || this.activeResponseId) {
           event.preventDefault();
           this.interruptAssistant();
         }
@@ -436,6 +467,7 @@ class App {
     try {
       await this.player.start(); // inside the click: browsers allow audio output after a gesture
       await this.mic.start();
+      if (this.webrtc) this.connection.setMicrophone(this.micTrack());
       this.hideAlert("mic");
     } catch (error) {
       this.showAlert(describeMicError(error), "mic");
@@ -446,6 +478,12 @@ class App {
   }
 
   stopMic() {
+    if (this.webrtc) {
+      this.connection.setMicrophone(null); // its silent track lets the server hear the end of speech
+      this.mic.stop();
+      this.micStopped();
+      return;
+    }
     this.mic.stop();
     // Let the server's VAD hear the end of any speech in progress: a silence window's worth.
     const detection = this.session?.audio?.input?.turn_detection;
@@ -466,6 +504,8 @@ class App {
   setMuted(muted) {
     if (!this.mic.active) return;
     this.muted = muted;
+    const track = this.micTrack();
+    if (this.webrtc && track) track.enabled = !muted; // a disabled track sends silence
     this.renderMic();
   }
 
@@ -480,7 +520,7 @@ class App {
     el.mute.title = this.muted ? "Unmute the microphone (M)" : "Mute the microphone (M)";
     if (!on) el.micStatus.textContent = "Microphone off";
     else if (this.muted) el.micStatus.textContent = "Muted: the assistant cannot hear you";
-    else if (this.player.speaking) el.micStatus.textContent = "Assistant speaking";
+    else if (this.player.speaking || this.rtcSpeaking) el.micStatus.textContent = "Assistant speaking";
     else el.micStatus.textContent = this.connection.open ? "Listening" : "Listening (offline)";
   }
 
@@ -505,6 +545,7 @@ class App {
 
   /** Send one frame (silence when muted) and remember when its audio was captured. */
   appendAudio(bytes, capturedAt, silent) {
+    if (this.webrtc) return; // the microphone's track carries the audio
     if (!this.connection.open || this.connection.buffered > MAX_BUFFERED_BYTES) return;
     let audio;
     if (silent) {
@@ -596,6 +637,8 @@ class App {
     if (this.activeResponseId) {
       this.send({ type: "response.cancel", response_id: this.activeResponseId });
     }
+    // Over WebRTC the server holds the voice not yet played: it drops it.
+    if (this.webrtc && (this.rtcSpeaking || this.activeResponseId)) this.send({ type: "output_audio_buffer.clear" });
   }
 
   async sendText(text) {
@@ -646,6 +689,7 @@ class App {
   openSettings() {
     this.renderSettings();
     this.el.apiKey.value = stored(STORE_API_KEY) ?? "";
+    this.el.transport.value = this.transport;
     this.el.settings.returnValue = ""; // Esc keeps the last value: it must not mean "apply"
     this.el.settings.showModal();
   }
@@ -653,9 +697,16 @@ class App {
   applySettings() {
     const { el, session } = this;
     const key = el.apiKey.value.trim();
-    if (key !== (stored(STORE_API_KEY) ?? "")) {
+    const transport = el.transport.value;
+    if (key !== (stored(STORE_API_KEY) ?? "") || transport !== this.transport) {
       store(STORE_API_KEY, key || null);
-      this.connection.reconnect(); // the new session gets the instructions below from storage
+      store(STORE_TRANSPORT, transport === "webrtc" ? transport : null);
+      if (transport !== (this.webrtc ? "webrtc" : "websocket")) {
+        this.connection.close();
+        this.connection = this.openConnection();
+      } else {
+        this.connection.reconnect(); // the new session gets the instructions below from storage
+      }
       const instructions = el.instructions.value.trim();
       if (instructions && instructions !== this.defaultInstructions) store(STORE_INSTRUCTIONS, instructions);
       return;
@@ -750,7 +801,23 @@ const HANDLERS = {
     this.unduckAfter(event.item_id);
   },
 
+  "output_audio_buffer.started"(event) {
+    this.rtcSpeaking = true; // WebRTC only: the server plays the voice, and it is heard from now
+    const response = this.responses.get(event.response_id);
+    if (response && response.heardAt === null) {
+      response.heardAt = performance.now();
+      this.renderMetrics(event.response_id);
+    }
+    this.renderMic();
+  },
+
+  "output_audio_buffer.stopped"() {
+    this.rtcSpeaking = false;
+    this.renderMic();
+  },
+
   "output_audio_buffer.cleared"() {
+    this.rtcSpeaking = false;
     // The person interrupted the reply: stop it, and tell the server how much was heard.
     this.bargeIn();
     this.duckedFor = null;
