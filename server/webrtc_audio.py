@@ -70,7 +70,11 @@ class ReplyTrack(MediaStreamTrack):
         self._read = 0
         self._resampler = StreamResampler(WIRE_RATE, TRACK_RATE)
         self._response_id: str | None = None  # the response whose audio is queued
+        self._item_id: str | None = None  # and its item
         self._complete = False  # its audio has all been queued
+        self._queued_total = 0  # bytes ever queued, and ever played: where each response starts
+        self._played_total = 0
+        self._response_start = 0
         self._playing = False  # `started` was announced and `stopped` or a clear has not followed
         self._start: float | None = None
         self._timestamp = 0
@@ -80,26 +84,43 @@ class ReplyTrack(MediaStreamTrack):
         """Reply audio queued and not yet played."""
         return (len(self._pending) - self._read) / 2 / TRACK_RATE
 
-    def push(self, response_id: str, pcm: bytes) -> None:
+    @property
+    def response_id(self) -> str | None:
+        """The response whose audio was queued last."""
+        return self._response_id
+
+    def push(self, response_id: str, item_id: str, pcm: bytes) -> None:
         """Queue a piece of a response's audio (PCM16, 24 kHz)."""
         if response_id != self._response_id:
-            self._response_id, self._complete = response_id, False
+            self._response_id, self._item_id, self._complete = response_id, item_id, False
             self._resampler = StreamResampler(WIRE_RATE, TRACK_RATE)
-        self._pending += float_to_pcm16(self._resampler.process(pcm16_to_float(pcm)))
+            self._response_start = self._queued_total
+        self._queue(float_to_pcm16(self._resampler.process(pcm16_to_float(pcm))))
+
+    def _queue(self, pcm: bytes) -> None:
+        self._pending += pcm
+        self._queued_total += len(pcm)
 
     def finish(self, response_id: str) -> None:
         """The response is done: no more of its audio comes."""
         if response_id == self._response_id and not self._complete:
             self._complete = True
-            self._pending += float_to_pcm16(self._resampler.process(np.zeros(0, np.float32), last=True))
+            self._queue(float_to_pcm16(self._resampler.process(np.zeros(0, np.float32), last=True)))
             self._stop_if_drained()
 
-    def clear(self) -> None:
-        """Drop the audio not yet played (the client heard `output_audio_buffer.cleared`)."""
+    def clear(self) -> tuple[str, int] | None:
+        """Drop the audio not yet played (the client heard `output_audio_buffer.cleared`); the item
+        cut short and how much of it was played (ms), if some of it was and some was not."""
+        cut = None
+        played_ms = (self._played_total - self._response_start) * 1000 // (2 * TRACK_RATE)
+        if self._item_id is not None and self._read < len(self._pending) and played_ms > 0:
+            cut = self._item_id, played_ms
+        self._queued_total -= len(self._pending) - self._read
         self._pending.clear()
         self._read = 0
         self._complete = True
         self._playing = False
+        return cut
 
     def _stop_if_drained(self) -> None:
         if self._playing and self._complete and self._read >= len(self._pending):
@@ -110,6 +131,7 @@ class ReplyTrack(MediaStreamTrack):
         size = FRAME_SAMPLES * 2
         piece = bytes(self._pending[self._read:self._read + size])
         self._read += len(piece)
+        self._played_total += len(piece)
         if self._read >= _COMPACT_BYTES:
             del self._pending[:self._read]
             self._read = 0

@@ -50,7 +50,7 @@ class WebRtcTransport:
             return  # the protocol has one channel; others are ignored
         self._channel = channel
         channel.on("message", self._inbox.put_nowait)
-        channel.on("close", self._ended)
+        channel.on("close", lambda: self._ended(1000))  # the client hung up
         if channel.readyState == "open":
             self._open.set()
         else:
@@ -64,10 +64,10 @@ class WebRtcTransport:
         if self.pc.connectionState in ("failed", "closed"):
             self._ended()
 
-    def _ended(self) -> None:
-        """The client is gone: the session's next read ends it."""
+    def _ended(self, code: int = 1006) -> None:
+        """The client is gone (1006: without hanging up): the session's next read ends it."""
         if self._close_code is None:
-            self._close_code = 1006  # as a websocket that closed without a close frame
+            self._close_code = code
         self._open.set()  # a send waiting for the channel fails at once
         self._inbox.put_nowait(None)
 
@@ -126,10 +126,18 @@ class WebRtcTransport:
         reach the track's buffer too (they are still sent)."""
         kind = event["type"]
         if kind == "response.output_audio.delta":
-            self.reply.push(event["response_id"], base64.b64decode(event["delta"]))
+            self.reply.push(event["response_id"], event["item_id"], base64.b64decode(event["delta"]))
             return True
         if kind == "response.done":
             self.reply.finish(event["response"]["id"])
         elif kind == "output_audio_buffer.cleared":
-            self.reply.clear()
+            if event.get("response_id") is None:
+                event["response_id"] = self.reply.response_id  # (a client's clear names none in the session)
+            cut = self.reply.clear()
+            if cut is not None:
+                # The server knows what was played, as no websocket server does: the item is truncated
+                # there, as a websocket client would truncate it, so the conversation holds what was heard.
+                item_id, played_ms = cut
+                self._inbox.put_nowait(json.dumps({"type": "conversation.item.truncate", "item_id": item_id,
+                                                   "content_index": 0, "audio_end_ms": played_ms}))
         return False

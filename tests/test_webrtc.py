@@ -114,7 +114,7 @@ class Call:
             self.heard.append((loop.time(), rms_dbfs(frame_to_mono(frame))))
 
     def say(self, pcm: bytes) -> None:
-        self.microphone.push("microphone", pcm + bytes(WIRE_RATE * 2 * 3))  # and 3 s of silence after it
+        self.microphone.push("microphone", "microphone", pcm + bytes(WIRE_RATE * 2 * 3))  # and 3 s of silence after it
 
     async def connect(self, url: str, key: str | None = KEY, session: dict | None = None) -> tuple[int, bytes]:
         await self.pc.setLocalDescription(await self.pc.createOffer())
@@ -192,7 +192,7 @@ async def test_clear_at_barge_in_drops_the_rest_of_the_reply(silero):
             call.send({"type": "conversation.item.create", "item": {
                 "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Tell me a story."}]}})
             call.send({"type": "response.create"})
-            await call.until("output_audio_buffer.started", timeout=30)
+            started = await call.until("output_audio_buffer.started", timeout=30)
             # The reply is made faster than it plays: it is done, and most of its audio waits on the server.
             await call.until("response.done", timeout=30)
             await asyncio.sleep(1.0)
@@ -203,6 +203,11 @@ async def test_clear_at_barge_in_drops_the_rest_of_the_reply(silero):
             assert call.loud_s(until=cut_at) >= 0.5
             assert call.loud_s(since=cut_at + 0.3) == 0, "the reply's audio went on after the clear"
             assert not call.of("output_audio_buffer.stopped"), cleared
+            assert cleared["response_id"] == started["response_id"]
+            # The server truncated the reply where its playing stopped: the conversation holds what was heard.
+            truncated = await call.until("conversation.item.truncated")
+            assert 800 <= truncated["audio_end_ms"] <= 2500, truncated
+            assert not call.of("error")
         finally:
             await call.close()
         await _until_idle(server)
