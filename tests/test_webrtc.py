@@ -38,10 +38,12 @@ KEY = "test-key"
 class Server:
     """A VoiceServer on stand-in models (noise for a voice), in a thread and event loop of its own."""
 
-    def __init__(self, vad, sentences: int, api_key: str | None = None) -> None:  # noqa: ANN001 - the VAD model
+    def __init__(self, vad, sentences: int, api_key: str | None = None,  # noqa: ANN001 - the VAD model
+                 max_sessions: int = 16) -> None:
         engine = Engine(StandInASR(), ScriptedChat(sentences), NoiseSynth(), vad, workers=4,  # type: ignore[arg-type]
                         end_of_turn=StandInEnd())  # type: ignore[arg-type]
-        self.server = VoiceServer(engine, SessionConfig(), ServerOptions(port=0, api_key=api_key))
+        options = ServerOptions(port=0, api_key=api_key, max_sessions=max_sessions)
+        self.server = VoiceServer(engine, SessionConfig(), options)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="webrtc-server", daemon=True)
         self.thread.start()
@@ -65,8 +67,9 @@ class Server:
 
 
 @contextmanager
-def webrtc_server(vad, sentences: int = 2, api_key: str | None = None) -> Iterator[Server]:  # noqa: ANN001
-    server = Server(vad, sentences, api_key)
+def webrtc_server(vad, sentences: int = 2, api_key: str | None = None,  # noqa: ANN001 - the VAD model
+                  max_sessions: int = 16) -> Iterator[Server]:
+    server = Server(vad, sentences, api_key, max_sessions)
     try:
         yield server
     finally:
@@ -239,6 +242,39 @@ async def test_calls_are_admitted_as_websockets_are(silero):
             await call.close()
 
 
+async def test_a_call_past_the_session_limit_is_refused(silero):
+    with webrtc_server(silero, max_sessions=0) as server:
+        call = Call()
+        try:
+            status, body = await call.connect(server.url)
+            assert status == 503 and json.loads(body)["error"]["code"] == "session_limit_reached"
+            assert server.call(_refused(server, "busy")) == 1
+        finally:
+            await call.close()
+
+
+async def test_the_reply_track_keeps_the_output_buffer():
+    """started when a response's audio first plays, stopped once it has all played after its end;
+    a clear drops the rest and says how much of the item was played."""
+    events: list[dict] = []
+    track = ReplyTrack(events.append)
+    track.push("resp_1", "item_1", bytes(WIRE_RATE * 2 // 10))  # 100 ms
+    frames = [await track.recv() for _ in range(3)]
+    assert [e["type"] for e in events] == ["output_audio_buffer.started"]
+    assert all(f.sample_rate == 48_000 and f.samples == 960 for f in frames)
+    track.finish("resp_1")
+    for _ in range(4):
+        await track.recv()
+    assert [e["type"] for e in events] == ["output_audio_buffer.started", "output_audio_buffer.stopped"]
+    assert events[1]["response_id"] == "resp_1"
+    track.push("resp_2", "item_2", bytes(WIRE_RATE * 2))  # 1 s
+    for _ in range(5):
+        await track.recv()
+    assert track.clear() == ("item_2", 100)
+    assert track.buffered_s == 0 and track.clear() is None
+    track.stop()
+
+
 def test_offers_are_read_raw_or_from_a_form():
     sdp = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n"
     assert parse_offer("application/sdp", sdp.encode()) == CallOffer(sdp)
@@ -254,6 +290,10 @@ def test_offers_are_read_raw_or_from_a_form():
 
 async def _metric(server: Server, name: str) -> float:
     return getattr(server.server.metrics, name)._value.get()
+
+
+async def _refused(server: Server, reason: str) -> float:
+    return server.server.metrics.sessions_refused.labels(reason=reason)._value.get()
 
 
 async def _until_idle(server: Server, timeout: float = 10.0) -> None:
