@@ -120,6 +120,6 @@ class Calls:
 
     async def close_all(self) -> None:
         """Shutting down: every call ends (1001, going away)."""
-        for transport in list(self._running):
-            await transport.close(1001, "going away")
+        await asyncio.gather(*(transport.close(1001, "going away") for transport in list(self._running)),
+                             return_exceptions=True)
         await asyncio.gather(*self._running.values(), return_exceptions=True)

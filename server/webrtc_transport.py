@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 EVENTS_CHANNEL = "oai-events"
 CONNECT_TIMEOUT_S = 20.0  # a peer whose data channel is not open by then is dropped
+FLUSH_S = 1.0  # how long a call the server ends waits for its last events to leave
 
 
 class WebRtcTransport:
@@ -111,12 +112,24 @@ class WebRtcTransport:
         """End the call: the peer connection closes, and every task of this transport ends."""
         if self._close_code is None:
             self._close_code = code
+            await self._flush()  # the server ends the call: its last events (an error) go out first
         self._ended()
         self.reply.stop()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.pc.close()
+
+    async def _flush(self, timeout_s: float = FLUSH_S) -> None:
+        """Until the data channel has handed its queued messages to the network (at most `timeout_s`)."""
+        channel = self._channel
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while channel is not None and channel.readyState == "open" and loop.time() < deadline:
+            if channel.bufferedAmount == 0:
+                await asyncio.sleep(0.05)  # and the transport to send them
+                return
+            await asyncio.sleep(0.02)
 
     def unread_bytes(self) -> int:
         return self._channel.bufferedAmount if self._channel is not None else 0

@@ -23,6 +23,7 @@ from aiortc.mediastreams import MediaStreamError  # noqa: E402
 
 from server.app import ServerOptions, VoiceServer  # noqa: E402
 from server.config import SessionConfig  # noqa: E402
+from server.connection import ConnectionLimits  # noqa: E402
 from server.webrtc import CallOffer, OfferError, parse_offer  # noqa: E402
 from server.webrtc_audio import ReplyTrack, frame_to_mono  # noqa: E402
 from tests.helpers import DATA  # noqa: E402
@@ -39,10 +40,10 @@ class Server:
     """A VoiceServer on stand-in models (noise for a voice), in a thread and event loop of its own."""
 
     def __init__(self, vad, sentences: int, api_key: str | None = None,  # noqa: ANN001 - the VAD model
-                 max_sessions: int = 16) -> None:
+                 max_sessions: int = 16, limits: ConnectionLimits | None = None) -> None:
         engine = Engine(StandInASR(), ScriptedChat(sentences), NoiseSynth(), vad, workers=4,  # type: ignore[arg-type]
                         end_of_turn=StandInEnd())  # type: ignore[arg-type]
-        options = ServerOptions(port=0, api_key=api_key, max_sessions=max_sessions)
+        options = ServerOptions(port=0, api_key=api_key, max_sessions=max_sessions, limits=limits or ConnectionLimits())
         self.server = VoiceServer(engine, SessionConfig(), options)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="webrtc-server", daemon=True)
@@ -68,8 +69,8 @@ class Server:
 
 @contextmanager
 def webrtc_server(vad, sentences: int = 2, api_key: str | None = None,  # noqa: ANN001 - the VAD model
-                  max_sessions: int = 16) -> Iterator[Server]:
-    server = Server(vad, sentences, api_key, max_sessions)
+                  max_sessions: int = 16, limits: ConnectionLimits | None = None) -> Iterator[Server]:
+    server = Server(vad, sentences, api_key, max_sessions, limits)
     try:
         yield server
     finally:
@@ -249,6 +250,18 @@ async def test_a_call_past_the_session_limit_is_refused(silero):
             status, body = await call.connect(server.url)
             assert status == 503 and json.loads(body)["error"]["code"] == "session_limit_reached"
             assert server.call(_refused(server, "busy")) == 1
+        finally:
+            await call.close()
+
+
+async def test_a_call_the_server_ends_hears_why(silero):
+    with webrtc_server(silero, limits=ConnectionLimits(max_session_s=2.0)) as server:
+        call = Call()
+        try:
+            assert (await call.connect(server.url))[0] == 201
+            error = await call.until("error", timeout=10)
+            assert error["error"]["code"] == "session_expired"
+            await _until_idle(server)
         finally:
             await call.close()
 

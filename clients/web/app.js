@@ -467,7 +467,10 @@ class App {
     try {
       await this.player.start(); // inside the click: browsers allow audio output after a gesture
       await this.mic.start();
-      if (this.webrtc) this.connection.setMicrophone(this.micTrack());
+      if (this.webrtc) {
+        this.connection.setMicrophone(this.micTrack());
+        this.connection.audio.play().catch(() => {}); // inside the click, as the player's start
+      }
       this.hideAlert("mic");
     } catch (error) {
       this.showAlert(describeMicError(error), "mic");
