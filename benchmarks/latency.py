@@ -123,6 +123,22 @@ async def measure(server: RunningServer, clips: list[Clip], runs: int, pause_s: 
     return results
 
 
+async def measure_webrtc(server: RunningServer, clips: list[Clip], runs: int, pause_s: float,
+                         fresh_sessions: bool = False) -> list[TurnResult]:
+    """As `measure`, over WebRTC calls (Opus both ways) instead of websockets."""
+    from benchmarks.webrtc_turns import run_webrtc_session  # aiortc: the webrtc extra
+
+    results: list[TurnResult] = []
+    for _ in range(runs):
+        if fresh_sessions:
+            for clip in clips:
+                await asyncio.sleep(pause_s)
+                results += await run_webrtc_session(server.url, [clip])
+        else:
+            results += await run_webrtc_session(server.url, clips, pause_s=pause_s)
+    return results
+
+
 async def sweep(server: RunningServer, clips: list[Clip], sessions: int, turns: int) -> list[TurnResult]:
     """`sessions` simultaneous sessions, each speaking `turns` clips with pauses between them."""
     return await sessions_at_once(server.url, clips, sessions, turns)
@@ -191,6 +207,13 @@ async def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[s
                 report["turns"][f"{pipeline}-ptt"] = [r.as_dict() for r in results]
                 print(f"{pipeline}, push-to-talk: {json.dumps(summary['voice_to_voice_ms'])} "
                       f"failed={summary['failed']}", flush=True)
+            if pipeline == "cascade" and args.webrtc:
+                results, summary = await measured(server, measure_webrtc(server, clips, args.runs, args.pause,
+                                                                         fresh_sessions=args.fresh_sessions))
+                report["pipelines"]["cascade-webrtc"] = summary
+                report["turns"]["cascade-webrtc"] = [r.as_dict() for r in results]
+                print(f"cascade, WebRTC: {json.dumps(summary['voice_to_voice_ms'])} failed={summary['failed']}",
+                      flush=True)
             if pipeline == "cascade":
                 for sessions in args.concurrency:
                     results, summary = await measured(server, sweep(server, clips, sessions, args.sweep_turns))
@@ -215,6 +238,9 @@ async def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[s
     native = report["pipelines"].get("native", {}).get("voice_to_voice_ms", {}).get("median")
     if cascade and native:
         report["native_over_cascade_median"] = native / cascade
+    webrtc = report["pipelines"].get("cascade-webrtc", {}).get("voice_to_voice_ms", {}).get("median")
+    if cascade and webrtc:
+        report["webrtc_over_websocket_median"] = webrtc / cascade
     cascade_ptt = report["pipelines"].get("cascade-ptt", {}).get("voice_to_voice_ms", {}).get("median")
     native_ptt = report["pipelines"].get("native-ptt", {}).get("voice_to_voice_ms", {}).get("median")
     if cascade_ptt and native_ptt:
@@ -238,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-push-to-talk", dest="push_to_talk", action="store_false",
                         help="no push-to-talk rows (sessions without turn detection: the client commits "
                              "at the end of speech and asks for the reply, so no silence window is waited for)")
+    parser.add_argument("--no-webrtc", dest="webrtc", action="store_false",
+                        help="no WebRTC row (the cascade's turns over POST /v1/realtime/calls, Opus both ways; "
+                             "it needs the webrtc extra)")
     parser.add_argument("--llm-model", default=None,
                         help="the servers' --llm-model (default: theirs); the native projector is trained for "
                              "the bundled LLM, so another one suits the cascade rows only")

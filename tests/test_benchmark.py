@@ -28,6 +28,8 @@ def test_the_benchmark_runs_and_saves_its_results(tmp_path):
     push_to_talk = report["pipelines"]["cascade-ptt"]  # committed at the end of speech, no silence window
     assert push_to_talk["turns"] == 1 and push_to_talk["failed"] == 0
     assert push_to_talk["voice_to_voice_ms"]["median"] > 0
+    webrtc = report["pipelines"]["cascade-webrtc"]  # the same turns over WebRTC, beside the websocket's
+    assert webrtc["turns"] == 1 and webrtc["failed"] == 0 and report["webrtc_over_websocket_median"] > 0
     for name in ("latency.png", "stages.png"):
         assert (tmp_path / name).stat().st_size > 1000
 
