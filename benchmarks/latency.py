@@ -14,6 +14,7 @@ import json
 import statistics
 import time
 from collections.abc import Coroutine
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -207,7 +208,9 @@ async def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[s
                 report["turns"][f"{pipeline}-ptt"] = [r.as_dict() for r in results]
                 print(f"{pipeline}, push-to-talk: {json.dumps(summary['voice_to_voice_ms'])} "
                       f"failed={summary['failed']}", flush=True)
-            if pipeline == "cascade" and args.webrtc:
+            if pipeline == "cascade" and args.webrtc and find_spec("aiortc") is None:
+                print("no WebRTC row: aiortc is not installed (the webrtc extra)", flush=True)
+            elif pipeline == "cascade" and args.webrtc:
                 results, summary = await measured(server, measure_webrtc(server, clips, args.runs, args.pause,
                                                                          fresh_sessions=args.fresh_sessions))
                 report["pipelines"]["cascade-webrtc"] = summary
