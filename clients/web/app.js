@@ -2,7 +2,7 @@
 import { Microphone, describeMicError } from "./mic.js";
 import { WIRE_RATE, base64ToBytes, bytesToBase64, toDbfs } from "./pcm.js";
 import { Player } from "./player.js";
-import { RealtimeConnection, defaultUrl } from "./realtime.js";
+import { RealtimeConnection, STARTING_UP, defaultUrl } from "./realtime.js";
 
 const FRAME_MS = 20;
 const STORE_INSTRUCTIONS = "voice.instructions";
@@ -31,6 +31,11 @@ function element(tag, className, text) {
   if (className) node.className = className;
   if (text !== undefined) node.textContent = text;
   return node;
+}
+
+/** Set a node's text only when it changes: a live region re-announces even the same words. */
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
 }
 
 function store(key, value) {
@@ -90,6 +95,13 @@ class MessageView {
 
   setNote(text) {
     this.note.textContent = text ? ` · ${text}` : "";
+  }
+
+  /** A typed message that waits for a session to be sent in (shown faint until then). */
+  setUnsent(unsent) {
+    if (unsent) this.root.dataset.unsent = "true";
+    else delete this.root.dataset.unsent;
+    this.setNote(unsent ? "not sent yet: it goes once connected" : "");
   }
 
   // --- user
@@ -276,7 +288,10 @@ class App {
     this.latencies = [];
     this.silence = new Map(); // frame bytes -> base64 of silence
     this.retryTimer = null;
-    this.connectionLog = []; // [{ state, retryInMs, at }]
+    this.connectionLog = []; // [{ state, retryInMs, refusal, at }]
+    this.startingUp = false; // the server said it is loading its models
+    this.unsent = []; // typed messages waiting for a session: [{ view, text }]
+    this.typedCount = 0;
     this.connection = new RealtimeConnection(defaultUrl(window.location), {
       onState: (state) => this.onConnectionState(state),
       onEvent: (event) => this.onServerEvent(event),
@@ -329,17 +344,18 @@ class App {
     });
     document.addEventListener("keydown", (event) => {
       if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) return;
-      const target = event.target;
-      if (target instanceof HTMLElement && target.closest("input, textarea, select, dialog")) return;
-      if (event.key === "m" || event.key === "M") {
+      const target = event.target instanceof HTMLElement ? event.target : null;
+      if (event.key === "Escape") {
+        // Esc stops the assistant from anywhere, the message box included (focus stays there after
+        // a typed message), except in Settings, where it closes the dialog.
+        if (!target?.closest("dialog") && (this.player.speaking || this.activeResponseId)) {
+          event.preventDefault();
+          this.interruptAssistant();
+        }
+      } else if ((event.key === "m" || event.key === "M") && !target?.closest("input, textarea, select, dialog")) {
         if (this.mic.active) {
           event.preventDefault();
           this.setMuted(!this.muted);
-        }
-      } else if (event.key === "Escape") {
-        if (this.player.speaking || this.activeResponseId) {
-          event.preventDefault();
-          this.interruptAssistant();
         }
       }
     });
@@ -371,15 +387,24 @@ class App {
   }
 
   // ------------------------------------------------------------------ connection
-  onConnectionState({ state, retryInMs, reason, everConnected }) {
+  onConnectionState({ state, retryInMs, reason, refusal, everConnected }) {
     const { el } = this;
-    this.connectionLog.push({ state, retryInMs, at: performance.now() });
+    this.connectionLog.push({ state, retryInMs, refusal, at: performance.now() });
     if (this.connectionLog.length > 100) this.connectionLog.shift();
     clearInterval(this.retryTimer);
-    el.connection.dataset.state = state;
-    el.retry.hidden = state !== "waiting";
-    el.connectionCountdown.textContent = "";
-    if (state === "connecting") {
+    // A server loading its models refuses each attempt until it is ready: the attempts and the
+    // waits between them show as one calm state, not as a flap between "Connecting" and "Offline".
+    if (state === "waiting") this.startingUp = refusal === STARTING_UP;
+    else if (state !== "connecting") this.startingUp = false;
+    const shown = this.startingUp ? "starting" : state;
+    if (el.connection.dataset.state !== shown) el.connection.dataset.state = shown;
+    el.connection.title = this.startingUp ? "The voice server is loading its models: the page connects once it is ready" : "";
+    el.retry.hidden = shown !== "waiting";
+    setText(el.connectionCountdown, "");
+    if (shown === "starting") {
+      setText(el.connectionText, "Starting up…");
+      this.hideAlert("connection");
+    } else if (state === "connecting") {
       el.connectionText.textContent = everConnected ? "Reconnecting…" : "Connecting…";
     } else if (state === "open") {
       el.connectionText.textContent = "Connected";
@@ -592,30 +617,48 @@ class App {
   }
 
   interruptAssistant() {
-    this.bargeIn();
+    // The cancel goes before the truncate: truncating the item a reply is speaking ends that reply
+    // too, and a cancel after it would find no reply left to cancel.
     if (this.activeResponseId) {
       this.send({ type: "response.cancel", response_id: this.activeResponseId });
     }
+    this.bargeIn();
   }
 
+  /** A typed message shows at once; it is sent now, or as soon as a session starts. */
   async sendText(text) {
-    if (!this.connection.open) {
-      this.showAlert("Not connected to the voice server: the message was not sent. It will work again once the connection is back.");
-      return;
-    }
+    this.typedCount += 1;
+    // The page names the item, so the server's echo of it lands in the view already shown.
+    const itemId = `item_web_${Math.random().toString(36).slice(2, 10)}_${this.typedCount}`;
+    const view = this.messageView(itemId, "user");
+    view.setFinal(text);
+    this.el.input.value = "";
     try {
-      await this.player.start();
+      await this.player.start(); // inside the key press or click: browsers allow audio output after a gesture
     } catch {
       /* no audio output: the reply still shows as text */
     }
+    if (!this.connection.open) {
+      view.setUnsent(true);
+      this.unsent.push({ view, text });
+      return;
+    }
     this.interruptAssistant();
-    this.send({
-      type: "conversation.item.create",
-      item: { type: "message", role: "user", content: [{ type: "input_text", text }] },
-    });
+    this.sendTyped([{ view, text }]);
+  }
+
+  /** The person's typed messages, then a request for the reply to them. */
+  sendTyped(messages) {
+    for (const { view, text } of messages) {
+      this.send({
+        type: "conversation.item.create",
+        item: { id: view.itemId, type: "message", role: "user", content: [{ type: "input_text", text }] },
+      });
+      view.setUnsent(false);
+      this.el.turns.append(view.root); // after what came while it waited, such as a reconnection's divider
+    }
     this.send({ type: "response.create" });
     this.pendingTurn = { typed: true, speechEnd: performance.now() };
-    this.el.input.value = "";
   }
 
   // ------------------------------------------------------------------ settings
@@ -706,6 +749,7 @@ const HANDLERS = {
     this.el.modelName.textContent = event.session.model || "assistant";
     this.renderSettings();
     this.restoreSettings(event.session);
+    if (this.unsent.length) this.sendTyped(this.unsent.splice(0)); // typed while there was no session
     this.renderMic();
   },
 
@@ -855,6 +899,8 @@ const HANDLERS = {
 
   error(event) {
     const error = event.error ?? {};
+    // A stop that crossed the reply's end on the wire: the reply is over, which is what was asked.
+    if (error.code === "response_cancel_not_active") return;
     this.showAlert(`The server reported an error: ${error.message ?? "unknown error"}${error.code ? ` (${error.code})` : ""}.`, "server");
   },
 };
