@@ -271,3 +271,43 @@ async def test_a_twilio_call_through_the_bridge_gets_a_spoken_reply(voice_server
     spoken = done["output"][0]["content"][0]["transcript"]
     heard = heard_reply(whisper, g711.ulaw_decode(b"".join(base64.b64decode(m["media"]["payload"]) for m in media)))
     assert wer(spoken, heard) <= 0.5, (spoken, heard)
+
+
+class FakeSocket:
+    """A websocket stand-in: the messages it will deliver, and those sent to it."""
+
+    def __init__(self, incoming: list[dict]) -> None:
+        self.incoming = [json.dumps(m) for m in incoming]
+        self.sent: list[dict] = []
+
+    async def send(self, message: str) -> None:
+        self.sent.append(json.loads(message))
+
+    def __aiter__(self):  # noqa: ANN204 - an async iterator of str
+        async def messages():
+            for message in self.incoming:
+                yield message
+        return messages()
+
+
+async def test_the_bridge_clears_twilio_and_truncates_the_reply_at_what_the_caller_heard():
+    from clients.twilio.bridge import CallBridge, session_config
+
+    delta = base64.b64encode(bytes([g711.ULAW_SILENCE] * 1600)).decode()  # 200 ms each
+    server = FakeSocket([{"type": "response.output_audio.delta", "item_id": "item_1", "delta": delta}] * 5
+                        + [{"type": "output_audio_buffer.cleared", "response_id": "resp_1"}])
+    twilio = FakeSocket([])
+    bridge = CallBridge(twilio, "ws://unused", session_config())
+    bridge.stream_sid, bridge.media_ms = "MZ1", 10_000
+    original_send = twilio.send
+
+    async def send(message: str) -> None:  # the caller's line goes on while the reply plays: 300 ms heard
+        await original_send(message)
+        bridge.media_ms = 10_300
+    twilio.send = send
+    await bridge._from_server(server)
+    assert [m["event"] for m in twilio.sent] == ["media"] * 5 + ["clear"]
+    assert all(m["streamSid"] == "MZ1" and m["media"]["payload"] == delta for m in twilio.sent[:5])
+    assert server.sent == [{"type": "conversation.item.truncate", "item_id": "item_1", "content_index": 0,
+                            "audio_end_ms": 300}]
+    assert session_config()["audio"]["input"]["format"] == {"type": "audio/pcmu"}
