@@ -193,7 +193,8 @@ class RealtimeSession:
         handler(event, now)  # type: ignore[operator]
 
     def _on_session_update(self, event: SessionUpdate, now: float) -> None:
-        if event.session.type != self.config.type and self.replies.active is not None:
+        changes_type = "type" in event.session.model_fields_set and event.session.type != self.config.type
+        if changes_type and self.replies.active is not None:
             raise ProtocolError(f"a response is in progress: cancel it before the session becomes a "
                                 f"{event.session.type} session", code="conversation_already_has_active_response",
                                 param="session.type", event_id=event.event_id)

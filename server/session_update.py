@@ -102,7 +102,9 @@ def apply_session_update(config: SessionConfig, session: SessionSpec | Transcrip
                          event_id: str | None) -> SessionConfig:
     """Return the configuration after a `session.update` (typed by the schema), or raise
     ProtocolError (nothing changes). A transcription session's update carries its input audio alone."""
-    changes: dict[str, Any] = {"type": session.type}
+    changes: dict[str, Any] = {}
+    if "type" in session.model_fields_set:  # (an update without one leaves the session's type as it is)
+        changes["type"] = session.type
     if isinstance(session, SessionSpec):
         changes.update(_realtime_changes(config, session, event_id))
     audio_in = session.audio.input if session.audio is not None else None

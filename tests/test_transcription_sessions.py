@@ -64,6 +64,8 @@ def test_a_transcription_session_refuses_response_create_and_null_transcription(
     assert driver.of("error")[-1]["error"]["code"] == "unknown_parameter"  # realtime fields are not its own
     driver.send({"type": "session.update", "session": {"type": "translation"}})
     assert driver.of("error")[-1]["error"]["param"] == "session"
+    driver.send({"type": "session.update", "session": {"audio": {"input": {"turn_detection": None}}}})
+    assert driver.of("session.updated")[-1]["session"]["type"] == "transcription"  # (no type: it stays)
     assert driver.session.config.type == "transcription"
 
 
