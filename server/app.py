@@ -15,14 +15,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import MultipleValuesError
 from websockets.http11 import Request, Response
 
 from server.access_log import client_address, log_access
-from server.config import SessionConfig
+from server.config import SessionConfig, transcription_session
 from server.connection import Connection, ConnectionLimits, refuse
 from server.health import BackendHealth
 from server.http_edges import ALLOWED_METHODS, ScreenedConnection, bad_request, for_head, method_not_allowed, plain
@@ -78,6 +78,18 @@ def _static(path: str) -> Response:
     if content_type.startswith("text/") or content_type.endswith("javascript"):
         content_type += "; charset=utf-8"
     return _response(http.HTTPStatus.OK, target.read_bytes(), content_type)
+
+
+def _intent(websocket: ServerConnection) -> str | None:
+    """The `intent` query parameter of the websocket's URL (`?intent=transcription`)."""
+    request = websocket.request
+    if request is None:
+        return None
+    try:
+        values = parse_qs(urlparse(request.path).query).get("intent")
+    except ValueError:
+        return None
+    return values[0] if values else None
 
 
 def release_freed_memory() -> None:
@@ -199,6 +211,8 @@ class VoiceServer:
         self.metrics.sessions_total.inc()
         try:
             config = replace(self.session_config, pipelines=self.engine.pipelines)
+            if _intent(websocket) == "transcription":  # OpenAI's URL for a transcription session
+                config = transcription_session(config)
             await Connection(websocket, self.engine, config, self.options.model_name,
                              self.options.limits, self.metrics).run()
         except Exception:  # a session's failure never reaches the server

@@ -46,8 +46,8 @@ class Schema(BaseModel):
 
 # ---------------------------------------------------------------- session.update
 class AudioFormat(Schema):
-    type: Short = "audio/pcm"  # (only audio/pcm at 24 kHz is served: session_update says so clearly)
-    rate: int = 24_000
+    type: Short = "audio/pcm"  # (an unserved type or rate gets session_update's clear error)
+    rate: int | None = None  # audio/pcm: 24000; audio/pcmu and audio/pcma: 8000 (the GA shape leaves it out)
 
 
 class Transcription(Schema):
@@ -127,6 +127,30 @@ class SessionSpec(Schema):
     truncation: Literal["auto", "disabled"] | None = None  # accepted, not acted on
 
 
+class TranscriptionAudio(Schema):
+    input: AudioInput | None = None
+
+
+class TranscriptionSessionSpec(Schema):
+    """A transcription session: it transcribes the input audio turn by turn and never replies."""
+
+    type: Literal["transcription"]
+    audio: TranscriptionAudio | None = None
+    include: Annotated[list[Literal["item.input_audio_transcription.logprobs"]], Field(max_length=1)] | None = None
+
+
+def _session_kind(value: Any) -> str | None:
+    kind = value.get("type", "realtime") if isinstance(value, dict) else getattr(value, "type", None)
+    return {"realtime": "Realtime", "transcription": "Transcription"}.get(kind) if isinstance(kind, str) else None
+
+
+AnySessionSpec = Annotated[
+    Annotated[SessionSpec, Tag("Realtime")] | Annotated[TranscriptionSessionSpec, Tag("Transcription")],
+    Discriminator(_session_kind, custom_error_type="invalid_value",
+                  custom_error_message="session.type must be realtime or transcription"),
+]
+
+
 # ---------------------------------------------------------------- conversation items
 class TextPart(Schema):
     type: Literal["input_text", "text", "output_text"]
@@ -203,7 +227,7 @@ class Event(Schema):
 
 class SessionUpdate(Event):
     type: Literal["session.update"]
-    session: SessionSpec
+    session: AnySessionSpec
 
 
 class AudioAppend(Event):

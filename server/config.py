@@ -57,6 +57,11 @@ class TurnDetection:
 
 @dataclass(frozen=True)
 class SessionConfig:
+    type: str = "realtime"
+    """`realtime` (a conversation) or `transcription` (transcripts of the input audio, never a reply)."""
+    input_format: str = "audio/pcm"
+    """The input audio's wire format (server/audio_formats.py): `audio/pcm`, `audio/pcmu` or `audio/pcma`."""
+    output_format: str = "audio/pcm"
     instructions: str = DEFAULT_INSTRUCTIONS
     voice: str = "alloy"
     output_modalities: tuple[str, ...] = ("audio",)
@@ -78,3 +83,10 @@ class SessionConfig:
 
     def with_changes(self, **changes: Any) -> SessionConfig:
         return replace(self, **changes)
+
+
+def transcription_session(config: SessionConfig) -> SessionConfig:
+    """The configuration of a session opened as a transcription session: server_vad turn detection
+    (OpenAI's default for them) and transcripts on."""
+    return config.with_changes(type="transcription", turn_detection=TurnDetection(),
+                               transcription=config.transcription or {"model": "whisper"})

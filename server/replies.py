@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from server.audio_formats import FORMATS, OutputEncoder
 from server.config import SessionConfig
 from server.conversation import Conversation, Item
 from server.effects import CancelResponse, DeferTranscription, Outbox, ResponseProgress, StartResponse
@@ -83,7 +84,8 @@ class Replies:
         tools, required = offered(request.get("tools", config.tools), request.get("tool_choice", config.tool_choice))
         response = ActiveResponse(response_id, item, audio, adopt.started if adopt else now, clock,
                                   metadata=request.get("metadata"), labels=dict(labels or {}), voice=config.voice,
-                                  max_output_tokens=config.max_output_tokens)
+                                  max_output_tokens=config.max_output_tokens,
+                                  encoder=OutputEncoder(FORMATS[request.get("output_format", config.output_format)]))
         self.active = response
         if audio:
             self.heard = response

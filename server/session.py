@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from server.audio_formats import FORMATS, InputDecoder
 from server.audio_rate import AudioAllowance
 from server.client_events import (
     AudioAppend,
@@ -36,7 +37,7 @@ from server.response_wire import SpeculativeReply
 from server.session_update import apply_session_update, session_to_wire, validate_response_request
 from server.tools import function_item, parse_function_item
 from server.wire import Ids, ProtocolError, decode_audio
-from voice.audio import ASR_RATE, WIRE_RATE, StreamResampler, pcm16_to_float
+from voice.audio import ASR_RATE
 from voice.pipeline import PIPELINES, Pipeline
 from voice.turn_taking import (
     AudioBegan,
@@ -84,7 +85,7 @@ class RealtimeSession:
         self._allowance: AudioAllowance | None = None  # from the session's first audio
         self._refused_at: float | None = None  # when audio beyond the allowance last came
         self._flooding = False  # as the turn-taker was last configured
-        self._resampler = StreamResampler(WIRE_RATE, ASR_RATE)
+        self._input = InputDecoder(FORMATS[config.input_format])
         self.turns = TurnTaker(self._turn_options(), vad_model, lambda: self.ids.new("item"),
                                max_turn_s=min(max_turn_seconds, max_buffer_seconds))
         self.outbox = Outbox(self.ids)
@@ -99,6 +100,11 @@ class RealtimeSession:
         return PIPELINES[self.config.pipeline]
 
     @property
+    def _replies(self) -> bool:
+        """Whether the session replies at all (a transcription session never does)."""
+        return self.config.type == "realtime"
+
+    @property
     def _early_asr(self) -> bool:
         """Work while the user speaks (partial and speculative passes, prefills): it wins latency
         for a live speaker only, so a session sending audio faster than real time goes without."""
@@ -108,7 +114,7 @@ class RealtimeSession:
         config, pipeline = self.config, PIPELINES[self.config.pipeline]
         return TurnOptions(settings=config.turn_detection.settings if config.turn_detection else None,
                            early_asr=self._early_asr, partials=config.transcription is not None,
-                           speech_events=pipeline.answers_speech)
+                           speech_events=pipeline.answers_speech and self._replies)
 
     # ------------------------------------------------------------------ public API
     def start(self) -> Output:
@@ -168,7 +174,7 @@ class RealtimeSession:
         """Whether a turn that ends now gets a reply by itself: turn detection creates responses
         and none is running."""
         detection = self.config.turn_detection
-        return detection is not None and detection.create_response and self.replies.active is None
+        return self._replies and detection is not None and detection.create_response and self.replies.active is None
 
     def _dispatch(self, event: ClientEvent, now: float) -> None:
         handler = {
@@ -187,24 +193,31 @@ class RealtimeSession:
         handler(event, now)  # type: ignore[operator]
 
     def _on_session_update(self, event: SessionUpdate, now: float) -> None:
-        old_detection = self.config.turn_detection
+        changes_type = "type" in event.session.model_fields_set and event.session.type != self.config.type
+        if changes_type and self.replies.active is not None:
+            raise ProtocolError(f"a response is in progress: cancel it before the session becomes a "
+                                f"{event.session.type} session", code="conversation_already_has_active_response",
+                                param="session.type", event_id=event.event_id)
+        old = self.config
         self.config = apply_session_update(self.config, event.session, event.event_id)
-        if self.config.turn_detection != old_detection:
+        if self.config.turn_detection != old.turn_detection or not self._replies:
             self.replies.drop_speculative()
+        if self.config.input_format != old.input_format:
+            self._input = InputDecoder(FORMATS[self.config.input_format])
         self.turns.configure(self._turn_options())
         self._emit("session.updated", session=self._session_wire())
 
     # ------------------------------------------------------------------ input audio and turns
     def _on_append(self, event: AudioAppend, now: float) -> None:
-        pcm = decode_audio(event.audio, event.event_id)
-        if self.turns.buffered_samples + len(pcm) // 3 > self.max_buffer_samples:
+        data = decode_audio(event.audio, event.event_id, self._input.format.sample_bytes)
+        if self.turns.buffered_samples + self._input.asr_samples(len(data)) > self.max_buffer_samples:
             raise ProtocolError("the input audio buffer is full: commit or clear it", code="input_audio_buffer_full",
                                 event_id=event.event_id)
-        self._within_allowance(event, len(pcm) / (2 * WIRE_RATE), now)
+        self._within_allowance(event, self._input.format.seconds(len(data)), now)
         if self.flooding(now) != self._flooding:
             self._flooding = not self._flooding
             self.turns.configure(self._turn_options())
-        samples = self._resampler.process(pcm16_to_float(pcm))
+        samples = self._input.process(data)
         self._on_turn_events(self.turns.feed(samples, now, assistant_speaking=self.replies.speaking(now)), now)
 
     def _within_allowance(self, event: ClientEvent, seconds: float, now: float) -> None:
@@ -268,7 +281,8 @@ class RealtimeSession:
         """Push-to-talk on a pipeline that answers speech: a turn's transcription waits for the
         reply's first audio (nothing waits for that transcript there, and it would share the CPU
         with the reply)."""
-        return self.pipeline.answers_speech and self.pipeline.early_asr and self.config.turn_detection is None
+        return self._replies and self.pipeline.answers_speech and self.pipeline.early_asr \
+            and self.config.turn_detection is None
 
     def _scheduled(self, job: Transcribe) -> Transcribe:
         return replace(job, defer_ms=DEFER_TRANSCRIPT_MS) if job.final and self._defers_transcripts() else job
@@ -295,11 +309,11 @@ class RealtimeSession:
     def _prefill_history(self) -> None:
         """While the user speaks, the pipeline's model can evaluate the conversation so far (the
         previous turns' text), so that its reply evaluates only the new turn."""
-        if self._early_asr and self.replies.active is None:
+        if self._replies and self._early_asr and self.replies.active is None:
             self.outbox.work(PrefillPrompt(self.conversation.messages(self.config.instructions), self.pipeline.name))
 
     def _prefill(self, audio: np.ndarray | None = None, words: str | None = None) -> None:
-        if self.replies.active is None:
+        if self._replies and self.replies.active is None:
             messages = self.conversation.messages(self.config.instructions, pending_user=words)
             self.outbox.work(PrefillPrompt(messages, self.pipeline.name, audio))
 
@@ -431,6 +445,9 @@ class RealtimeSession:
 
     # ------------------------------------------------------------------ responses
     def _on_response_create(self, event: ResponseCreate, now: float) -> None:
+        if not self._replies:
+            raise ProtocolError("a transcription session never replies: response.create needs a realtime session",
+                                code="invalid_session_type", event_id=event.event_id)
         if self.replies.active is not None:
             raise ProtocolError("a response is already in progress: cancel it first",
                                 code="conversation_already_has_active_response", event_id=event.event_id)
