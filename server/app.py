@@ -198,7 +198,7 @@ class VoiceServer:
         self.metrics.sessions_active.inc()
         self.metrics.sessions_total.inc()
         try:
-            config = replace(self.session_config, pipelines=self.engine.pipelines)
+            config = replace(self.session_config, pipelines=self.engine.pipelines, voices=self.engine.voices)
             await Connection(websocket, self.engine, config, self.options.model_name,
                              self.options.limits, self.metrics).run()
         except Exception:  # a session's failure never reaches the server
