@@ -271,8 +271,9 @@ class Engine:
                      end_of_turn=end_of_turn, voices=voices)
         log.info("models loaded in %.1f s (asr=%s, llm=%s, tts=%s)", time.perf_counter() - started,
                  config.asr_model, engine.llm.name, ", ".join(engine.voices.ids))
+        tts_url = config.tts_url if any(voice.engine == "url" for voice in engine.voices.voices) else None
         engine.remote = {name: url for name, url in (("llm", config.llm_url), ("native", config.native_url),
-                                                     ("tts", config.tts_url)) if url}
+                                                     ("tts", tts_url)) if url}
         engine.remote_down = backends.unreachable(engine.remote)
         for name, why in engine.remote_down.items():
             log.warning("the %s server is down: %s (its replies fail until it answers; /healthz tells)", name, why)
