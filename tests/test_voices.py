@@ -120,6 +120,16 @@ def test_session_update_takes_the_servers_voices_and_openais_names_and_refuses_o
     with pytest.raises(ProtocolError) as refused:
         update("nova")
     assert refused.value.param == "session.audio.output.voice" and "af_heart" in str(refused.value)
+    from server.client_events import ResponseSpec
+    from server.session_update import validate_response_request
+
+    def response(voice: str) -> dict:
+        return validate_response_request(ResponseSpec.model_validate({"audio": {"output": {"voice": voice}}}), "e2",
+                                         config)
+
+    assert response("echo") == {"voice": "echo"}  # this response alone speaks with it
+    with pytest.raises(ProtocolError, match="unknown voice"):
+        response("nova")
 
 
 # ------------------------------------------------------------------ Kokoro
@@ -214,17 +224,51 @@ def test_the_speech_server_lists_its_voices_and_streams_pipers_speech(tts_api, w
 
 
 @pytest.mark.slow
-def test_leaving_mid_stream_stops_the_speech_server_within_one_piece(tts_api):
+@pytest.mark.parametrize(("voice", "spoken", "repeats", "most"), [
+    ("coral", "af_heart", 1, 2),  # Kokoro's af_heart: a sentence a run, the client reads each as it comes
+    ("en_US-joe-medium", "en_US-joe-medium", 6, 15),  # Piper: 30 sentences of a few ms each, some sent ahead
+])
+def test_leaving_mid_stream_stops_the_speech_server(tts_api, voice, spoken, repeats, most):
     from voice.tts.speech_api import SpeechApiSynthesizer
 
     url, log_path = tts_api
-    pieces = SpeechApiSynthesizer(url, "coral").synthesize(STORY)  # coral: Kokoro's af_heart, a sentence a run
+    before = len(log_lines(log_path, "speech_api", 1))
+    pieces = SpeechApiSynthesizer(url, voice).synthesize(" ".join([STORY] * repeats))
     assert next(pieces).size > 0
     started = time.monotonic()
     pieces.close()
     assert time.monotonic() - started < 0.5
-    left = log_lines(log_path, "af_heart: the client left after")[-1]
-    assert int(left.split("after ")[1].split()[0]) <= 2, left  # of the story's five sentences
+    deadline = time.monotonic() + 20
+    while not (left := [line for line in log_lines(log_path, "speech_api")[before:] if "client left" in line]):
+        assert time.monotonic() < deadline, "the speech server went on to the end"
+        time.sleep(0.1)
+    assert f"{spoken}: the client left after" in left[0]
+    assert int(left[0].split("after ")[1].split()[0]) <= most, left[0]  # of 5 or 30 sentences
+
+
+@pytest.mark.slow
+def test_a_barge_in_stops_a_reply_spoken_by_the_speech_server(tts_api):
+    """The reply runner with Piper over --tts-url: cancelled after its first audio, it closes the
+    stream at once, and the speech server stops too."""
+    from voice.tts.speech_api import SpeechApiSynthesizer
+
+    url, log_path = tts_api
+    before = len(log_lines(log_path, "speech_api", 1))
+    timed, cancel, events = Timed(SpeechApiSynthesizer(url, "en_US-joe-medium")), threading.Event(), []
+
+    def emit(event) -> None:  # noqa: ANN001
+        events.append((time.monotonic(), event))
+        if isinstance(event, SpeechSegment):
+            cancel.set()
+
+    request = ResponseRequest([ChatMessage("user", "Tell me a story.")], GenerationOptions(max_tokens=200))
+    started = time.monotonic()
+    run_response(Said(), timed, request, cancel, emit)
+    assert isinstance(events[-1][1], ResponseFinished) and events[-1][1].cancelled
+    assert events[-1][0] - started < 5.0
+    assert len([e for _, e in events if isinstance(e, SpeechSegment)]) == 1
+    requests = [line for line in log_lines(log_path, "speech_api")[before:] if "POST /v1/audio/speech" in line]
+    assert len(requests) == 1  # the first chunk's: no other was asked for
 
 
 @pytest.mark.slow
