@@ -210,7 +210,7 @@ class VoiceServer:
         self.metrics.sessions_active.inc()
         self.metrics.sessions_total.inc()
         try:
-            config = replace(self.session_config, pipelines=self.engine.pipelines)
+            config = replace(self.session_config, pipelines=self.engine.pipelines, voices=self.engine.voices)
             if _intent(websocket) == "transcription":  # OpenAI's URL for a transcription session
                 config = transcription_session(config)
             await Connection(websocket, self.engine, config, self.options.model_name,

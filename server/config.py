@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from voice.llm.base import Tool
+from voice.tts.voices import VoiceBook
 from voice.turn_taking import END_POLICIES, TurnSettings
 from voice.vad import VadConfig
 
@@ -64,6 +65,9 @@ class SessionConfig:
     output_format: str = "audio/pcm"
     instructions: str = DEFAULT_INSTRUCTIONS
     voice: str = "alloy"
+    """As the client named it: one of `voices`, or one of OpenAI's names, mapped onto them."""
+    voices: VoiceBook = field(default_factory=VoiceBook)
+    """The voices this server offers (`voices.resolve(voice)` speaks)."""
     output_modalities: tuple[str, ...] = ("audio",)
     turn_detection: TurnDetection | None = field(default_factory=TurnDetection.semantic)
     transcription: dict[str, Any] | None = field(default_factory=lambda: {"model": "whisper"})

@@ -367,7 +367,7 @@ class Connection:
         if self._closing:
             cancel.set()
         self._cancels[effect.response_id] = cancel
-        request = ResponseRequest(effect.messages, effect.options, effect.audio, effect.user_audio)
+        request = ResponseRequest(effect.messages, effect.options, effect.audio, effect.user_audio, effect.voice)
         responder = self.engine.responders[effect.pipeline]  # sessions choose among the engine's pipelines
 
         def emit(event: ResponseEvent) -> None:  # called from worker threads

@@ -6,11 +6,13 @@ from dataclasses import replace
 from typing import Any
 
 from server.audio_formats import FORMATS
-from server.client_events import AudioFormat, ResponseSpec, SessionSpec, TranscriptionSessionSpec, TurnDetectionSpec
+from server.client_events import (AudioFormat, Name, ResponseSpec, SessionSpec, TranscriptionSessionSpec,
+                                  TurnDetectionSpec, VoiceId)
 from server.config import SessionConfig, TurnDetection
 from server.tools import ToolChoice, parse_tool_choice, parse_tools, tools_to_wire
 from server.wire import ProtocolError
 from voice.llm.base import Tool
+from voice.tts.voices import OPENAI_VOICES
 from voice.turn_taking import END_POLICIES
 from voice.vad import VadConfig
 
@@ -26,6 +28,15 @@ def parse_format(fmt: AudioFormat, param: str, event_id: str | None) -> str:
         raise _fail("the audio formats served are audio/pcm at 24000 Hz, and audio/pcmu and audio/pcma at 8000 Hz",
                     param, event_id, code="unsupported_audio_format")
     return served.type
+
+
+def parse_voice(voice: Name | VoiceId, config: SessionConfig, param: str, event_id: str | None) -> str:
+    """The voice named (a name or `{id}`), if this server has it or it is one of OpenAI's names."""
+    name = voice if isinstance(voice, str) else voice.id
+    if config.voices.resolve(name) is None:
+        raise _fail(f"unknown voice {name!r}: this server's voices are {', '.join(config.voices.ids)} "
+                    f"(OpenAI's names are mapped onto them: {', '.join(OPENAI_VOICES)})", param, event_id)
+    return name
 
 
 def parse_turn_detection(spec: TurnDetectionSpec | None, current: TurnDetection | None) -> TurnDetection | None:
@@ -80,8 +91,12 @@ def validate_response_request(spec: ResponseSpec | None, event_id: str | None, c
     if spec is None:
         return {}
     request: dict[str, Any] = {}
-    if spec.audio is not None and spec.audio.output is not None and spec.audio.output.format is not None:
-        request["output_format"] = parse_format(spec.audio.output.format, "response.audio.output.format", event_id)
+    if spec.audio is not None and spec.audio.output is not None:
+        if spec.audio.output.format is not None:
+            request["output_format"] = parse_format(spec.audio.output.format, "response.audio.output.format",
+                                                    event_id)
+        if spec.audio.output.voice is not None:
+            request["voice"] = parse_voice(spec.audio.output.voice, config, "response.audio.output.voice", event_id)
     if spec.tools is not None or spec.tool_choice is not None:
         request["tools"], request["tool_choice"] = _tools_and_choice(spec, config.tools, config.tool_choice,
                                                                      "response", event_id)
@@ -146,7 +161,7 @@ def _realtime_changes(config: SessionConfig, session: SessionSpec, event_id: str
         if audio_out.format is not None:
             changes["output_format"] = parse_format(audio_out.format, "session.audio.output.format", event_id)
         if audio_out.voice is not None:
-            changes["voice"] = audio_out.voice if isinstance(audio_out.voice, str) else audio_out.voice.id
+            changes["voice"] = parse_voice(audio_out.voice, config, "session.audio.output.voice", event_id)
         if audio_out.speed is not None:
             changes["speed"] = audio_out.speed
     return changes
@@ -178,6 +193,7 @@ def session_to_wire(config: SessionConfig, session_id: str, model: str) -> dict[
         "max_output_tokens": config.max_output_tokens if config.max_output_tokens is not None else "inf",
         "pipeline": config.pipeline,
         "pipelines": list(config.pipelines),
+        "voices": list(config.voices.ids),  # an extension, as `pipelines`: the server's voices, the default first
         "tools": tools_to_wire(config.tools),
         "tool_choice": config.tool_choice,
     }

@@ -232,6 +232,23 @@ async def test_typed_message_and_instructions(browser_page):
     await page.locator("#pipeline").select_option("cascade")
     await page.locator("#apply-settings").click()
     await page.wait_for_function("window.voice.session.pipeline === 'cascade'")
+    voices = await page.evaluate("window.voice.session.voices")
+    await page.locator("#open-settings").click()
+    assert await page.locator("#voice-field").is_visible() == (len(voices) > 1)
+    await page.keyboard.press("Escape")
+    if len(voices) > 1:  # the server's voices, offered by their ids; a choice switches the session's voice
+        await page.locator("#open-settings").click()
+        assert await page.locator("#voice option").all_inner_texts() == voices
+        assert await page.locator("#voice").input_value() == voices[0]  # alloy, the default, speaks with it
+        await page.locator("#voice").select_option(voices[1])
+        await page.locator("#apply-settings").click()
+        sent = await until(lambda: [e for e in frames.of("session.update", sent=True) if "audio" in e["session"]])
+        assert sent[0]["session"] == {"type": "realtime", "audio": {"output": {"voice": voices[1]}}}
+        await page.wait_for_function(f"window.voice.session.audio.output.voice === {voices[1]!r}")
+        await page.locator("#open-settings").click()
+        await page.locator("#voice").select_option(voices[0])
+        await page.locator("#apply-settings").click()
+        await page.wait_for_function(f"window.voice.session.audio.output.voice === {voices[0]!r}")
     await page.evaluate("localStorage.clear()")
     await page.locator("#open-settings").click()
     instructions = "You are a cheerful assistant. Always answer in one short sentence."

@@ -7,6 +7,7 @@ import { RealtimeConnection, STARTING_UP, defaultUrl } from "./realtime.js";
 const FRAME_MS = 20;
 const STORE_INSTRUCTIONS = "voice.instructions";
 const STORE_PIPELINE = "voice.pipeline";
+const STORE_VOICE = "voice.voice";
 const STORE_API_KEY = "voice.apiKey";
 const MAX_BUFFERED_BYTES = 256 * 1024; // a stalled socket: skip audio rather than fall further behind
 
@@ -255,6 +256,8 @@ class App {
       instructions: $("instructions"),
       pipeline: $("pipeline"),
       pipelineField: $("pipeline-field"),
+      voice: $("voice"),
+      voiceField: $("voice-field"),
       apiKey: $("api-key"),
       sessionInfo: $("session-info"),
       modelName: $("model-name"),
@@ -683,6 +686,19 @@ class App {
       }));
       el.pipeline.value = session.pipeline ?? stored(STORE_PIPELINE) ?? el.pipeline.options[0].value;
     }
+    const voices = Array.isArray(session?.voices) ? session.voices : [];
+    // Offered when the server has voices to choose from; OpenAI's names (alloy...) stand for its default.
+    el.voiceField.hidden = voices.length < 2;
+    if (voices.length >= 2) {
+      el.voice.replaceChildren(...voices.map((id) => {
+        const option = element("option", "", id);
+        option.value = id;
+        return option;
+      }));
+      const current = session.audio?.output?.voice;
+      el.voice.value = voices.includes(current) ? current : voices[0];
+      el.voice.dataset.shown = el.voice.value; // applied only when the person changes it
+    }
     el.sessionInfo.textContent = session ? `Model ${session.model} · session ${session.id}` : "Not connected";
   }
 
@@ -707,6 +723,11 @@ class App {
     const instructions = el.instructions.value.trim();
     if (instructions && instructions !== session?.instructions) update.instructions = instructions;
     if (!el.pipelineField.hidden && el.pipeline.value !== session?.pipeline) update.pipeline = el.pipeline.value;
+    const voice = el.voiceField.hidden ? null : el.voice.value;
+    if (voice && voice !== el.voice.dataset.shown) {
+      update.audio = { output: { voice } };
+      store(STORE_VOICE, voice);
+    }
     if (Object.keys(update).length === 1) return;
     if (update.instructions) store(STORE_INSTRUCTIONS, instructions === this.defaultInstructions ? null : instructions);
     if (update.pipeline) store(STORE_PIPELINE, update.pipeline);
@@ -716,7 +737,7 @@ class App {
     this.settingsPending = true;
   }
 
-  /** A new session: bring back what the person chose before (instructions, pipeline). */
+  /** A new session: bring back what the person chose before (instructions, pipeline, voice). */
   restoreSettings(session) {
     const update = { type: "realtime" };
     const instructions = stored(STORE_INSTRUCTIONS);
@@ -725,6 +746,10 @@ class App {
     const offered = (session.pipelines ?? []).map((p) => (typeof p === "string" ? p : p.id ?? p.name));
     if (pipeline && offered.length > 1 && offered.includes(pipeline) && pipeline !== session.pipeline) {
       update.pipeline = pipeline;
+    }
+    const voice = stored(STORE_VOICE);
+    if (voice && (session.voices ?? []).includes(voice) && voice !== session.audio?.output?.voice) {
+      update.audio = { output: { voice } };
     }
     if (Object.keys(update).length > 1) this.send({ type: "session.update", session: update });
   }
