@@ -6,8 +6,15 @@ from dataclasses import replace
 from typing import Any
 
 from server.audio_formats import FORMATS
-from server.client_events import (AudioFormat, Name, ResponseSpec, SessionSpec, TranscriptionSessionSpec,
-                                  TurnDetectionSpec, VoiceId)
+from server.client_events import (
+    AudioFormat,
+    Name,
+    ResponseSpec,
+    SessionSpec,
+    TranscriptionSessionSpec,
+    TurnDetectionSpec,
+    VoiceId,
+)
 from server.config import SessionConfig, TurnDetection
 from server.tools import ToolChoice, parse_tool_choice, parse_tools, tools_to_wire
 from server.wire import ProtocolError
