@@ -210,7 +210,8 @@ class VoiceServer:
         self.metrics.sessions_active.inc()
         self.metrics.sessions_total.inc()
         try:
-            config = replace(self.session_config, pipelines=self.engine.pipelines, voices=self.engine.voices)
+            config = replace(self.session_config, pipelines=self.engine.pipelines, voices=self.engine.voices,
+                             asr_languages=getattr(self.engine.asr, "languages", None))
             if _intent(websocket) == "transcription":  # OpenAI's URL for a transcription session
                 config = transcription_session(config)
             await Connection(websocket, self.engine, config, self.options.model_name,

@@ -75,6 +75,8 @@ class SessionConfig:
     pipeline: str = "cascade"
     """How a turn is answered (voice/pipeline.py): `cascade` (ASR -> LLM on the transcript), `native`
     (the speech's embeddings straight into the LLM) or `naive` (the benchmark baseline)."""
+    asr_languages: frozenset[str] | None = None
+    """The languages the server's speech recogniser transcribes (None: any)."""
     pipelines: tuple[str, ...] = ("cascade",)
     """The pipelines this server offers (`native` only with a native model loaded)."""
     max_output_tokens: int | None = 160

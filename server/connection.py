@@ -319,7 +319,8 @@ class Connection:
         key = None if effect.final else "check" if effect.check else \
             f"speculative {effect.item_id}" if effect.speculative else "partial"
         try:
-            heard = await self._run_job("transcribe", self.engine.transcribe, effect.audio, cancel, key=key)
+            heard = await self._run_job("transcribe", self.engine.transcribe, effect.audio, cancel, effect.hints,
+                                        key=key)
             answer = result(heard.text, confidence=heard.confidence)
             log.debug("transcribed (%s) %r, confidence %.2f", "final" if effect.final else "speculative"
                       if effect.speculative else "check" if effect.check else "partial", heard.text, heard.confidence)

@@ -37,6 +37,7 @@ from server.response_wire import SpeculativeReply
 from server.session_update import apply_session_update, session_to_wire, validate_response_request
 from server.tools import function_item, parse_function_item
 from server.wire import Ids, ProtocolError, decode_audio
+from voice.asr.base import Hints
 from voice.audio import ASR_RATE
 from voice.pipeline import PIPELINES, Pipeline
 from voice.turn_taking import (
@@ -285,6 +286,9 @@ class RealtimeSession:
             and self.config.turn_detection is None
 
     def _scheduled(self, job: Transcribe) -> Transcribe:
+        transcription = self.config.transcription or {}
+        if transcription.get("language") or transcription.get("prompt"):
+            job = replace(job, hints=Hints(transcription.get("language"), transcription.get("prompt")))
         return replace(job, defer_ms=DEFER_TRANSCRIPT_MS) if job.final and self._defers_transcripts() else job
 
     def _on_speech_started(self, event: TurnStarted) -> None:

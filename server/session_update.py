@@ -136,6 +136,11 @@ def apply_session_update(config: SessionConfig, session: SessionSpec | Transcrip
         if "transcription" in audio_in.model_fields_set:
             changes["transcription"] = None if audio_in.transcription is None \
                 else audio_in.transcription.model_dump(exclude_unset=True)
+            language = (changes["transcription"] or {}).get("language")
+            if language and config.asr_languages is not None and language not in config.asr_languages:
+                raise _fail(f"this server's speech recogniser transcribes {'/'.join(sorted(config.asr_languages))} "
+                            f"only, not {language!r}", "session.audio.input.transcription.language", event_id,
+                            code="unsupported_language")
         if "turn_detection" in audio_in.model_fields_set:
             changes["turn_detection"] = parse_turn_detection(audio_in.turn_detection, config.turn_detection)
     updated = config.with_changes(**changes)

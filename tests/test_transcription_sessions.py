@@ -13,6 +13,7 @@ from server.session import RealtimeSession
 from tests.helpers import DATA, reference, wer
 from tests.realtime_sdk import Recorder, clip, record, sdk_client, stream_pcm
 from tests.test_protocol import Driver
+from voice.asr.base import Hints
 from voice.turn_taking import Transcribe
 
 LAMP = load_wav_pcm24(DATA / "03_v2j_turn_on_living_room_lamp.wav")
@@ -42,6 +43,18 @@ def test_a_transcription_session_transcribes_each_turn_and_never_replies(silero)
     assert len({e["item_id"] for e in completed}) == 2
     assert not [t for t in driver.types() if t.startswith("response.")]
     assert not [e for e in driver.effects if isinstance(e, StartResponse | PrefillPrompt)]
+
+
+def test_the_language_and_prompt_go_to_the_recogniser_and_a_language_it_lacks_is_refused(silero):
+    driver = transcribing(silero)
+    driver.stream(LAMP + SILENCE)
+    assert {e.hints for e in driver.effects if isinstance(e, Transcribe)} == {Hints("en", "Living room lamp.")}
+    driver = Driver(RealtimeSession(SessionConfig(asr_languages=frozenset({"en"})), silero))
+    driver.send({"type": "session.update", "event_id": "fr", "session": {
+        "type": "transcription", "audio": {"input": {"transcription": {"model": "whisper", "language": "fr"}}}}})
+    error = driver.of("error")[-1]["error"]
+    assert error["code"] == "unsupported_language" and error["event_id"] == "fr" and "'fr'" in error["message"]
+    assert driver.session.config.type == "realtime"  # nothing changed
 
 
 def test_partial_transcripts_stream_as_deltas(silero):

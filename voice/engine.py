@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from voice import backends, models
-from voice.asr.base import Heard, Transcriber
+from voice.asr.base import Heard, Hints, Transcriber
 from voice.jobs import JobRunner
 from voice.llm.base import ChatMessage, ChatModel
 from voice.llm.compute_thread import set_load_probe
@@ -236,10 +236,10 @@ class Engine:
             with self._jobs_lock:
                 self._jobs -= 1
 
-    def transcribe(self, audio: np.ndarray, cancel: threading.Event | None = None) -> Heard:
+    def transcribe(self, audio: np.ndarray, cancel: threading.Event | None = None, hints: Hints | None = None) -> Heard:
         """Run the ASR stage (in a worker thread), counting the jobs under way."""
         with self.job():
-            return self.asr.hear(audio, cancel)
+            return self.asr.hear(audio, cancel, hints)
 
     def score_end(self, transcript: str, audio: np.ndarray) -> EndScore:
         """Has the user finished, at this pause (in a worker thread)? Counted as a model job."""

@@ -14,6 +14,7 @@ from enum import Enum
 
 import numpy as np
 
+from voice.asr.base import Hints
 from voice.asr.hallucination import normalise
 from voice.asr.stable_prefix import StablePrefix
 from voice.audio import ASR_RATE
@@ -191,6 +192,8 @@ class Transcribe:
     check: bool = False
     """A pass over speech heard while the assistant speaks, to tell an interruption from a
     backchannel or a noise: it runs even while other model work is under way."""
+    hints: Hints | None = None
+    """The session's language and prompt for the recogniser (set by the session, not the turn-taker)."""
 
 
 @dataclass(frozen=True)
