@@ -76,7 +76,7 @@ class TurnDetectionSpec(Schema):
 class AudioInput(Schema):
     format: AudioFormat | None = None
     transcription: Transcription | None = None
-    noise_reduction: NoiseReduction | None = None  # accepted, not acted on
+    noise_reduction: NoiseReduction | None = None
     turn_detection: TurnDetectionSpec | None = None
 
 

@@ -61,6 +61,8 @@ class SessionConfig:
     type: str = "realtime"
     """`realtime` (a conversation) or `transcription` (transcripts of the input audio, never a reply)."""
     input_format: str = "audio/pcm"
+    noise_reduction: str | None = None
+    """`near_field` or `far_field`: the input audio's noise is suppressed (voice/denoise.py); None: as it comes."""
     """The input audio's wire format (server/audio_formats.py): `audio/pcm`, `audio/pcmu` or `audio/pcma`."""
     output_format: str = "audio/pcm"
     instructions: str = DEFAULT_INSTRUCTIONS

@@ -39,6 +39,7 @@ from server.tools import function_item, parse_function_item
 from server.wire import Ids, ProtocolError, decode_audio
 from voice.asr.base import Hints
 from voice.audio import ASR_RATE
+from voice.denoise import Denoiser
 from voice.pipeline import PIPELINES, Pipeline
 from voice.turn_taking import (
     AudioBegan,
@@ -87,6 +88,7 @@ class RealtimeSession:
         self._refused_at: float | None = None  # when audio beyond the allowance last came
         self._flooding = False  # as the turn-taker was last configured
         self._input = InputDecoder(FORMATS[config.input_format])
+        self._denoiser = Denoiser(config.noise_reduction) if config.noise_reduction else None
         self.turns = TurnTaker(self._turn_options(), vad_model, lambda: self.ids.new("item"),
                                max_turn_s=min(max_turn_seconds, max_buffer_seconds))
         self.outbox = Outbox(self.ids)
@@ -205,6 +207,8 @@ class RealtimeSession:
             self.replies.drop_speculative()
         if self.config.input_format != old.input_format:
             self._input = InputDecoder(FORMATS[self.config.input_format])
+        if self.config.noise_reduction != old.noise_reduction:
+            self._denoiser = Denoiser(self.config.noise_reduction) if self.config.noise_reduction else None
         self.turns.configure(self._turn_options())
         self._emit("session.updated", session=self._session_wire())
 
@@ -219,6 +223,8 @@ class RealtimeSession:
             self._flooding = not self._flooding
             self.turns.configure(self._turn_options())
         samples = self._input.process(data)
+        if self._denoiser is not None:
+            samples = self._denoiser.process(samples)
         self._on_turn_events(self.turns.feed(samples, now, assistant_speaking=self.replies.speaking(now)), now)
 
     def _within_allowance(self, event: ClientEvent, seconds: float, now: float) -> None:

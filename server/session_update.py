@@ -143,6 +143,8 @@ def apply_session_update(config: SessionConfig, session: SessionSpec | Transcrip
                             code="unsupported_language")
         if "turn_detection" in audio_in.model_fields_set:
             changes["turn_detection"] = parse_turn_detection(audio_in.turn_detection, config.turn_detection)
+        if "noise_reduction" in audio_in.model_fields_set:
+            changes["noise_reduction"] = audio_in.noise_reduction.type if audio_in.noise_reduction else None
     updated = config.with_changes(**changes)
     if updated.type == "transcription" and updated.transcription is None:
         raise _fail("a transcription session transcribes: session.audio.input.transcription may not be null",
@@ -184,7 +186,7 @@ def session_to_wire(config: SessionConfig, session_id: str, model: str) -> dict[
     audio_in = {
         "format": FORMATS[config.input_format].to_wire(),
         "transcription": config.transcription,
-        "noise_reduction": None,
+        "noise_reduction": {"type": config.noise_reduction} if config.noise_reduction else None,
         "turn_detection": config.turn_detection.to_wire() if config.turn_detection else None,
     }
     if config.type == "transcription":
