@@ -60,6 +60,11 @@ class NoiseReduction(Schema):
     type: Literal["near_field", "far_field"]
 
 
+class RetentionRatio(Schema):
+    type: Literal["retention_ratio"]
+    retention_ratio: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+
 class TurnDetectionSpec(Schema):
     """Both OpenAI kinds in one model: the fields of the other kind are checked and ignored."""
 
@@ -124,7 +129,7 @@ class SessionSpec(Schema):
     audio: SessionAudio | None = None
     include: Annotated[list[Literal["item.input_audio_transcription.logprobs"]], Field(max_length=1)] | None = None
     tracing: Literal["auto"] | None = None  # accepted, not acted on
-    truncation: Literal["auto", "disabled"] | None = None  # accepted, not acted on
+    truncation: Literal["auto", "disabled"] | RetentionRatio | None = None
 
 
 class TranscriptionAudio(Schema):

@@ -62,6 +62,9 @@ class SessionConfig:
     """`realtime` (a conversation) or `transcription` (transcripts of the input audio, never a reply)."""
     input_format: str = "audio/pcm"
     noise_reduction: str | None = None
+    truncation: str | dict[str, Any] = "auto"
+    """How the history is cut when it outgrows the prompt: `auto` (to half), `disabled` (never), or
+    `{"type": "retention_ratio", "retention_ratio": R}` (to R of it)."""
     """`near_field` or `far_field`: the input audio's noise is suppressed (voice/denoise.py); None: as it comes."""
     """The input audio's wire format (server/audio_formats.py): `audio/pcm`, `audio/pcmu` or `audio/pcma`."""
     output_format: str = "audio/pcm"

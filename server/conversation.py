@@ -20,6 +20,13 @@ class ConversationLimits:
     and the spoken segments kept for truncation."""
 
 
+def retention(truncation: str | dict[str, Any]) -> float | None:
+    """The share of the history kept when it is cut, by the session's `truncation` (None: never cut)."""
+    if truncation == "disabled":
+        return None
+    return float(truncation["retention_ratio"]) if isinstance(truncation, dict) else 0.5
+
+
 def _bytes(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
@@ -92,12 +99,15 @@ class Conversation:
     def __init__(self, history_chars: int = 4000, limits: ConversationLimits | None = None) -> None:
         self.items: list[Item] = []
         self.history_chars = history_chars
+        self.retention: float | None = 0.5
+        """When the history outgrows `history_chars`, the share of it kept (the oldest items go);
+        None: never cut (a prompt too long for the LLM's context then fails the reply)."""
         self.limits = limits or ConversationLimits()
         self._window_start: str | None = None  # id of the oldest item the prompt still includes
 
     def _window(self) -> list[Item]:
         """The finished items the prompt includes: all of them while they fit `history_chars`;
-        past that, the oldest are dropped in one step down to half the budget. The window's
+        past that, the oldest are dropped in one step down to `retention` of the budget. The window's
         start then stays put for several turns, so the prompt keeps the same beginning and the
         LLM's cache of it stays valid (a window sliding by one item every turn would make the
         LLM evaluate the whole history again on every turn)."""
@@ -105,8 +115,8 @@ class Conversation:
                  and item.status != "in_progress"]
         start = next((k for k, item in enumerate(items) if item.id == self._window_start), 0)
         size = sum(len(item.prompt_text) for item in items[start:])
-        if size > self.history_chars:
-            while start < len(items) - 1 and size > self.history_chars // 2:
+        if self.retention is not None and size > self.history_chars:
+            while start < len(items) - 1 and size > self.history_chars * self.retention:
                 size -= len(items[start].prompt_text)
                 start += 1
         while start < len(items) and items[start].type == "function_call_output":

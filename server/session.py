@@ -30,7 +30,7 @@ from server.client_events import (
     parse_client_event,
 )
 from server.config import SessionConfig
-from server.conversation import Conversation, ConversationLimits, Item, text_item
+from server.conversation import Conversation, ConversationLimits, Item, retention, text_item
 from server.effects import CancelResponse, Outbox, Output, PrefillPrompt, ResponseProgress
 from server.replies import Replies
 from server.response_wire import SpeculativeReply
@@ -207,6 +207,8 @@ class RealtimeSession:
             self.replies.drop_speculative()
         if self.config.input_format != old.input_format:
             self._input = InputDecoder(FORMATS[self.config.input_format])
+        if self.config.truncation != old.truncation:
+            self.conversation.retention = retention(self.config.truncation)
         if self.config.noise_reduction != old.noise_reduction:
             self._denoiser = Denoiser(self.config.noise_reduction) if self.config.noise_reduction else None
         self.turns.configure(self._turn_options())

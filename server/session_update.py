@@ -170,6 +170,9 @@ def _realtime_changes(config: SessionConfig, session: SessionSpec, event_id: str
         if session.pipeline not in config.pipelines:
             raise _fail(f"'pipeline' must be one of: {', '.join(config.pipelines)}", "session.pipeline", event_id)
         changes["pipeline"] = session.pipeline
+    if session.truncation is not None:
+        changes["truncation"] = session.truncation if isinstance(session.truncation, str) \
+            else session.truncation.model_dump()
     audio_out = session.audio.output if session.audio is not None else None
     if audio_out is not None:
         if audio_out.format is not None:
@@ -210,4 +213,5 @@ def session_to_wire(config: SessionConfig, session_id: str, model: str) -> dict[
         "voices": list(config.voices.ids),  # an extension, as `pipelines`: the server's voices, the default first
         "tools": tools_to_wire(config.tools),
         "tool_choice": config.tool_choice,
+        "truncation": config.truncation,
     }
