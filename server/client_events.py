@@ -72,7 +72,7 @@ class TurnDetectionSpec(Schema):
     threshold: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = None
     prefix_padding_ms: Annotated[int, Field(ge=0, le=5000)] | None = None
     silence_duration_ms: Annotated[int, Field(ge=0, le=10_000)] | None = None
-    idle_timeout_ms: Annotated[int, Field(ge=5000, le=30_000)] | None = None  # accepted, not acted on
+    idle_timeout_ms: Annotated[int, Field(ge=5000, le=30_000)] | None = None
     eagerness: Literal["low", "medium", "high", "auto"] | None = None
     create_response: bool = True
     interrupt_response: bool = True

@@ -28,6 +28,8 @@ class TurnDetection:
     create_response: bool = True
     interrupt_response: bool = True
     eagerness: str | None = None
+    idle_timeout_ms: int | None = None
+    """server_vad: after this long without speech (the assistant silent), the server answers the silence."""
 
     @classmethod
     def semantic(cls, eagerness: str = "auto", **vad: object) -> TurnDetection:
@@ -49,6 +51,7 @@ class TurnDetection:
             "silence_duration_ms": self.vad.silence_duration_ms,
             "create_response": self.create_response,
             "interrupt_response": self.interrupt_response,
+            "idle_timeout_ms": self.idle_timeout_ms,
         }
         if self.type == "semantic_vad":
             wire = {"type": self.type, "eagerness": self.eagerness or "auto",

@@ -45,6 +45,7 @@ class Item:
     type: str = "message"  # message | function_call | function_call_output
     call_id: str = ""
     name: str = ""  # the function called
+    silence_ms: int = 0  # a user item committed for a silence (server_vad's idle timeout): how long it was
     arguments: str = ""  # its arguments, a JSON string
 
     @property
@@ -56,7 +57,11 @@ class Item:
     @property
     def prompt_text(self) -> str:
         """What the item puts in the prompt (for the history's size)."""
-        return f"{self.name}{self.arguments}" if self.type == "function_call" else (self.text or "").strip()
+        if self.type == "function_call":
+            return f"{self.name}{self.arguments}"
+        if self.silence_ms and not self.text:
+            return f"(The user has said nothing for {self.silence_ms / 1000:.0f} seconds.)"
+        return (self.text or "").strip()
 
     def to_wire(self) -> dict[str, Any]:
         if self.type == "function_call":
@@ -197,7 +202,7 @@ def _message(item: Item) -> ChatMessage:
         return ChatMessage("assistant", "", (ToolCall(item.name, item.arguments or "{}", item.call_id),))
     if item.type == "function_call_output":
         return ChatMessage("tool", item.text or "", tool_call_id=item.call_id)
-    return ChatMessage(item.role, (item.text or "").strip())
+    return ChatMessage(item.role, item.prompt_text)
 
 
 def text_item(item_id: str, role: str, text: str) -> Item:

@@ -87,6 +87,7 @@ class RealtimeSession:
         self._allowance: AudioAllowance | None = None  # from the session's first audio
         self._refused_at: float | None = None  # when audio beyond the allowance last came
         self._flooding = False  # as the turn-taker was last configured
+        self._idle_from_ms = 0  # stream time since which neither the user nor the assistant has spoken
         self._input = InputDecoder(FORMATS[config.input_format])
         self._denoiser = Denoiser(config.noise_reduction) if config.noise_reduction else None
         self.turns = TurnTaker(self._turn_options(), vad_model, lambda: self.ids.new("item"),
@@ -228,6 +229,34 @@ class RealtimeSession:
         if self._denoiser is not None:
             samples = self._denoiser.process(samples)
         self._on_turn_events(self.turns.feed(samples, now, assistant_speaking=self.replies.speaking(now)), now)
+        self._check_idle(now)
+
+    def _check_idle(self, now: float) -> None:
+        """server_vad's `idle_timeout_ms`: after that long of input audio with neither the user nor the
+        assistant speaking, the silence is committed as a user item and answered (a prompt to go on)."""
+        detection = self.config.turn_detection
+        timeout = detection.idle_timeout_ms if detection is not None else None
+        position = self.turns.position_ms
+        if timeout is None or not self._replies or self.turns.turn is not None or self.turns.transcribing \
+                or self.replies.active is not None or self.replies.speaking(now):
+            self._idle_from_ms = position
+            return
+        if position - self._idle_from_ms < timeout:
+            return
+        item = Item(id=self.ids.new("item"), role="user", content_type="input_audio", text="",
+                    silence_ms=position - self._idle_from_ms)
+        start, self._idle_from_ms = self._idle_from_ms, position
+        full = self.conversation.no_room(item)
+        if full is not None:
+            self.outbox.error(ProtocolError(full, code="conversation_full", event_id=self._event_id))
+            return
+        self._emit("input_audio_buffer.timeout_triggered", audio_start_ms=start, audio_end_ms=position,
+                   item_id=item.id)
+        previous = self.conversation.add(item)
+        self._emit("input_audio_buffer.committed", item_id=item.id, previous_item_id=previous)
+        self._emit("conversation.item.added", previous_item_id=previous, item=item.to_wire())
+        self._emit("conversation.item.done", item=item.to_wire())
+        self._start_response({}, TurnClock(), now)
 
     def _within_allowance(self, event: ClientEvent, seconds: float, now: float) -> None:
         """Refuse audio that runs more than `max_audio_ahead_s` ahead of real time (its model work

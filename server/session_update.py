@@ -67,7 +67,8 @@ def parse_turn_detection(spec: TurnDetectionSpec | None, current: TurnDetection 
         changes["silence_duration_ms"] = END_POLICIES[eagerness].hold_ms
     server_vad = current.vad if current is not None else documented
     return TurnDetection(type=spec.type, vad=replace(server_vad, **changes), create_response=spec.create_response,
-                         interrupt_response=spec.interrupt_response, eagerness=eagerness)
+                         interrupt_response=spec.interrupt_response, eagerness=eagerness,
+                         idle_timeout_ms=spec.idle_timeout_ms if spec.type == "server_vad" else None)
 
 
 def parse_modalities(value: list[str]) -> tuple[str, ...]:
