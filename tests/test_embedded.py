@@ -8,10 +8,11 @@ import asyncio
 import threading
 import time
 import urllib.request
+from collections.abc import AsyncIterator
 
 import pytest
 
-from clients.python.client import load_wav_pcm24
+from clients.python.client import RealtimeClient, load_wav_pcm24
 from server.app import ServerOptions, VoiceServer
 from server.config import SessionConfig
 from server.local import LocalConversation, reply_audio
@@ -47,8 +48,8 @@ async def until(talk: LocalConversation, seen: list[dict], kind: str, timeout: f
     return await asyncio.wait_for(read(), timeout)
 
 
-async def drain(talk: LocalConversation) -> list[dict]:
-    return [event async for event in talk.events()]
+async def drain(source: LocalConversation | AsyncIterator) -> list:
+    return [event async for event in (source.events() if isinstance(source, LocalConversation) else source)]
 
 
 def get(url: str) -> str:
@@ -105,11 +106,16 @@ async def test_the_server_starts_and_stops_cleanly_with_the_apps_engine(engine):
         assert server.engine is engine and server.port > 0
         health = await asyncio.to_thread(get, f"http://127.0.0.1:{server.port}/healthz")
         assert '"status": "ok"' in health
-        talk = server.conversation()  # left open: the server's exit ends it
+        talk = server.conversation()  # left open, as is a websocket client: the server's exit ends both
         assert (await talk.events().__anext__())["type"] == "session.created"
-        assert "voice_sessions_active 1.0" in server.metrics.render().decode()
+        remote = await RealtimeClient.connect(f"ws://127.0.0.1:{server.port}/v1/realtime")
+        assert (await remote.events().__anext__()).type == "session.created"
+        assert "voice_sessions_active 2.0" in server.metrics.render().decode()
         await talk.send_text("Hello!")
     await asyncio.wait_for(drain(talk), 5)  # the conversation has ended: reading it ends
+    await asyncio.wait_for(drain(remote.events()), 5)
+    assert remote.websocket.close_code == 1001  # going away
+    await remote.close()
     assert asyncio.all_tasks() <= tasks_before
     assert set(threading.enumerate()) - shared_threads() <= threads_before
     with pytest.raises(OSError):

@@ -101,6 +101,31 @@ def test_playback_truncates_to_what_was_played_and_drops_the_rest():
     assert eager.observe({"type": "input_audio_buffer.speech_started", "item_id": "u1"})[0]["audio_end_ms"] == 0
 
 
+def test_typed_events_and_builders_are_the_protocols():
+    from clients.python import events
+
+    assert events.session_update(instructions="Hi") == {"type": "session.update",
+                                                         "session": {"type": "realtime", "instructions": "Hi"}}
+    assert events.response_create() == {"type": "response.create"}
+    assert events.response_create(tool_choice="none")["response"] == {"tool_choice": "none"}
+    assert events.function_call_output("c1", {"ok": True})["item"] == {"type": "function_call_output",
+                                                                        "call_id": "c1", "output": '{"ok": true}'}
+    assert events.audio_append(b"\x01\x00") == {"type": "input_audio_buffer.append", "audio": "AQA="}
+    delta = {"type": "response.output_audio.delta", "delta": "AQA=", "response_id": "r", "item_id": "i"}
+    assert events.typed(delta) == events.AudioDelta("r", "i", b"\x01\x00")
+    call = events.typed({"type": "response.function_call_arguments.done", "call_id": "c", "name": "f",
+                         "arguments": '{"a": 1}', "item_id": "i", "response_id": "r"})
+    assert isinstance(call, FunctionCall) and call.parsed_arguments() == {"a": 1}
+    assert events.typed({"type": "session.created"}) is None
+
+
+def test_backoff_waits_grow_to_their_cap_with_jitter():
+    waits = list(Backoff(first_s=0.1, factor=2, max_s=0.5, jitter=0.1, attempts=6).waits())
+    assert len(waits) == 6
+    for wait, nominal in zip(waits, [0.1, 0.2, 0.4, 0.5, 0.5, 0.5], strict=True):
+        assert nominal * 0.9 <= wait <= nominal * 1.1
+
+
 def test_the_sdk_works_without_sounddevice():
     assert "sounddevice" not in sys.modules  # nothing imported it
     from clients.python.devices import Speaker
