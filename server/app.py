@@ -283,9 +283,10 @@ class VoiceServer:
                         trace: TracebackType | None) -> None:
         await self.stop()
 
-    async def stop(self) -> None:
+    async def stop(self, *, join_workers: bool = True) -> None:
         """Stop accepting, close every session (websockets with 1001, going away) and wait for them
-        and their model work; close the engine if this server loaded it."""
+        and their model work; close the engine if this server loaded it (and, with `join_workers`,
+        wait for its worker threads to end)."""
         server, self._server = self._server, None
         if server is not None:
             server.close()
@@ -304,6 +305,8 @@ class VoiceServer:
             engine, self.engine = self.engine, None
             self.metrics.models_ready.set(0)
             engine.close()
+            if not join_workers:
+                return
             try:  # its worker threads end here (a model call never cut short could hold one: not forever)
                 await asyncio.wait_for(asyncio.to_thread(engine.executor.shutdown, wait=True),
                                        self.options.shutdown_grace_s)
@@ -328,4 +331,4 @@ class VoiceServer:
             log.info("shutting down: closing %d sessions", self.sessions)
         finally:
             self._owns_engine = True  # serving until a signal: the engine goes with the server
-            await self.stop()
+            await self.stop(join_workers=False)  # the process ends: no need to wait for idle threads

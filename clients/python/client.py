@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 # A websocket's, and an in-process conversation's (server/local.py ConversationClosed), end.
 CLOSED = (ConnectionClosed, EOFError, OSError)
+MAX_UNREAD_EVENTS = 10_000  # events kept for `events()`; an app that only uses the callbacks never reads them
 
 
 class Channel(Protocol):
@@ -102,6 +103,8 @@ class RealtimeClient:
         self.tools = ToolCalls(on_tool_call, self.send, tool_follow_up) if on_tool_call is not None else None
         self.reconnects = 0
         """How many times the connection was opened again after it dropped."""
+        self.dropped_events = 0
+        """Events `events()` never yielded: the oldest go once MAX_UNREAD_EVENTS wait unread."""
         self._session: dict[str, Any] = {}  # every session.update sent, merged: sent again on reconnecting
         self._received: asyncio.Queue[ReceivedEvent | None] = asyncio.Queue()
         self._connected = asyncio.Event()
@@ -239,7 +242,13 @@ class RealtimeClient:
                     continue
                 event = json.loads(message)
                 received = ReceivedEvent(event, time.monotonic())
-                await self._observe(event)
+                try:
+                    await self._observe(event)
+                except CLOSED:
+                    pass  # (a truncate for a connection that just dropped: the next read sees it)
+                if self._received.qsize() >= MAX_UNREAD_EVENTS:
+                    self._received.get_nowait()
+                    self.dropped_events += 1
                 self._received.put_nowait(received)
         finally:
             self._received.put_nowait(None)
