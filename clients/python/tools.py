@@ -52,7 +52,7 @@ class ToolCalls:
         except Exception as exc:  # noqa: BLE001 - the assistant hears that the tool failed, and says so
             log.warning("tool %s failed: %s", call.name, exc)
             output = {"error": f"{type(exc).__name__}: {exc}"}
-        await self.send(function_call_output(call.call_id, output))
+        await self._send(function_call_output(call.call_id, output))
         pending = self._pending.get(call.response_id, set())
         pending.discard(asyncio.current_task())  # type: ignore[arg-type]
         self._maybe_follow_up(call.response_id)
@@ -61,9 +61,15 @@ class ToolCalls:
         if response_id in self._done and not self._pending.get(response_id):
             self._done.discard(response_id)
             self._pending.pop(response_id, None)
-            task = asyncio.ensure_future(self.send(response_create(**(self.follow_up or {}))))
+            task = asyncio.ensure_future(self._send(response_create(**(self.follow_up or {}))))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
+
+    async def _send(self, event: Event) -> None:
+        try:
+            await self.send(event)
+        except Exception as exc:  # noqa: BLE001 - the connection dropped: that session and its calls are gone
+            log.warning("%s not sent: %s", event["type"], exc)
 
     def cancel(self) -> None:
         for task in list(self.tasks):
