@@ -228,7 +228,7 @@ async def test_a_tool_call_goes_to_the_callback_and_its_output_back_for_the_repl
 
 
 @pytest.mark.parametrize("where", ["websocket", "in-process"])
-async def test_the_same_code_talks_to_a_remote_or_an_in_process_server(engine, where):
+async def test_the_same_code_holds_a_two_turn_conversation_remote_or_in_process(engine, where):
     async def frames(pcm: bytes):  # a microphone: 20 ms frames as they are captured
         start = time.monotonic()
         for index in range(0, len(pcm), 960):
@@ -240,10 +240,14 @@ async def test_the_same_code_talks_to_a_remote_or_an_in_process_server(engine, w
                         else RealtimeClient.local(server))
         try:
             seen: list[dict] = []
-            await client.stream_microphone(frames(load_wav_pcm24(DATA / LAMP) + bytes(48 * 2500)))
-            done = await next_event(client, "response.done", seen)
+            replies = []
+            for wav in (LAMP, FORWARD):  # two spoken turns, each answered in turn
+                await client.stream_microphone(frames(load_wav_pcm24(DATA / wav) + bytes(48 * 2500)))
+                replies.append(await next_event(client, "response.done", seen))
         finally:
             await client.close()
-    [heard] = [e["transcript"] for e in seen if e["type"] == "conversation.item.input_audio_transcription.completed"]
-    assert wer(reference(LAMP), heard) <= 0.25, heard
-    assert done["response"]["status"] == "completed" and done["response"]["output"][0]["content"][0]["transcript"]
+    heard = [e["transcript"] for e in seen if e["type"] == "conversation.item.input_audio_transcription.completed"]
+    assert len(heard) == 2 and wer(reference(LAMP), heard[0]) <= 0.25 and wer(reference(FORWARD), heard[1]) <= 0.25
+    for done in replies:
+        assert done["response"]["status"] == "completed" and done["response"]["output"][0]["content"][0]["transcript"]
+    assert replies[0]["response"]["id"] != replies[1]["response"]["id"]
