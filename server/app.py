@@ -1,4 +1,8 @@
-"""The websocket server: /v1/realtime (OpenAI Realtime protocol), / (web client), /healthz, /metrics."""
+"""The websocket server: /v1/realtime (OpenAI Realtime protocol), / (web client), /healthz, /metrics.
+
+An app can run it inside itself: `async with VoiceServer(...)` listens and loads the models once,
+and `server.conversation()` holds a session without a socket (server/local.py).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import TracebackType
 from urllib.parse import parse_qs, urlparse
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -28,7 +33,9 @@ from server.health import BackendHealth
 from server.http_edges import ALLOWED_METHODS, ScreenedConnection, bad_request, for_head, method_not_allowed, plain
 from server.key_backoff import BackoffPolicy, KeyBackoff
 from server.key_backoff import client_address as forwarded_address
+from server.local import LocalChannel, LocalConversation, LocalTransport
 from server.metrics import Metrics
+from server.transport import Transport, WebsocketTransport
 from voice.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -112,10 +119,19 @@ def presented_keys(request: Request) -> list[str]:
 
 
 class VoiceServer:
-    """Owns the engine and the listening socket; one Connection per websocket client."""
+    """Owns the engine and the listening socket; one Connection per client, websocket or in-process.
 
-    def __init__(self, engine: Engine | None, session_config: SessionConfig, options: ServerOptions) -> None:
+    As an async context manager it listens, loads the models (with `load_engine`, in a worker
+    thread) and, on exit, closes every session and the engine it loaded (one it was given is the
+    caller's)."""
+
+    def __init__(self, engine: Engine | None = None, session_config: SessionConfig | None = None,
+                 options: ServerOptions | None = None, *, load_engine: Callable[[], Engine] | None = None) -> None:
+        session_config = session_config if session_config is not None else SessionConfig()
+        options = options if options is not None else ServerOptions()
         self.engine = engine
+        self._load_engine = load_engine
+        self._owns_engine = engine is None
         self.session_config = session_config
         self.options = options
         self.metrics = Metrics()
@@ -125,6 +141,8 @@ class VoiceServer:
         self.key_backoff = KeyBackoff(options.key_backoff)
         self.backend_health = BackendHealth()
         self._server: Server | None = None
+        self._local: set[LocalChannel] = set()  # in-process conversations still open
+        self._port: int | None = None
 
     def _authorized(self, request: Request) -> bool:
         key = self.options.api_key
@@ -197,13 +215,18 @@ class VoiceServer:
         return "realtime" if "realtime" in subprotocols else None
 
     async def _handle(self, websocket: ServerConnection) -> None:
+        # OpenAI's URL for a transcription session: /v1/realtime?intent=transcription
+        await self._run_session(WebsocketTransport(websocket), transcription=_intent(websocket) == "transcription")
+
+    async def _run_session(self, transport: Transport, transcription: bool = False) -> None:
+        """One client's session over its transport, within the server's limits."""
         if self.engine is None:
             self.metrics.sessions_refused.labels(reason="loading").inc()
-            await refuse(websocket, "models_loading", "the server is still loading its models: retry shortly")
+            await refuse(transport, "models_loading", "the server is still loading its models: retry shortly")
             return
         if self.sessions >= self.options.max_sessions:
             self.metrics.sessions_refused.labels(reason="busy").inc()
-            await refuse(websocket, "session_limit_reached",
+            await refuse(transport, "session_limit_reached",
                          f"the server is at its limit of {self.options.max_sessions} sessions: retry later")
             return
         self.sessions += 1
@@ -212,9 +235,9 @@ class VoiceServer:
         try:
             config = replace(self.session_config, pipelines=self.engine.pipelines, voices=self.engine.voices,
                              asr_languages=getattr(self.engine.asr, "languages", None))
-            if _intent(websocket) == "transcription":  # OpenAI's URL for a transcription session
+            if transcription:
                 config = transcription_session(config)
-            await Connection(websocket, self.engine, config, self.options.model_name,
+            await Connection(transport, self.engine, config, self.options.model_name,
                              self.options.limits, self.metrics).run()
         except Exception:  # a session's failure never reaches the server
             log.exception("session crashed")
@@ -237,34 +260,91 @@ class VoiceServer:
             ping_interval=20,
             ping_timeout=60,
         )
+        self._port = self._server.sockets[0].getsockname()[1]
         return self._server
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        return self._server.sockets[0].getsockname()[1]
+        """The port it listens on (the one the system chose for `port=0`)."""
+        assert self._port is not None, "the server has not started"
+        return self._port
+
+    async def load(self) -> Engine:
+        """Load the models (in a worker thread: the socket answers /healthz meanwhile), once."""
+        if self.engine is None:
+            if self._load_engine is None:
+                raise RuntimeError("the server has no engine and nothing to load one with")
+            self.engine = await asyncio.to_thread(self._load_engine)
+            self.metrics.models_ready.set(1)
+        return self.engine
+
+    def conversation(self) -> LocalConversation:
+        """A new session without a socket (server/local.py), as a websocket client would get one."""
+        transport = LocalTransport()
+        channel = LocalChannel(transport, asyncio.ensure_future(self._run_session(transport)))
+        self._local.add(channel)
+        channel.session.add_done_callback(lambda _: self._local.discard(channel))
+        return LocalConversation(channel)
+
+    async def __aenter__(self) -> VoiceServer:
+        await self.start()
+        try:
+            await self.load()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        trace: TracebackType | None) -> None:
+        await self.stop()
+
+    async def stop(self, *, join_workers: bool = True) -> None:
+        """Stop accepting, close every session (websockets with 1001, going away) and wait for them
+        and their model work; close the engine if this server loaded it (and, with `join_workers`,
+        wait for its worker threads to end)."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for channel in list(self._local):
+            await channel.transport.close(1001, "the server is shutting down")
+        waiting = [channel.session for channel in self._local]
+        try:
+            async with asyncio.timeout(self.options.shutdown_grace_s):
+                if server is not None:
+                    await server.wait_closed()
+                if waiting:
+                    await asyncio.wait(waiting)
+        except TimeoutError:
+            log.warning("sessions did not close within %.0f s", self.options.shutdown_grace_s)
+        if self.engine is not None and self._owns_engine:
+            engine, self.engine = self.engine, None
+            self.metrics.models_ready.set(0)
+            engine.close()
+            if not join_workers:
+                return
+            try:  # its worker threads end here (a model call never cut short could hold one: not forever)
+                await asyncio.wait_for(asyncio.to_thread(engine.executor.shutdown, wait=True),
+                                       self.options.shutdown_grace_s)
+            except TimeoutError:
+                log.warning("model work did not end within %.0f s", self.options.shutdown_grace_s)
 
     async def serve_forever(self, load_engine: Callable[[], Engine] | None = None) -> None:
         """Listen at once (so /healthz reports loading), load the models, serve until SIGINT/SIGTERM."""
-        server = await self.start()
+        await self.start()
+        self._load_engine = load_engine or self._load_engine
         loop = asyncio.get_running_loop()
         stop = loop.create_future()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
         log.info("listening on http://%s:%d/ (loading the models)", self.options.host, self.port)
         try:
-            if self.engine is None and load_engine is not None:
-                self.engine = await asyncio.to_thread(load_engine)
-                self.metrics.models_ready.set(1)
+            if self._load_engine is not None:
+                await self.load()
             log.info("voice server ready: the page on http://%s:%d/, the websocket on ws://%s:%d%s",
                      self.options.host, self.port, self.options.host, self.port, REALTIME_PATH)
             await stop
             log.info("shutting down: closing %d sessions", self.sessions)
         finally:
-            server.close()  # stop accepting; open sessions are closed with 1001 (going away)
-            try:
-                await asyncio.wait_for(server.wait_closed(), self.options.shutdown_grace_s)
-            except TimeoutError:
-                log.warning("sessions did not close within %.0f s", self.options.shutdown_grace_s)
-            if self.engine is not None:
-                self.engine.close()
+            self._owns_engine = True  # serving until a signal: the engine goes with the server
+            await self.stop(join_workers=False)  # the process ends: no need to wait for idle threads

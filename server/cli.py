@@ -8,10 +8,14 @@ import json
 import os
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from server.cli_errors import UsageError, check_talk, explain
 from server.logs import setup_logging
 from voice import models
+
+if TYPE_CHECKING:
+    from server.app import VoiceServer
 
 
 def _limit_malloc_arenas() -> None:
@@ -33,8 +37,8 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def _serve(args: argparse.Namespace) -> None:
-    _limit_malloc_arenas()
+def server_from_args(args: argparse.Namespace) -> VoiceServer:
+    """The server `voice serve` runs with these options, its models not loaded yet."""
     from server.app import ServerOptions, VoiceServer
     from server.config import SessionConfig, TurnDetection
     from server.connection import ConnectionLimits
@@ -77,8 +81,20 @@ def _serve(args: argparse.Namespace) -> None:
     options = ServerOptions(host=args.host, port=args.port, api_key=args.api_key or None,
                             allowed_origins=tuple(o for o in args.allowed_origins.split(",") if o),
                             max_sessions=args.max_sessions, limits=limits)
-    server = VoiceServer(None, session, options)
-    asyncio.run(server.serve_forever(lambda: Engine.load(engine_config).warm(session.instructions)))
+    return VoiceServer(None, session, options,
+                       load_engine=lambda: Engine.load(engine_config).warm(session.instructions))
+
+
+def embedded_server(*options: str) -> VoiceServer:
+    """A server to run inside an app (`async with embedded_server() as server:`), with any of `voice
+    serve`'s options (its port by default: one the system picks); it loads its models on entering
+    and closes them on exit."""
+    return server_from_args(build_parser().parse_args(["serve", "--port", "0", *options]))
+
+
+def _serve(args: argparse.Namespace) -> None:
+    _limit_malloc_arenas()
+    asyncio.run(server_from_args(args).serve_forever())
 
 
 def _audio_api(args: argparse.Namespace) -> None:

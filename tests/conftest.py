@@ -45,3 +45,14 @@ def silero():
     from voice.vad import SileroModel
 
     return SileroModel()
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """The bundled models loaded once in this process, for servers the tests embed (server/app.py)."""
+    from server.config import SessionConfig
+    from voice.engine import Engine, EngineConfig
+
+    loaded = Engine.load(EngineConfig()).warm(SessionConfig().instructions)
+    yield loaded
+    loaded.close()
