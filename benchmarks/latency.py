@@ -182,6 +182,7 @@ async def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[s
         "runs": args.runs,
         "fresh_sessions": args.fresh_sessions,
         "llm_model": args.llm_model,
+        "tts": args.tts,
         "pipelines": {},
         "concurrency": {},
         "turns": {},
@@ -189,6 +190,7 @@ async def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[s
     for pipeline in args.pipelines:
         log = args.out / f"server-{pipeline}.log"
         extra: list[str] = ["--llm-model", args.llm_model] if args.llm_model else []
+        extra += ["--tts", args.tts] if args.tts else []
         if pipeline == "native":
             projector, trained = native_projector(args.native_projector, args.out)
             extra += ["--native-projector", str(projector)]
@@ -273,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--llm-model", default=None,
                         help="the servers' --llm-model (default: theirs); the native projector is trained for "
                              "the bundled LLM, so another one suits the cascade rows only")
+    parser.add_argument("--tts", default=None,
+                        help="the servers' --tts, the voice that speaks first (default: theirs, Piper), e.g. "
+                             "kokoro:af_heart")
     parser.add_argument("--native-projector", default="bundled",
                         help="projector for the native pipeline ('bundled': the one trained here)")
     parser.add_argument("--skip-native-eval", action="store_true",

@@ -1,9 +1,10 @@
-"""benchmarks/RESULTS.md: one page of the latest results, rendered from the JSON in benchmarks/results/.
+"""benchmarks/RESULTS.md: one page of the latest results, rendered from the JSON in benchmarks/results/;
+benchmarks/DETAILS.md: the measurements behind single design decisions (formats, threads, the native path's parts).
 
-Each benchmark saves its JSON there and calls `refresh`, so a run rewrites its own table; the page
-holds nothing a benchmark did not write (git keeps the earlier pages). By hand:
+Each benchmark saves its JSON there and calls `refresh`, so a run rewrites its own table; the pages
+hold nothing a benchmark did not write (git keeps the earlier pages). By hand:
 
-    python -m benchmarks.results_page [--results benchmarks/results] [--out benchmarks/RESULTS.md]
+    python -m benchmarks.results_page [--results benchmarks/results] [--out benchmarks]
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from benchmarks import report
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 PAGE = HERE / "RESULTS.md"
+DETAILS_PAGE = HERE / "DETAILS.md"
 NOT_RECORDED = "not recorded"
 
 
@@ -257,25 +259,33 @@ def latest(section: Callable[[dict[str, Any]], list[str]]) -> Callable[[list[dic
     return lambda runs: [provenance(runs[-1]), "", *section(runs[-1])]
 
 
+Section = tuple[str, list[str], Callable[[list[dict[str, Any]]], list[str]], str]
 # Title, the JSON files in the results directory (glob patterns), how they render, the command that makes them.
-SECTIONS: list[tuple[str, list[str], Callable[[list[dict[str, Any]]], list[str]], str]] = [
+SECTIONS: list[Section] = [
     ("Latency", ["latency.json"], latest(latency), "python -m benchmarks.latency"),
-    ("Soak", ["soak.json", "*/soak.json"], soak, "python -m benchmarks.soak"),
+    ("Brain", ["brain.json"], brain, "python -m benchmarks.brain"),
+    ("Turn-taking", ["turn_taking*.json"], turn_taking, "python -m benchmarks.turn_taking"),
     ("Fairness", ["fairness.json"], latest(fairness), "python -m benchmarks.fairness"),
+    ("Soak", ["soak.json", "*/soak.json"], soak, "python -m benchmarks.soak"),
+]
+DETAIL_SECTIONS: list[Section] = [
+    ("End-of-turn fit", ["turn_fit.json"], latest(turn_fit), "python -m benchmarks.turn_fit"),
+    ("A/B", ["ab.json"], latest(ab), "python -m benchmarks.ab"),
+    ("Piper's first audio", ["tts_stream.json"], latest(tts_stream), "python -m benchmarks.tts_stream"),
+    ("LLM formats", ["llm_formats.json"], latest(llm_formats), "python -m benchmarks.llm_formats"),
+    ("llama.cpp threads", ["llama_threads.json"], latest(llama_threads), "python -m benchmarks.llama_threads"),
     ("Native understanding", ["native_eval.json"], latest(native_eval), "python -m benchmarks.native_eval"),
     ("Native speech evaluated while spoken", ["native_prefill.json"], latest(native_prefill),
      "python -m benchmarks.native_prefill"),
     ("Native LoRA at run time", ["native_adapter.json"], latest(native_adapter),
      "python -m benchmarks.native_adapter"),
     ("Native prompt cost", ["native_prompt.json"], latest(native_prompt), "python -m benchmarks.native_prompt"),
-    ("LLM formats", ["llm_formats.json"], latest(llm_formats), "python -m benchmarks.llm_formats"),
-    ("llama.cpp threads", ["llama_threads.json"], latest(llama_threads), "python -m benchmarks.llama_threads"),
-    ("Piper's first audio", ["tts_stream.json"], latest(tts_stream), "python -m benchmarks.tts_stream"),
-    ("A/B", ["ab.json"], latest(ab), "python -m benchmarks.ab"),
-    ("Brain", ["brain.json"], brain, "python -m benchmarks.brain"),
-    ("Turn-taking", ["turn_taking*.json"], turn_taking, "python -m benchmarks.turn_taking"),
-    ("End-of-turn fit", ["turn_fit.json"], latest(turn_fit), "python -m benchmarks.turn_fit"),
 ]
+_INTROS = {
+    PAGE: ("Benchmark results", "The latest run of each benchmark that measures what a user gets"),
+    DETAILS_PAGE: ("Benchmark details", "The latest run of each benchmark behind a single design decision"),
+}
+PAGES = {PAGE: SECTIONS, DETAILS_PAGE: DETAIL_SECTIONS}
 
 
 def runs(results: Path, patterns: list[str]) -> list[dict[str, Any]]:
@@ -285,38 +295,48 @@ def runs(results: Path, patterns: list[str]) -> list[dict[str, Any]]:
     return sorted(found, key=lambda run: run.get("date") or "")
 
 
-def render(results: Path = RESULTS) -> str:
-    """The page for the JSON files in `results`: one section per benchmark."""
-    lines = ["# Benchmark results", "",
-             "The latest run of each benchmark, written by the benchmarks from their JSON in "
-             "[results/](results/) (`python -m benchmarks.results_page` renders it again); earlier runs are in "
-             "git's history of this file. Figures depend on the machine: compare rows of one run only.", ""]
-    for title, patterns, section, command in SECTIONS:
+def render(results: Path = RESULTS, page: Path = PAGE) -> str:
+    """`page` (RESULTS.md or DETAILS.md) for the JSON files in `results`: one section per benchmark."""
+    title, intro = _INTROS[page]
+    other = DETAILS_PAGE if page == PAGE else PAGE
+    lines = [f"# {title}", "",
+             f"{intro}, written by the benchmarks from their JSON in [results/](results/) "
+             "(`python -m benchmarks.results_page` renders it again); earlier runs are in git's history of this "
+             f"file; the rest is in [{other.name}]({other.name}). Figures depend on the machine: compare rows of one "
+             "run only.", ""]
+    for heading, patterns, section, command in PAGES[page]:
         found = runs(results, patterns)
-        lines += [f"## {title}", "", *(section(found) if found else [f"Not run yet: `{command}`."]), ""]
+        lines += [f"## {heading}", "", *(section(found) if found else [f"Not run yet: `{command}`."]), ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def write(results: Path = RESULTS, page: Path = PAGE) -> Path:
-    page.write_text(render(results), encoding="utf-8")
-    return page
+def write(results: Path = RESULTS, out: Path = HERE) -> list[Path]:
+    """Write both pages into the directory `out`."""
+    written = []
+    for page in PAGES:
+        target = out / page.name
+        target.write_text(render(results, page), encoding="utf-8")
+        written.append(target)
+    return written
 
 
 def refresh(out: str | Path) -> None:
-    """Rewrite RESULTS.md after a benchmark saved its JSON in `out`, when `out` is the results directory
-    the page is made of (a run saved elsewhere leaves the page alone)."""
+    """Rewrite the pages after a benchmark saved its JSON in `out`, when `out` is the results directory
+    they are made of (a run saved elsewhere leaves them alone)."""
     if Path(out).resolve() == RESULTS:
-        print(f"refreshed {write()}")
+        for page in write():
+            print(f"refreshed {page}")
 
 
-def main(argv: list[str] | None = None) -> Path:
+def main(argv: list[str] | None = None) -> list[Path]:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.results_page", description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", type=Path, default=RESULTS, help="directory of the benchmarks' JSON files")
-    parser.add_argument("--out", type=Path, default=PAGE, help="the page to write")
+    parser.add_argument("--out", type=Path, default=HERE, help="the directory to write RESULTS.md and DETAILS.md in")
     args = parser.parse_args(argv)
-    page = write(args.results, args.out)
-    print(f"wrote {page}")
-    return page
+    pages = write(args.results, args.out)
+    for page in pages:
+        print(f"wrote {page}")
+    return pages
 
 
 if __name__ == "__main__":

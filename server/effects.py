@@ -27,6 +27,8 @@ class StartResponse:
     audio: bool
     user_audio: np.ndarray | None = field(default=None, repr=False)
     """The user's speech (16 kHz), for a pipeline that answers it without a transcript."""
+    voice: str | None = None
+    """The id of the server's voice that speaks it (None: the default)."""
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from server.audio_formats import FORMATS, OutputEncoder
 from server.config import SessionConfig
 from server.conversation import Conversation, Item
 from server.effects import CancelResponse, DeferTranscription, Outbox, ResponseProgress, StartResponse
@@ -49,7 +50,8 @@ class Replies:
         options = GenerationOptions(max_tokens=config.max_output_tokens or 1024, temperature=config.temperature,
                                     tools=tools, require_tool=required)
         self.outbox.work(StartResponse(self.speculative.id, pipeline, messages, options,
-                                       "audio" in config.output_modalities, user_audio))
+                                       "audio" in config.output_modalities, user_audio,
+                                       config.voices.resolve(config.voice)))
 
     def drop_speculative(self) -> None:
         if self.speculative is not None:
@@ -82,8 +84,9 @@ class Replies:
         messages = self.conversation.messages(request.get("instructions") or config.instructions)
         tools, required = offered(request.get("tools", config.tools), request.get("tool_choice", config.tool_choice))
         response = ActiveResponse(response_id, item, audio, adopt.started if adopt else now, clock,
-                                  metadata=request.get("metadata"), labels=dict(labels or {}), voice=config.voice,
-                                  max_output_tokens=config.max_output_tokens)
+                                  metadata=request.get("metadata"), labels=dict(labels or {}),
+                                  voice=request.get("voice", config.voice), max_output_tokens=config.max_output_tokens,
+                                  encoder=OutputEncoder(FORMATS[request.get("output_format", config.output_format)]))
         self.active = response
         if audio:
             self.heard = response
@@ -100,7 +103,8 @@ class Replies:
         options = GenerationOptions(max_tokens=max_tokens or 1024, temperature=request.get("temperature",
                                                                                       config.temperature),
                                     tools=tools, require_tool=required)
-        self.outbox.work(StartResponse(response_id, pipeline, messages, options, audio, user_audio))
+        voice = config.voices.resolve(request.get("voice", config.voice))
+        self.outbox.work(StartResponse(response_id, pipeline, messages, options, audio, user_audio, voice))
 
     def _open_message(self, response: ActiveResponse) -> None:
         if not response.opened:

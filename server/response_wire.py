@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from server.audio_formats import PCM, OutputEncoder
 from server.conversation import Item
 from server.wire import b64
 from voice.audio import WIRE_RATE
@@ -15,7 +16,7 @@ from voice.turn_taking import TurnClock
 Emit = Callable[..., None]
 """Sends a server event: `emit(type, **fields)`."""
 
-AUDIO_DELTA_BYTES = WIRE_RATE * 2 // 5  # 200 ms of PCM16 per output_audio.delta
+AUDIO_DELTA_S = 0.2  # of audio per output_audio.delta
 TIMING_KEYS = ("end_of_turn_ms", "transcript_ms", "response_start_ms", "llm_first_token_ms", "tts_first_audio_ms",
                "first_audio_sent_ms")
 SERVER_METADATA_KEYS = frozenset({*TIMING_KEYS, "speech_end_audio_ms", "timing_origin", "speculative", "pipeline"})
@@ -40,6 +41,8 @@ class ActiveResponse:
     """The user item whose final transcription waits for this reply's first audio."""
     output: list[Item] = field(default_factory=list)
     """The output items opened so far, in order: the message (`item`) once it has words, calls."""
+    encoder: OutputEncoder = field(default_factory=lambda: OutputEncoder(PCM))
+    """The speech in the session's output format (its resampler spans the whole response)."""
 
     @property
     def opened(self) -> bool:
@@ -110,8 +113,13 @@ def emit_output(emit: Emit, response: ActiveResponse, output: TextDelta | Speech
         item.segments[-1] = (text, ms + duration_ms)
     item.audio_ms += duration_ms
     response.marks.setdefault("first_audio_sent", now)
-    for start in range(0, len(output.audio), AUDIO_DELTA_BYTES):
-        emit("response.output_audio.delta", delta=b64(output.audio[start:start + AUDIO_DELTA_BYTES]), **common)
+    _emit_audio(emit, response.encoder, response.encoder.encode(output.audio), common)
+
+
+def _emit_audio(emit: Emit, encoder: OutputEncoder, audio: bytes, common: dict[str, Any]) -> None:
+    step = int(encoder.format.rate * AUDIO_DELTA_S) * encoder.format.sample_bytes
+    for start in range(0, len(audio), step):
+        emit("response.output_audio.delta", delta=b64(audio[start:start + step]), **common)
 
 
 def emit_finished(emit: Emit, response: ActiveResponse, status: str) -> None:
@@ -122,6 +130,8 @@ def emit_finished(emit: Emit, response: ActiveResponse, status: str) -> None:
     index = response.output.index(item)
     common = {"response_id": response.id, "item_id": item.id, "output_index": index, "content_index": 0}
     if response.audio:
+        if status == "completed":  # (a cancelled reply's audio stops where it was cut)
+            _emit_audio(emit, response.encoder, response.encoder.flush(), common)
         emit("response.output_audio.done", **common)
         emit("response.output_audio_transcript.done", transcript=item.text, **common)
     else:
@@ -151,7 +161,7 @@ def response_object(response: ActiveResponse, status: str, *, output: list[dict[
         "output": output,
         "conversation_id": conversation_id,
         "output_modalities": ["audio"] if response.audio else ["text"],
-        "audio": {"output": {"format": {"type": "audio/pcm", "rate": WIRE_RATE}, "voice": response.voice}},
+        "audio": {"output": {"format": response.encoder.format.to_wire(), "voice": response.voice}},
         "max_output_tokens": response.max_output_tokens or "inf",
         "metadata": metadata or None,
         "usage": None,

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from server.audio_formats import FORMATS, InputDecoder
 from server.audio_rate import AudioAllowance
 from server.client_events import (
     AudioAppend,
@@ -29,14 +30,16 @@ from server.client_events import (
     parse_client_event,
 )
 from server.config import SessionConfig
-from server.conversation import Conversation, ConversationLimits, Item, text_item
+from server.conversation import Conversation, ConversationLimits, Item, retention, text_item
 from server.effects import CancelResponse, Outbox, Output, PrefillPrompt, ResponseProgress
 from server.replies import Replies
 from server.response_wire import SpeculativeReply
 from server.session_update import apply_session_update, session_to_wire, validate_response_request
 from server.tools import function_item, parse_function_item
 from server.wire import Ids, ProtocolError, decode_audio
-from voice.audio import ASR_RATE, WIRE_RATE, StreamResampler, pcm16_to_float
+from voice.asr.base import Hints
+from voice.audio import ASR_RATE
+from voice.denoise import Denoiser
 from voice.pipeline import PIPELINES, Pipeline
 from voice.turn_taking import (
     AudioBegan,
@@ -84,7 +87,9 @@ class RealtimeSession:
         self._allowance: AudioAllowance | None = None  # from the session's first audio
         self._refused_at: float | None = None  # when audio beyond the allowance last came
         self._flooding = False  # as the turn-taker was last configured
-        self._resampler = StreamResampler(WIRE_RATE, ASR_RATE)
+        self._idle_from_ms = 0  # stream time since which neither the user nor the assistant has spoken
+        self._input = InputDecoder(FORMATS[config.input_format])
+        self._denoiser = Denoiser(config.noise_reduction) if config.noise_reduction else None
         self.turns = TurnTaker(self._turn_options(), vad_model, lambda: self.ids.new("item"),
                                max_turn_s=min(max_turn_seconds, max_buffer_seconds))
         self.outbox = Outbox(self.ids)
@@ -99,6 +104,11 @@ class RealtimeSession:
         return PIPELINES[self.config.pipeline]
 
     @property
+    def _replies(self) -> bool:
+        """Whether the session replies at all (a transcription session never does)."""
+        return self.config.type == "realtime"
+
+    @property
     def _early_asr(self) -> bool:
         """Work while the user speaks (partial and speculative passes, prefills): it wins latency
         for a live speaker only, so a session sending audio faster than real time goes without."""
@@ -108,7 +118,7 @@ class RealtimeSession:
         config, pipeline = self.config, PIPELINES[self.config.pipeline]
         return TurnOptions(settings=config.turn_detection.settings if config.turn_detection else None,
                            early_asr=self._early_asr, partials=config.transcription is not None,
-                           speech_events=pipeline.answers_speech)
+                           speech_events=pipeline.answers_speech and self._replies)
 
     # ------------------------------------------------------------------ public API
     def start(self) -> Output:
@@ -168,7 +178,7 @@ class RealtimeSession:
         """Whether a turn that ends now gets a reply by itself: turn detection creates responses
         and none is running."""
         detection = self.config.turn_detection
-        return detection is not None and detection.create_response and self.replies.active is None
+        return self._replies and detection is not None and detection.create_response and self.replies.active is None
 
     def _dispatch(self, event: ClientEvent, now: float) -> None:
         handler = {
@@ -187,25 +197,66 @@ class RealtimeSession:
         handler(event, now)  # type: ignore[operator]
 
     def _on_session_update(self, event: SessionUpdate, now: float) -> None:
-        old_detection = self.config.turn_detection
+        changes_type = "type" in event.session.model_fields_set and event.session.type != self.config.type
+        if changes_type and self.replies.active is not None:
+            raise ProtocolError(f"a response is in progress: cancel it before the session becomes a "
+                                f"{event.session.type} session", code="conversation_already_has_active_response",
+                                param="session.type", event_id=event.event_id)
+        old = self.config
         self.config = apply_session_update(self.config, event.session, event.event_id)
-        if self.config.turn_detection != old_detection:
+        if self.config.turn_detection != old.turn_detection or not self._replies:
             self.replies.drop_speculative()
+        if self.config.input_format != old.input_format:
+            self._input = InputDecoder(FORMATS[self.config.input_format])
+        if self.config.truncation != old.truncation:
+            self.conversation.retention = retention(self.config.truncation)
+        if self.config.noise_reduction != old.noise_reduction:
+            self._denoiser = Denoiser(self.config.noise_reduction) if self.config.noise_reduction else None
         self.turns.configure(self._turn_options())
         self._emit("session.updated", session=self._session_wire())
 
     # ------------------------------------------------------------------ input audio and turns
     def _on_append(self, event: AudioAppend, now: float) -> None:
-        pcm = decode_audio(event.audio, event.event_id)
-        if self.turns.buffered_samples + len(pcm) // 3 > self.max_buffer_samples:
+        data = decode_audio(event.audio, event.event_id, self._input.format.sample_bytes)
+        if self.turns.buffered_samples + self._input.asr_samples(len(data)) > self.max_buffer_samples:
             raise ProtocolError("the input audio buffer is full: commit or clear it", code="input_audio_buffer_full",
                                 event_id=event.event_id)
-        self._within_allowance(event, len(pcm) / (2 * WIRE_RATE), now)
+        self._within_allowance(event, self._input.format.seconds(len(data)), now)
         if self.flooding(now) != self._flooding:
             self._flooding = not self._flooding
             self.turns.configure(self._turn_options())
-        samples = self._resampler.process(pcm16_to_float(pcm))
+        samples = self._input.process(data)
+        if self._denoiser is not None:
+            samples = self._denoiser.process(samples)
         self._on_turn_events(self.turns.feed(samples, now, assistant_speaking=self.replies.speaking(now)), now)
+        self._check_idle(now)
+
+    def _check_idle(self, now: float) -> None:
+        """server_vad's `idle_timeout_ms`: after that long of input audio with neither the user nor the
+        assistant speaking, the silence is committed as a user item and answered (a prompt to go on)."""
+        detection = self.config.turn_detection
+        timeout = detection.idle_timeout_ms if detection is not None else None
+        position = self.turns.position_ms
+        if timeout is None or not self._replies or self.turns.turn is not None or self.turns.transcribing \
+                or self.replies.active is not None or self.replies.speaking(now):
+            self._idle_from_ms = position
+            return
+        if position - self._idle_from_ms < timeout:
+            return
+        item = Item(id=self.ids.new("item"), role="user", content_type="input_audio", text="",
+                    silence_ms=position - self._idle_from_ms)
+        start, self._idle_from_ms = self._idle_from_ms, position
+        full = self.conversation.no_room(item)
+        if full is not None:
+            self.outbox.error(ProtocolError(full, code="conversation_full", event_id=self._event_id))
+            return
+        self._emit("input_audio_buffer.timeout_triggered", audio_start_ms=start, audio_end_ms=position,
+                   item_id=item.id)
+        previous = self.conversation.add(item)
+        self._emit("input_audio_buffer.committed", item_id=item.id, previous_item_id=previous)
+        self._emit("conversation.item.added", previous_item_id=previous, item=item.to_wire())
+        self._emit("conversation.item.done", item=item.to_wire())
+        self._start_response({}, TurnClock(), now)
 
     def _within_allowance(self, event: ClientEvent, seconds: float, now: float) -> None:
         """Refuse audio that runs more than `max_audio_ahead_s` ahead of real time (its model work
@@ -268,9 +319,13 @@ class RealtimeSession:
         """Push-to-talk on a pipeline that answers speech: a turn's transcription waits for the
         reply's first audio (nothing waits for that transcript there, and it would share the CPU
         with the reply)."""
-        return self.pipeline.answers_speech and self.pipeline.early_asr and self.config.turn_detection is None
+        return self._replies and self.pipeline.answers_speech and self.pipeline.early_asr \
+            and self.config.turn_detection is None
 
     def _scheduled(self, job: Transcribe) -> Transcribe:
+        transcription = self.config.transcription or {}
+        if transcription.get("language") or transcription.get("prompt"):
+            job = replace(job, hints=Hints(transcription.get("language"), transcription.get("prompt")))
         return replace(job, defer_ms=DEFER_TRANSCRIPT_MS) if job.final and self._defers_transcripts() else job
 
     def _on_speech_started(self, event: TurnStarted) -> None:
@@ -295,11 +350,11 @@ class RealtimeSession:
     def _prefill_history(self) -> None:
         """While the user speaks, the pipeline's model can evaluate the conversation so far (the
         previous turns' text), so that its reply evaluates only the new turn."""
-        if self._early_asr and self.replies.active is None:
+        if self._replies and self._early_asr and self.replies.active is None:
             self.outbox.work(PrefillPrompt(self.conversation.messages(self.config.instructions), self.pipeline.name))
 
     def _prefill(self, audio: np.ndarray | None = None, words: str | None = None) -> None:
-        if self.replies.active is None:
+        if self._replies and self.replies.active is None:
             messages = self.conversation.messages(self.config.instructions, pending_user=words)
             self.outbox.work(PrefillPrompt(messages, self.pipeline.name, audio))
 
@@ -431,6 +486,9 @@ class RealtimeSession:
 
     # ------------------------------------------------------------------ responses
     def _on_response_create(self, event: ResponseCreate, now: float) -> None:
+        if not self._replies:
+            raise ProtocolError("a transcription session never replies: response.create needs a realtime session",
+                                code="invalid_session_type", event_id=event.event_id)
         if self.replies.active is not None:
             raise ProtocolError("a response is already in progress: cancel it first",
                                 code="conversation_already_has_active_response", event_id=event.event_id)

@@ -8,7 +8,6 @@ import http
 import json
 import logging
 import secrets
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from websockets.http11 import Request, Response
@@ -89,21 +88,14 @@ class Calls:
 
         if (unavailable := self.server.unavailable()) is not None:
             return _error(http.HTTPStatus.SERVICE_UNAVAILABLE, unavailable[1], unavailable[0], "server_error")
-        assert self.server.engine is not None
         try:
             offer = parse_offer(request.headers.get("Content-Type", ""), body)
-            config = session_config(replace(self.server.session_config, pipelines=self.server.engine.pipelines),
-                                    offer.session)
+            config = session_config(self.server.base_config(), offer.session)
             answer, transport = await answer_offer(offer.sdp, client_address(connection))
         except OfferError as exc:
             return _error(http.HTTPStatus.BAD_REQUEST, str(exc), "invalid_offer")
         except ProtocolError as exc:
             return _error(http.HTTPStatus.BAD_REQUEST, str(exc), exc.code or "invalid_session")
-        # Checked again: other sessions may have opened while the offer was answered.
-        if (unavailable := self.server.unavailable()) is not None:
-            await transport.close()
-            return _error(http.HTTPStatus.SERVICE_UNAVAILABLE, unavailable[1], unavailable[0], "server_error")
-        self.server.opened()
         self._running[transport] = asyncio.create_task(self._run(transport, config))
         call_id = f"rtc_{secrets.token_hex(12)}"
         log.info("WebRTC call %s from %s", call_id, transport.peer)
@@ -113,7 +105,8 @@ class Calls:
 
     async def _run(self, transport: WebRtcTransport, config: SessionConfig) -> None:
         try:
-            await self.server.run_session(transport, config)
+            # (Within the limits again: a call admitted at the limit's edge hears why on its data channel.)
+            await self.server._run_session(transport, config=config)
         finally:
             await transport.close()  # the peer, its tracks and its tasks
             self._running.pop(transport, None)

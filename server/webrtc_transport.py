@@ -131,7 +131,7 @@ class WebRtcTransport:
                 return
             await asyncio.sleep(0.02)
 
-    def unread_bytes(self) -> int:
+    def buffered_bytes(self) -> int:
         return self._channel.bufferedAmount if self._channel is not None else 0
 
     def takes(self, event: dict[str, Any]) -> bool:

@@ -21,14 +21,14 @@ class ProtocolError(Exception):
         self.type = type
 
 
-def decode_audio(text: str, event_id: str | None) -> bytes:
-    """The PCM16 bytes of an `input_audio_buffer.append` event's base64 `audio`."""
+def decode_audio(text: str, event_id: str | None, sample_bytes: int = 2) -> bytes:
+    """The bytes of an `input_audio_buffer.append` event's base64 `audio` (PCM16, or 8-bit G.711)."""
     try:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise ProtocolError("'audio' is not valid base64", code="invalid_base64", param="audio",
                             event_id=event_id) from None
-    if len(data) % 2:
+    if len(data) % sample_bytes:
         raise ProtocolError("'audio' must be PCM16: an even number of bytes", code="invalid_audio",
                             param="audio", event_id=event_id)
     return data

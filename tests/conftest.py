@@ -28,9 +28,13 @@ def native_projector(artifacts: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def voice_server(artifacts: Path, native_projector: Path):
-    """One `voice serve` on the bundled models (offering both pipelines, cascade by default) for
-    the whole test session; yields its port."""
-    process, port = start_voice_server("--native-projector", str(native_projector),
+    """One `voice serve` on the bundled models (offering both pipelines, cascade by default, and
+    Kokoro's af_heart beside Piper's voice where the `kokoro` extra is installed) for the whole test
+    session; yields its port."""
+    import importlib.util
+
+    voices = ["--tts", "piper,kokoro:af_heart"] if importlib.util.find_spec("kokoro_onnx") else []
+    process, port = start_voice_server("--native-projector", str(native_projector), *voices,
                                        log_path=artifacts / "voice-server.log")
     yield port
     stop(process)
@@ -41,3 +45,14 @@ def silero():
     from voice.vad import SileroModel
 
     return SileroModel()
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """The bundled models loaded once in this process, for servers the tests embed (server/app.py)."""
+    from server.config import SessionConfig
+    from voice.engine import Engine, EngineConfig
+
+    loaded = Engine.load(EngineConfig()).warm(SessionConfig().instructions)
+    yield loaded
+    loaded.close()

@@ -15,7 +15,7 @@ from websockets.sync.client import ClientConnection, connect
 from server.app import ServerOptions, VoiceServer
 from server.config import SessionConfig
 from server.connection import ConnectionLimits
-from voice.asr.base import Heard
+from voice.asr.base import Heard, Hints
 from voice.end_of_turn import EndScore
 from voice.engine import Engine
 from voice.llm.base import ChatMessage, GenerationOptions
@@ -23,7 +23,9 @@ from voice.vad import SileroModel
 
 
 class StandInASR:
-    def hear(self, audio: np.ndarray, cancel: threading.Event | None = None) -> Heard:
+    languages = None
+
+    def hear(self, audio: np.ndarray, cancel: threading.Event | None = None, hints: Hints | None = None) -> Heard:
         return Heard("Hello there.")
 
 

@@ -7,6 +7,7 @@ import pytest
 import soundfile
 
 from tests.helpers import DATA, reference, wer
+from voice.asr.base import Hints
 from voice.asr.whisper import WhisperTranscriber
 from voice.models import whisper_model
 
@@ -52,3 +53,13 @@ def test_a_cancelled_pass_stops_after_encoding(short_window):
         short_window.transcribe(soundfile.read(DATA / "06_ps_goforward.wav", dtype="float32")[0], cancel)
     assert "forward" in short_window.transcribe(soundfile.read(DATA / "06_ps_goforward.wav", dtype="float32")[0],
                                       threading.Event()).lower()
+
+
+@pytest.mark.parametrize("name", ["06_ps_goforward.wav", "18_rstt_LJ001-0004.wav"])
+def test_a_sessions_language_and_prompt_are_taken_and_a_language_it_lacks_refused(short_window, name):
+    audio, _ = soundfile.read(DATA / name, dtype="float32")
+    for audio_in in (audio, np.concatenate([audio, np.zeros(28 * 16_000, np.float32)])):  # short window, then 30 s
+        text = short_window.hear(audio_in, hints=Hints("en", "Robot commands, and a reading of old books.")).text
+        assert wer(reference(name), text) <= 0.25, text
+    with pytest.raises(ValueError, match="'de'"):
+        short_window.hear(audio, hints=Hints("de"))

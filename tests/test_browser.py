@@ -13,6 +13,9 @@ import json
 import os
 import re
 import subprocess
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +24,7 @@ import soundfile
 import soxr
 from playwright.async_api import async_playwright
 
-from tests.helpers import DATA, ROOT, pipe, reference, wer
+from tests.helpers import DATA, ROOT, pipe, reference, spawn_voice_server, stop, wer
 from voice.audio import float_to_pcm16, pcm16_to_float, resample, rms_dbfs
 
 pytestmark = pytest.mark.browser
@@ -70,8 +73,9 @@ class Frames:
 
 
 @contextlib.asynccontextmanager
-async def chromium_page(url: str, flags: list[str]):
-    """`url` in a fresh headless Chromium; yields the page, its websocket frames and its errors."""
+async def chromium_page(url: str | None, flags: list[str]):
+    """`url` in a fresh headless Chromium, once its session has started; yields the page, its
+    websocket frames and its errors. Without a `url` the page is blank: the test opens it."""
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=flags)
         try:
@@ -81,12 +85,32 @@ async def chromium_page(url: str, flags: list[str]):
             page.on("console", lambda message: message.type == "error" and errors.append(f"console: {message.text}"))
             frames = Frames()
             page.on("websocket", frames.attach)
-            await page.goto(url)
-            await page.wait_for_function("window.voice && window.voice.session !== null", timeout=30_000)
-            assert await page.locator("#connection").get_attribute("data-state") == "open"
+            await page.add_init_script(WATCH_SHOWN)
+            if url is not None:
+                await page.goto(url)
+                await page.wait_for_function("window.voice && window.voice.session !== null", timeout=30_000)
+                assert await page.locator("#connection").get_attribute("data-state") == "open"
             yield page, frames, errors
         finally:
             await browser.close()
+
+
+# What the page showed, from its first paint: each connection state and text, and each alert.
+WATCH_SHOWN = """(() => {
+  const shown = window.shown = { states: [], texts: [], alerts: [] };
+  const last = {};
+  const note = (key, value) => {
+    if (value && value !== last[key]) shown[key].push(last[key] = value);
+  };
+  new MutationObserver(() => {
+    note("states", document.getElementById("connection")?.dataset.state);
+    note("texts", document.getElementById("connection-text")?.textContent);
+    const alert = document.getElementById("alert");
+    if (alert && !alert.hidden) note("alerts", alert.innerText.trim());
+    else last.alerts = null;
+  }).observe(document, { subtree: true, childList: true, characterData: true, attributes: true,
+                         attributeFilter: ["data-state", "hidden"] });
+})()"""
 
 
 @pytest.fixture
@@ -111,6 +135,16 @@ WATCH_STATES = """() => {
   new MutationObserver((changes) => {
     for (const change of changes) window.seenStates.add(`${change.target.className}:${change.target.dataset.state}`);
   }).observe(document.getElementById("turns"), { subtree: true, attributes: true, attributeFilter: ["data-state"] });
+}"""
+
+
+# Text not cut: no wider than its box, at most two lines, inside the window.
+SHOWN_IN_FULL = """(selector) => {
+  const node = document.querySelector(selector);
+  const box = node.getBoundingClientRect();
+  const lines = box.height / parseFloat(getComputedStyle(node).lineHeight);
+  return node.scrollWidth <= node.clientWidth && node.scrollHeight <= node.clientHeight + 1 && lines < 2.5
+    && box.left >= 0 && box.right <= window.innerWidth;
 }"""
 
 
@@ -164,11 +198,14 @@ async def test_talking_to_the_page(browser_page, artifacts):
     await page.set_viewport_size({"width": 390, "height": 844})
     await page.screenshot(path=str(artifacts / "browser-phone.png"))
 
-    # M mutes: the stream goes on, in silence.
+    # M mutes: the stream goes on, in silence, and the status says so in full, on a phone as on a desk.
     await page.locator("#mic").focus()
     await page.keyboard.press("m")
     assert await page.locator("#mute").get_attribute("aria-pressed") == "true"
-    assert "Muted" in await page.locator("#mic-status").inner_text()
+    assert await page.locator("#mic-status").inner_text() == "Muted: the assistant cannot hear you"
+    assert await page.evaluate(SHOWN_IN_FULL, "#mic-status")
+    await page.set_viewport_size({"width": 1180, "height": 780})
+    assert await page.evaluate(SHOWN_IN_FULL, "#mic-status")
     muted_from = len(frames.sent)
     await page.wait_for_timeout(300)
     muted = [e for e in frames.sent[muted_from + 5:] if e["type"] == "input_audio_buffer.append"]
@@ -195,6 +232,23 @@ async def test_typed_message_and_instructions(browser_page):
     await page.locator("#pipeline").select_option("cascade")
     await page.locator("#apply-settings").click()
     await page.wait_for_function("window.voice.session.pipeline === 'cascade'")
+    voices = await page.evaluate("window.voice.session.voices")
+    await page.locator("#open-settings").click()
+    assert await page.locator("#voice-field").is_visible() == (len(voices) > 1)
+    await page.keyboard.press("Escape")
+    if len(voices) > 1:  # the server's voices, offered by their ids; a choice switches the session's voice
+        await page.locator("#open-settings").click()
+        assert await page.locator("#voice option").all_inner_texts() == voices
+        assert await page.locator("#voice").input_value() == voices[0]  # alloy, the default, speaks with it
+        await page.locator("#voice").select_option(voices[1])
+        await page.locator("#apply-settings").click()
+        sent = await until(lambda: [e for e in frames.of("session.update", sent=True) if "audio" in e["session"]])
+        assert sent[0]["session"] == {"type": "realtime", "audio": {"output": {"voice": voices[1]}}}
+        await page.wait_for_function(f"window.voice.session.audio.output.voice === {voices[1]!r}")
+        await page.locator("#open-settings").click()
+        await page.locator("#voice").select_option(voices[0])
+        await page.locator("#apply-settings").click()
+        await page.wait_for_function(f"window.voice.session.audio.output.voice === {voices[0]!r}")
     await page.evaluate("localStorage.clear()")
     await page.locator("#open-settings").click()
     instructions = "You are a cheerful assistant. Always answer in one short sentence."
@@ -366,6 +420,152 @@ async def test_reconnects_after_a_dropped_connection_and_shows_errors_in_words(v
         # The new session gets the instructions chosen before the drop.
         await page.wait_for_function("(text) => window.voice.session.instructions === text", arg=instructions)
         # (Chromium logs each refused attempt; nothing else went wrong.)
+        assert all(re.match(r"console: WebSocket connection to .* failed", e) for e in errors), errors
+    await proxy.cut()
+
+
+async def test_esc_in_the_message_box_and_a_new_message_stop_a_reply_without_a_false_error(browser_page):
+    page, frames, errors = browser_page
+    await page.evaluate("""() => window.voice.send({type: "session.update", session: {type: "realtime",
+        temperature: 0, instructions: "You are a storyteller who tells long, detailed stories."}})""")
+    await page.wait_for_function("window.voice.session.instructions.startsWith('You are a storyteller')")
+    box = page.locator("#composer-input")
+    await box.fill("Tell me a long story about a brave dragon.")
+    await box.press("Enter")
+    speaking = page.locator('.message.assistant[data-state="speaking"]')
+    await speaking.wait_for(timeout=90_000)
+    first = await speaking.get_attribute("data-item-id")
+    await page.wait_for_function("(item) => window.voice.player.playedMs(item) > 500", arg=first, timeout=30_000)
+
+    # A new message while the reply speaks: the reply stops, and the new message is answered.
+    await box.fill("Now tell me a long story about a clever fox.")
+    await box.press("Enter")
+    await page.locator(f'.message.assistant[data-item-id="{first}"][data-state="interrupted"]').wait_for()
+    await speaking.wait_for(timeout=90_000)
+    second = await speaking.get_attribute("data-item-id")
+    await page.wait_for_function("(item) => window.voice.player.playedMs(item) > 500", arg=second, timeout=30_000)
+
+    # Esc stops it, with the focus still in the message box.
+    assert await page.evaluate("document.activeElement.id") == "composer-input"
+    await page.keyboard.press("Escape")
+    await page.locator(f'.message.assistant[data-item-id="{second}"][data-state="interrupted"]').wait_for()
+    assert await page.evaluate("window.voice.player.speaking") is False
+    assert [e["item_id"] for e in frames.of("conversation.item.truncate", sent=True)] == [first, second]
+    # Each reply the page cancelled has ended; none of it was shown as an error.
+    cancelled = {e["response_id"] for e in frames.of("response.cancel", sent=True)}
+    await until(lambda: cancelled <= {e["response"]["id"] for e in frames.of("response.done")})
+    assert {e["error"].get("code") for e in frames.of("error")} <= {"response_cancel_not_active"}
+
+    # The race itself, made certain: Esc while the page still takes for running a reply the server
+    # has finished. The server answers response_cancel_not_active; the page shows nothing.
+    done = frames.of("response.done")[0]["response"]["id"]
+    await page.evaluate("(id) => { window.voice.activeResponseId = id; }", done)
+    await page.keyboard.press("Escape")
+    await until(lambda: [e for e in frames.of("error") if e["error"].get("code") == "response_cancel_not_active"])
+    await page.evaluate("""() => window.voice.send({type: "session.update", session: {type: "realtime",
+        instructions: "You are brief."}})""")  # its answer comes after the error's, in order
+    await page.wait_for_function("window.voice.session.instructions === 'You are brief.'")
+    assert await page.locator("#alert").is_hidden()
+    assert await page.evaluate("window.shown.alerts") == []
+    assert errors == []
+
+
+async def test_the_focused_message_box_has_one_rounded_focus_ring(browser_page):
+    page, frames, errors = browser_page
+    await page.locator("#composer-input").focus()
+    rings = await page.evaluate("""() => {
+      const input = document.getElementById("composer-input");
+      return { focusVisible: input.matches(":focus-visible"), input: getComputedStyle(input).boxShadow,
+               box: getComputedStyle(input.closest(".composer")).boxShadow };
+    }""")
+    assert rings["focusVisible"] and rings["input"] == "none" and rings["box"] != "none", rings
+
+
+QUESTION = "What is the capital of France?"
+
+
+def wait_for_the_models_loading(port: int, process: subprocess.Popen) -> None:
+    """Until the server listens and says it is still loading its models (/healthz 503)."""
+    deadline = time.monotonic() + 60
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                raise AssertionError("the models were loaded before the test could look")
+        except urllib.error.HTTPError as refused:
+            assert refused.code == 503
+            return
+        except urllib.error.URLError:
+            time.sleep(0.02)  # not listening yet
+    raise RuntimeError(f"the server did not listen (exit code {process.returncode})")
+
+
+async def test_a_page_opened_while_the_server_starts_waits_calmly_and_sends_what_was_typed(artifacts):
+    """The real server, opened while it loads its models: it refuses each attempt until it is ready."""
+    async with chromium_page(None, CHROMIUM_FLAGS) as (page, frames, errors):
+        process, port = spawn_voice_server(log_path=artifacts / "voice-server-starting.log")
+        try:
+            await asyncio.to_thread(wait_for_the_models_loading, port, process)
+            await page.goto(f"http://127.0.0.1:{port}/")
+            await page.wait_for_function("document.getElementById('connection').dataset.state === 'starting'")
+            assert await page.locator("#connection-text").inner_text() == "Starting up…"
+            assert await page.locator("#retry").is_hidden()
+
+            # A message typed now waits, marked as not sent yet, and goes once the session starts.
+            await page.locator("#composer-input").fill(QUESTION)
+            await page.keyboard.press("Enter")
+            assert await page.locator('.message.user[data-unsent="true"]').count() == 1
+            assert "not sent yet" in await page.locator(".message.user .who").inner_text()
+            assert not frames.of("conversation.item.create", sent=True)
+            await page.wait_for_function("window.voice.session !== null", timeout=120_000)
+            await page.wait_for_selector('.message.assistant[data-state="done"]', timeout=90_000)
+            sent = frames.of("conversation.item.create", sent=True)
+            assert [e["item"]["content"][0]["text"] for e in sent] == [QUESTION]
+            assert await page.locator(".message.user").count() == 1
+            assert await page.locator(".message.user[data-unsent]").count() == 0
+
+            # One calm state until the session: no flap between Connected and Offline, no alarm.
+            shown = await page.evaluate("window.shown")
+            assert shown["states"] == ["connecting", "starting", "open"], shown
+            assert shown["texts"] == ["Connecting…", "Starting up…", "Connected"], shown
+            assert shown["alerts"] == [], shown
+            refusals = frames.of("error")
+            assert refusals and {e["error"]["code"] for e in refusals} == {"models_loading"}
+            # Backing off between attempts: the delays grow (to 2 s while the server starts).
+            log = await page.evaluate("window.voice.connectionLog")
+            waits = [e for e in log if e["state"] == "waiting"]
+            assert len(waits) == len(refusals) and {e["refusal"] for e in waits} == {"models_loading"}
+            assert all(e["retryInMs"] >= 0.8 * min(2000, 500 * 2**i) for i, e in enumerate(waits)), waits
+            assert [e["state"] for e in log].count("open") == 1
+            assert errors == []
+        finally:
+            stop(process)
+
+
+async def test_a_message_typed_offline_is_marked_unsent_then_sent_on_reconnection(voice_server):
+    proxy = DroppableProxy(voice_server)
+    await proxy.open()
+    async with chromium_page(f"http://127.0.0.1:{proxy.port}/", CHROMIUM_FLAGS) as (page, frames, errors):
+        await proxy.cut()
+        await page.wait_for_function("window.voice.connection.state === 'waiting'", timeout=10_000)
+        await page.locator("#composer-input").fill(QUESTION)
+        await page.keyboard.press("Enter")
+        unsent = page.locator('.message.user[data-unsent="true"]')
+        assert await unsent.count() == 1
+        assert await page.locator("#composer-input").input_value() == ""
+        assert "not sent yet" in await page.locator(".message.user .who").inner_text()
+        assert not frames.of("conversation.item.create", sent=True)
+
+        await proxy.open()
+        await page.locator("#retry").click()
+        await page.wait_for_function("window.voice.sessions === 2", timeout=30_000)
+        await page.wait_for_selector('.message.assistant[data-state="done"]', timeout=90_000)
+        sent = frames.of("conversation.item.create", sent=True)
+        assert [e["item"]["content"][0]["text"] for e in sent] == [QUESTION]
+        assert await unsent.count() == 0 and await page.locator(".message.user").count() == 1
+        # It belongs to the new conversation: after the divider that begins it.
+        order = await page.evaluate("[...document.querySelectorAll('#turns > li')].map((li) => li.className)")
+        assert order[:2] == ["divider", "message user"], order
+        assert (await page.locator(".message.assistant .heard").first.inner_text()).strip()
         assert all(re.match(r"console: WebSocket connection to .* failed", e) for e in errors), errors
     await proxy.cut()
 

@@ -3,7 +3,10 @@ prompt's beginning (what the LLM has cached) stays the same for several turns.""
 
 from __future__ import annotations
 
-from server.conversation import Conversation, text_item
+from server.config import SessionConfig
+from server.conversation import Conversation, retention, text_item
+from server.session import RealtimeSession
+from tests.test_protocol import Driver
 
 
 def say(conversation: Conversation, number: int, text: str) -> None:
@@ -51,3 +54,34 @@ def test_a_deleted_window_start_does_not_lose_the_history():
     conversation.delete(start_id)
     messages = conversation.messages("be brief")
     assert len(messages) > 2 and sum(len(m.content) for m in messages[1:]) <= 1000
+
+
+def history_size(conversation: Conversation) -> int:
+    return sum(len(m.content) for m in conversation.messages("be brief")[1:])
+
+
+def test_truncation_disabled_keeps_everything_and_a_retention_ratio_sets_what_is_kept():
+    kept = {}
+    for setting in ("auto", {"type": "retention_ratio", "retention_ratio": 0.8}, "disabled"):
+        conversation = Conversation(history_chars=1000)
+        conversation.retention = retention(setting)
+        for number in range(6):  # about 1200 characters: one past the budget
+            say(conversation, number, f"turn {number} " + "x" * 90)
+        kept[str(setting)] = history_size(conversation)
+    assert kept["disabled"] > 1000 and 500 < kept[str({"type": "retention_ratio", "retention_ratio": 0.8})] <= 800
+    assert kept["auto"] <= 500
+
+
+def test_a_session_takes_the_truncation_setting_and_echoes_it(silero):
+    driver = Driver(RealtimeSession(SessionConfig(), silero))
+    assert driver.of("session.created")[0]["session"]["truncation"] == "auto"
+    ratio = {"type": "retention_ratio", "retention_ratio": 0.25}
+    driver.send({"type": "session.update", "session": {"truncation": ratio}})
+    assert driver.of("session.updated")[-1]["session"]["truncation"] == ratio
+    assert driver.session.conversation.retention == 0.25
+    driver.send({"type": "session.update", "session": {"truncation": "disabled"}})
+    assert driver.session.conversation.retention is None
+    driver.send({"type": "session.update", "event_id": "bad", "session": {
+        "truncation": {"type": "retention_ratio", "retention_ratio": 2}}})
+    assert driver.of("error")[-1]["error"]["event_id"] == "bad"
+    assert driver.session.conversation.retention is None  # nothing changed

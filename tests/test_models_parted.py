@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 SMALL = models.PARTED_LLMS["qwen2.5-coder-0.5b"]
 
 
-def installed_or_skip(spec: models.PartedGguf) -> list[Path]:
+def installed_or_skip(spec: models.PartedFile) -> list[Path]:
     try:
         return models.installed_parts(spec)
     except models.ModelNotFoundError as exc:

@@ -7,20 +7,22 @@ import os
 import shutil
 
 from benchmarks import report, results_page
-from benchmarks.results_page import PAGE, RESULTS, SECTIONS, render
+from benchmarks.results_page import DETAILS_PAGE, PAGES, RESULTS, SECTIONS, render
 
 
-def test_the_page_is_what_the_renderer_makes_of_the_saved_results():
-    assert PAGE.read_text(encoding="utf-8") == render(RESULTS)
+def test_the_pages_are_what_the_renderer_makes_of_the_saved_results():
+    for page in PAGES:
+        assert page.read_text(encoding="utf-8") == render(RESULTS, page)
 
 
 def test_every_saved_benchmark_has_its_table_under_its_command_machine_and_date():
+    for page_path, page_sections in PAGES.items():
+        sections = render(RESULTS, page_path).split("\n## ")[1:]
+        assert [section.splitlines()[0] for section in sections] == [title for title, *_ in page_sections]
+        for section in sections:
+            assert "Not run yet" not in section and "\n| " in section, section[:200]
+            assert "Command: " in section or "| date | machine | command |" in section
     page = render(RESULTS)
-    sections = page.split("\n## ")[1:]
-    assert [section.splitlines()[0] for section in sections] == [title for title, *_ in SECTIONS]
-    for section in sections:
-        assert "Not run yet" not in section and "\n| " in section, section[:200]
-        assert "Command: " in section or "| date | machine | command |" in section
     latency = json.loads((RESULTS / "latency.json").read_text())
     cascade = latency["pipelines"]["cascade"]
     row = f"| cascade | {cascade['turns']} | {cascade['failed']} | {cascade['voice_to_voice_ms']['median']:.0f} |"
@@ -28,7 +30,7 @@ def test_every_saved_benchmark_has_its_table_under_its_command_machine_and_date(
     assert f"`{latency['command']}` · machine: {latency['machine']['cpu']}, {latency['machine']['cores']} cores · " \
            f"date: {latency['date']}" in page
     evaluation = json.loads((RESULTS / "native_eval.json").read_text())
-    assert f"| transcription WER | {evaluation['native_transcription_wer']:.1%} |" in page
+    assert f"| transcription WER | {evaluation['native_transcription_wer']:.1%} |" in render(RESULTS, DETAILS_PAGE)
 
 
 def test_what_a_run_did_not_record_is_said_so(tmp_path):
@@ -36,11 +38,12 @@ def test_what_a_run_did_not_record_is_said_so(tmp_path):
     for key in ("command", "machine"):
         threads.pop(key, None)
     (tmp_path / "llama_threads.json").write_text(json.dumps(threads))
-    page = render(tmp_path)
+    page = render(tmp_path, DETAILS_PAGE)
     section = page.split("## llama.cpp threads\n")[1].split("\n## ")[0]
     assert f"Command: not recorded · machine: not recorded · date: {threads['date']}" in section
     assert "| pool, routed |" in section
-    assert page.count("Not run yet") == len(SECTIONS) - 1
+    assert page.count("Not run yet") == len(PAGES[DETAILS_PAGE]) - 1
+    assert render(tmp_path).count("Not run yet") == len(SECTIONS)
 
 
 def test_a_benchmark_records_its_command_and_machine():
@@ -50,10 +53,10 @@ def test_a_benchmark_records_its_command_and_machine():
 
 
 def test_a_run_saved_elsewhere_leaves_the_page_alone(tmp_path):
-    before = PAGE.stat().st_mtime_ns
+    before = [page.stat().st_mtime_ns for page in PAGES]
     shutil.copy(RESULTS / "llama_threads.json", tmp_path)
     results_page.refresh(tmp_path)
-    assert PAGE.stat().st_mtime_ns == before
+    assert [page.stat().st_mtime_ns for page in PAGES] == before
 
 
 def test_the_fairness_section_compares_the_flood_with_the_quiet_run(tmp_path):

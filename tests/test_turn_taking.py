@@ -198,14 +198,15 @@ async def test_a_spoken_interruption_cancels_the_reply_and_tells_the_client_to_s
 
 
 async def test_server_vad_takes_the_documented_defaults(voice_server):
-    """`{"type": "server_vad"}` alone: threshold 0.5, prefix 300 ms, silence 500 ms, and it creates
+    """`{"type": "server_vad"}` alone: threshold 0.5, prefix 300 ms, silence 500 ms, no idle timeout, and it creates
     and interrupts responses; the turn ends once 500 ms of silence have followed the speech."""
     session = await open_session(voice_server)
     try:
         detection = (await session.update({"audio": {"input": {"turn_detection": {"type": "server_vad"}}}}))[
             "audio"]["input"]["turn_detection"]
         assert detection == {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
-                             "silence_duration_ms": 500, "create_response": True, "interrupt_response": True}
+                             "silence_duration_ms": 500, "create_response": True, "interrupt_response": True,
+                             "idle_timeout_ms": None}
         await session.update({"audio": {"input": {"turn_detection": {"type": "server_vad", "create_response": False}}}})
         await session.stream(clip(LAMP) + silence(1500))
         stopped = await session.wait_for("input_audio_buffer.speech_stopped")

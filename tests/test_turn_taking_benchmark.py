@@ -105,3 +105,24 @@ def test_a_smoke_run_scores_every_item_and_sound(voice_server, tmp_path):
         assert entry["trials"] + entry["failed"] == 1
         assert entry["speech_started"] == entry["speech_started_ms"]["n"] <= entry["trials"]
         assert entry["reply_cancelled"] <= entry["trials"]
+
+
+def test_rescoring_the_words_changes_only_their_column(tmp_path):
+    from benchmarks import turn_signals
+    from voice.end_of_turn import TextEnd
+    from voice.models import gguf_model
+
+    rows = turn_signals.read_rows(turn_signals.OUT / "turn_signals.csv")[:21]  # three pauses, seven probes each
+    for row in rows:
+        row["lm_end"] = "0.5"
+    table = tmp_path / "in" / "turn_signals.csv"
+    table.parent.mkdir()
+    turn_signals.write_rows(table, rows)
+    turn_signals.main(["--rescore-lm", str(table), "--out", str(tmp_path / "out"), "--signals", "lm_end"])
+    rescored = turn_signals.read_rows(tmp_path / "out" / "turn_signals.csv")
+    words = TextEnd(gguf_model(None))
+    assert [float(r["lm_end"]) for r in rescored] == pytest.approx(
+        [words.lm_probability(r["transcript"]) for r in rows], abs=0.02)
+    assert [{k: v for k, v in r.items() if not k.startswith("lm_end")} for r in rescored] == \
+        [{k: v for k, v in r.items() if not k.startswith("lm_end")} for r in rows]
+    assert json.loads((tmp_path / "out" / "turn_signals.json").read_text())["command"].endswith("--signals lm_end")

@@ -35,10 +35,11 @@ def resample(samples: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:
 class StreamResampler:
     """Resample a stream chunk by chunk without edge artefacts between chunks."""
 
-    def __init__(self, in_rate: int, out_rate: int) -> None:
+    def __init__(self, in_rate: int, out_rate: int, quality: str = "HQ") -> None:
         self.in_rate = in_rate
         self.out_rate = out_rate
-        self._stream = None if in_rate == out_rate else soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32")
+        self._stream = None if in_rate == out_rate else soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32",
+                                                                             quality=quality)
 
     def process(self, samples: np.ndarray, last: bool = False) -> np.ndarray:
         samples = np.asarray(samples, dtype=np.float32)

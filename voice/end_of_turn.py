@@ -28,9 +28,13 @@ WINDOW_S = 8  # Smart Turn hears the last 8 s
 
 # logit(P(end)) = LM_WEIGHT * logit(P(the LLM ends the message here)) + QUESTION_WEIGHT * [it ends with "?"]
 #                 + SHORT_WEIGHT * [two words or fewer] + BIAS   (fitted by `python -m benchmarks.turn_fit`)
-LM_WEIGHT, QUESTION_WEIGHT, SHORT_WEIGHT, BIAS = 0.77, 1.49, -1.84, 1.37
+LM_WEIGHT, QUESTION_WEIGHT, SHORT_WEIGHT, BIAS = 0.64, 1.81, -1.43, 1.42
 SHORT_WORDS = 2
 _ENDINGS = (".", "?", "!", "\n", "<|im_end|>")
+# A system turn puts the small LLM in the assistant's chat; its end probabilities separate pauses from
+# ends better than a bare user turn does (`python -m benchmarks.turn_fit`, area under the ROC curve).
+_PREFIX = ("<|im_start|>system\nYou are a helpful voice assistant. The user speaks; their words are transcribed."
+           "<|im_end|>\n<|im_start|>user\n")
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,7 @@ class TextEnd:
         route_decodes(self._llm)
         tokenize = self._llm.tokenize
         self._endings = sorted({tokenize(end.encode(), add_bos=False, special=True)[0] for end in _ENDINGS})
-        self._prefix = tokenize(b"<|im_start|>user\n", add_bos=False, special=True)
+        self._prefix = tokenize(_PREFIX.encode(), add_bos=False, special=True)
         self._lock = threading.Lock()
 
     def lm_probability(self, text: str) -> float:
@@ -70,11 +74,13 @@ class TextEnd:
         words = words_of(text)
         if not words:
             return 0.0
-        tokens = self._prefix + self._llm.tokenize(" ".join(words).encode(), add_bos=False, special=False)
-        tokens = tokens[-(self._llm.n_ctx() - 1):]
+        room = self._llm.n_ctx() - 1 - len(self._prefix)
+        tokens = self._prefix + self._llm.tokenize(" ".join(words).encode(), add_bos=False, special=False)[-room:]
         with self._lock:
-            self._llm.reset()
-            self._llm.eval(tokens)
+            # What the context holds already (the prefix, the words of the last pause) is kept.
+            held = self._llm.input_ids[:self._llm.n_tokens].tolist()
+            self._llm.n_tokens = min(self._llm.longest_token_prefix(held, tokens), len(tokens) - 1)
+            self._llm.eval(tokens[self._llm.n_tokens:])
             pointer = self._llm._ctx.get_logits_ith(-1)  # llama-cpp-python 0.3.36 (pinned)
             logits = np.ctypeslib.as_array(pointer, shape=(self._llm.n_vocab(),)).astype(np.float64)
         probabilities = np.exp(logits - logits.max())

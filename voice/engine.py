@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from voice import backends, models
-from voice.asr.base import Heard, Transcriber
+from voice.asr.base import Heard, Hints, Transcriber
 from voice.jobs import JobRunner
 from voice.llm.base import ChatMessage, ChatModel
 from voice.llm.compute_thread import set_load_probe
 from voice.pipeline import CascadeResponder, NaiveResponder, NativeResponder, Responder
 from voice.tts.base import Synthesizer
+from voice.tts.voices import Voice, VoiceBook, sex_of
 from voice.vad import SileroModel
 
 if TYPE_CHECKING:
@@ -69,6 +70,15 @@ class EngineConfig:
     native_api_key: str | None = None
     tts_voice: str = models.DEFAULT
     """Piper voice: `bundled`, an .onnx path, or a voice name."""
+    tts: str | None = None
+    """The voices offered, comma-separated, the first the default (voice/tts/voices.py): `piper`
+    (`tts_voice`) or `piper:VOICE`, `kokoro` (the voices shipped here) or `kokoro:VOICE`, `url`
+    (those `tts_url` lists) or `url:NAME`. None: `url` with a `tts_url`, else `piper`."""
+    tts_url: str | None = None
+    """Base URL of an OpenAI-compatible speech server (`POST /audio/speech`), e.g. http://gpu-host:8002/v1."""
+    tts_name: str = "tts-1"
+    """Model name to ask that server for."""
+    tts_api_key: str | None = None
     turn_model: str = models.DEFAULT
     """The voice's end-of-turn model (Smart Turn): `bundled`, an ONNX path, or `off` (the words alone)."""
     threads: int = 2
@@ -130,10 +140,46 @@ def build_end_of_turn(config: EngineConfig) -> EndOfTurn:
 
 
 def build_tts(config: EngineConfig) -> Synthesizer:
-    from voice.tts.piper import PiperSynthesizer
+    """The default voice alone."""
+    return build_voices(config)[0][1]
 
-    model, voice_config = models.piper_voice(config.tts_voice)
-    return PiperSynthesizer(model, voice_config, threads=config.threads, cache_dir=models.models_dir())
+
+def build_voices(config: EngineConfig) -> list[tuple[Voice, Synthesizer]]:
+    """The voices `config.tts` names, in its order (the first is the default)."""
+    voices: list[tuple[Voice, Synthesizer]] = []
+    kokoro = None  # one graph for all Kokoro voices
+    for entry in (config.tts or ("url" if config.tts_url else "piper")).split(","):
+        engine, _, spec = entry.strip().partition(":")
+        if engine == "piper":
+            from voice.tts.piper import PiperSynthesizer
+
+            spec = spec or config.tts_voice
+            model, voice_config = models.piper_voice(spec)
+            piper = PiperSynthesizer(model, voice_config, threads=config.threads, cache_dir=models.models_dir())
+            voices.append((Voice(piper.name, "piper", "male" if spec == models.DEFAULT else None), piper))
+        elif engine == "kokoro":
+            from voice.tts.kokoro import KokoroModel, KokoroSynthesizer
+
+            kokoro = kokoro or KokoroModel(models.kokoro_model(), threads=config.threads)
+            for path in [models.kokoro_voice(spec)] if spec else sorted(models.KOKORO_VOICES_DIR.glob("*.bin")):
+                synthesizer = KokoroSynthesizer(kokoro, path)
+                voices.append((Voice(synthesizer.name, "kokoro", sex_of(synthesizer.name)), synthesizer))
+        elif engine == "url":
+            from voice.tts.speech_api import SpeechApiSynthesizer, listed_voices
+
+            if not config.tts_url:
+                raise models.ModelNotFoundError(f"--tts {entry}: give the speech server with --tts-url")
+            names = [spec] if spec else listed_voices(config.tts_url, api_key=config.tts_api_key) or ["alloy"]
+            voices += [(Voice(name, "url", sex_of(name)),
+                        SpeechApiSynthesizer(config.tts_url, name, model=config.tts_name, api_key=config.tts_api_key,
+                                             timeout=config.llm_timeout_s)) for name in names]
+        else:
+            raise models.ModelNotFoundError(f"--tts {entry!r}: each voice is piper[:VOICE], kokoro[:VOICE] or "
+                                            "url[:NAME]")
+    ids = [voice.id for voice, _ in voices]
+    if len(set(ids)) < len(ids):
+        raise models.ModelNotFoundError(f"--tts names a voice twice: {', '.join(ids)}")
+    return voices
 
 
 class Engine:
@@ -141,16 +187,21 @@ class Engine:
 
     def __init__(self, asr: Transcriber, llm: ChatModel, tts: Synthesizer, vad: SileroModel,
                  workers: int = 16, native: AudioChatModel | None = None, naive: bool = False,
-                 end_of_turn: EndOfTurn | None = None) -> None:
+                 end_of_turn: EndOfTurn | None = None, voices: list[tuple[Voice, Synthesizer]] | None = None) -> None:
         self.asr = asr
         self.end_of_turn = end_of_turn
         self.native = native
         self.llm = llm
         self.tts = tts
+        """The default voice."""
         self.vad = vad
-        self.responders: dict[str, Responder] = {"naive": NaiveResponder(llm, tts)} if naive else {
-            "cascade": CascadeResponder(llm, tts),
-            **({"native": NativeResponder(native, llm, tts)} if native is not None else {}),
+        voices = voices or [(Voice(tts.name, "piper"), tts)]
+        self.voices = VoiceBook(tuple(voice for voice, _ in voices))
+        """The voices sessions choose among (`session.update`'s `voice`)."""
+        speakers = {voice.id: synthesizer for voice, synthesizer in voices}
+        self.responders: dict[str, Responder] = {"naive": NaiveResponder(llm, tts, speakers)} if naive else {
+            "cascade": CascadeResponder(llm, tts, speakers),
+            **({"native": NativeResponder(native, llm, tts, speakers)} if native is not None else {}),
         }
         self.executor = ContextExecutor(max_workers=workers, thread_name_prefix="model")
         self.jobs = JobRunner(self.executor, slots=workers)
@@ -185,10 +236,10 @@ class Engine:
             with self._jobs_lock:
                 self._jobs -= 1
 
-    def transcribe(self, audio: np.ndarray, cancel: threading.Event | None = None) -> Heard:
+    def transcribe(self, audio: np.ndarray, cancel: threading.Event | None = None, hints: Hints | None = None) -> Heard:
         """Run the ASR stage (in a worker thread), counting the jobs under way."""
         with self.job():
-            return self.asr.hear(audio, cancel)
+            return self.asr.hear(audio, cancel, hints)
 
     def score_end(self, transcript: str, audio: np.ndarray) -> EndScore:
         """Has the user finished, at this pause (in a worker thread)? Counted as a model job."""
@@ -215,11 +266,14 @@ class Engine:
         asr = build_asr(config)
         native = None if config.naive else build_native(config, asr)
         end_of_turn = None if config.naive else build_end_of_turn(config)
-        engine = cls(asr, build_llm(config), build_tts(config), SileroModel(), native=native, naive=config.naive,
-                     end_of_turn=end_of_turn)
+        voices = build_voices(config)
+        engine = cls(asr, build_llm(config), voices[0][1], SileroModel(), native=native, naive=config.naive,
+                     end_of_turn=end_of_turn, voices=voices)
         log.info("models loaded in %.1f s (asr=%s, llm=%s, tts=%s)", time.perf_counter() - started,
-                 config.asr_model, engine.llm.name, engine.tts.name)
-        engine.remote = {name: url for name, url in (("llm", config.llm_url), ("native", config.native_url)) if url}
+                 config.asr_model, engine.llm.name, ", ".join(engine.voices.ids))
+        tts_url = config.tts_url if any(voice.engine == "url" for voice in engine.voices.voices) else None
+        engine.remote = {name: url for name, url in (("llm", config.llm_url), ("native", config.native_url),
+                                                     ("tts", tts_url)) if url}
         engine.remote_down = backends.unreachable(engine.remote)
         for name, why in engine.remote_down.items():
             log.warning("the %s server is down: %s (its replies fail until it answers; /healthz tells)", name, why)

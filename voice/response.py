@@ -6,11 +6,12 @@ sentence is complete, so the first audio leaves long before the reply is finishe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +40,8 @@ class ResponseRequest:
     """Speak the reply (else text only)."""
     user_audio: np.ndarray | None = field(default=None, repr=False)
     """The user's speech (16 kHz), for a pipeline that answers it without a transcript."""
+    voice: str | None = None
+    """The id of the server's voice that speaks it (None: the default)."""
 
 
 def run_response(llm: ChatModel, tts: Synthesizer, request: ResponseRequest, cancel: threading.Event,
@@ -133,18 +136,20 @@ def run_response(llm: ChatModel, tts: Synthesizer, request: ResponseRequest, can
         # One resampler a chunk: its pieces may meet mid-word, where resampling each alone would click.
         resampler = StreamResampler(tts.sample_rate, WIRE_RATE)
         try:
-            for piece in tts.synthesize(text, soon=first_audio):
-                if cancel.is_set():
-                    break
-                resampled = resampler.process(piece)
-                if not resampled.size:  # all of it still in the resampler's filter: it comes with the next
-                    continue
-                audio = float_to_pcm16(resampled)
-                if first_audio:
-                    emit(StageMark("tts_first_audio", clock()))
-                    first_audio = False
-                emit(SpeechSegment(text=text, audio=audio))
-                text = ""
+            with _synthesis(tts, text, first_audio) as pieces:
+                # Checked before each piece is asked for: a barge-in lets the piece under way end, and no other start.
+                while not cancel.is_set() and (piece := next(pieces, None)) is not None:
+                    if cancel.is_set():  # came while it was made: not sent
+                        break
+                    resampled = resampler.process(piece)
+                    if not resampled.size:  # all of it still in the resampler's filter: it comes with the next
+                        continue
+                    audio = float_to_pcm16(resampled)
+                    if first_audio:
+                        emit(StageMark("tts_first_audio", clock()))
+                        first_audio = False
+                    emit(SpeechSegment(text=text, audio=audio))
+                    text = ""
             tail = resampler.process(np.zeros(0, np.float32), last=True)
             if tail.size and not cancel.is_set():
                 emit(SpeechSegment(text=text, audio=float_to_pcm16(tail)))
@@ -158,6 +163,19 @@ def run_response(llm: ChatModel, tts: Synthesizer, request: ResponseRequest, can
     # llama.cpp stops between tokens, so this is short; a remote LLM that hangs is left to its timeout.
     producer.join(timeout=_PRODUCER_JOIN_S)
     emit(ResponseFinished(cancelled=cancel.is_set() and error is None, error=error))
+
+
+@contextlib.contextmanager
+def _synthesis(tts: Synthesizer, text: str, soon: bool) -> Iterator[Iterator[np.ndarray]]:
+    """`tts`'s pieces of `text`, closed as soon as the caller leaves (a cancelled chunk's stream
+    from a speech server ends there, not whenever the generator is collected)."""
+    pieces = iter(tts.synthesize(text, soon=soon))
+    try:
+        yield pieces
+    finally:
+        close = getattr(pieces, "close", None)
+        if close is not None:
+            close()
 
 
 def _describe(item: object) -> str | None:

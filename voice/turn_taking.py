@@ -14,6 +14,7 @@ from enum import Enum
 
 import numpy as np
 
+from voice.asr.base import Hints
 from voice.asr.hallucination import normalise
 from voice.asr.stable_prefix import StablePrefix
 from voice.audio import ASR_RATE
@@ -90,14 +91,14 @@ class EndPolicy:
 # semantic_vad's eagerness (`python -m benchmarks.turn_fit` fits them on the turn-taking data): `high`
 # ends finished questions and commands within 600 ms at the cost of cutting into more pauses; `auto`
 # and `low` hold a turn open while its words or its voice say it may go on; `auto` asks the voice again
-# 800 ms into a pause the words left unsure, and ends it there if the voice is sure it has finished.
+# 600 ms into a pause the words left unsure, and ends it there if the voice is sure it has finished.
 END_POLICIES = {
-    "high": EndPolicy(finished_ms=300, unsure_ms=600, hold_ms=1600, finished_at=0.65, unsure_at=0.25,
+    "high": EndPolicy(finished_ms=300, unsure_ms=600, hold_ms=1600, finished_at=0.7, unsure_at=0.3,
                       voice_goes_on_below=0.02),
-    "auto": EndPolicy(finished_ms=300, unsure_ms=1000, hold_ms=2000, finished_at=0.65, unsure_at=0.65,
-                      voice_goes_on_below=0.2, recheck_ms=800, recheck_at=0.5, voice_finished_at=0.98),
-    "low": EndPolicy(finished_ms=500, unsure_ms=1200, hold_ms=3000, finished_at=0.65, unsure_at=0.65,
-                     voice_goes_on_below=0.2),
+    "auto": EndPolicy(finished_ms=300, unsure_ms=1000, hold_ms=2000, finished_at=0.7, unsure_at=0.7,
+                      voice_goes_on_below=0.1, recheck_ms=600, recheck_at=0.6, voice_finished_at=0.98),
+    "low": EndPolicy(finished_ms=500, unsure_ms=1200, hold_ms=3000, finished_at=0.7, unsure_at=0.7,
+                     voice_goes_on_below=0.1),
 }
 END_POLICIES["medium"] = END_POLICIES["auto"]
 
@@ -191,6 +192,8 @@ class Transcribe:
     check: bool = False
     """A pass over speech heard while the assistant speaks, to tell an interruption from a
     backchannel or a noise: it runs even while other model work is under way."""
+    hints: Hints | None = None
+    """The session's language and prompt for the recogniser (set by the session, not the turn-taker)."""
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import numpy as np
 import soundfile
 
 from clients.python.client import RealtimeClient, decode_audio_delta, load_wav_pcm24
+from clients.python.events import session_update
 from voice.audio import WIRE_RATE
 
 
@@ -112,7 +113,7 @@ async def talk(url: str, wav: Path, *, out: Path | None = None, instructions: st
         settings = {"instructions": instructions, "pipeline": pipeline, "tools": tools}  # pipeline: an extension
         settings = {key: value for key, value in settings.items() if value}
         if settings:
-            await client.send({"type": "session.update", "session": {"type": "realtime", **settings}})
+            await client.send(session_update(**settings))
         pcm = load_wav_pcm24(wav)
         await client.stream_audio(pcm, speed=speed, trailing_silence_ms=trailing_silence_ms)
         # Like a microphone, the silence goes on while the server waits to see whether the user goes on.

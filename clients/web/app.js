@@ -2,12 +2,13 @@
 import { Microphone, describeMicError } from "./mic.js";
 import { WIRE_RATE, base64ToBytes, bytesToBase64, toDbfs } from "./pcm.js";
 import { Player } from "./player.js";
-import { RealtimeConnection, defaultUrl } from "./realtime.js";
+import { RealtimeConnection, STARTING_UP, defaultUrl } from "./realtime.js";
 import { WebRtcConnection, callsUrl } from "./webrtc.js";
 
 const FRAME_MS = 20;
 const STORE_INSTRUCTIONS = "voice.instructions";
 const STORE_PIPELINE = "voice.pipeline";
+const STORE_VOICE = "voice.voice";
 const STORE_API_KEY = "voice.apiKey";
 const STORE_TRANSPORT = "voice.transport"; // "websocket" (PCM in JSON) or "webrtc" (Opus tracks)
 const MAX_BUFFERED_BYTES = 256 * 1024; // a stalled socket: skip audio rather than fall further behind
@@ -33,6 +34,11 @@ function element(tag, className, text) {
   if (className) node.className = className;
   if (text !== undefined) node.textContent = text;
   return node;
+}
+
+/** Set a node's text only when it changes: a live region re-announces even the same words. */
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
 }
 
 function store(key, value) {
@@ -92,6 +98,13 @@ class MessageView {
 
   setNote(text) {
     this.note.textContent = text ? ` · ${text}` : "";
+  }
+
+  /** A typed message that waits for a session to be sent in (shown faint until then). */
+  setUnsent(unsent) {
+    if (unsent) this.root.dataset.unsent = "true";
+    else delete this.root.dataset.unsent;
+    this.setNote(unsent ? "not sent yet: it goes once connected" : "");
   }
 
   // --- user
@@ -245,6 +258,8 @@ class App {
       instructions: $("instructions"),
       pipeline: $("pipeline"),
       pipelineField: $("pipeline-field"),
+      voice: $("voice"),
+      voiceField: $("voice-field"),
       apiKey: $("api-key"),
       transport: $("transport"),
       sessionInfo: $("session-info"),
@@ -280,7 +295,10 @@ class App {
     this.latencies = [];
     this.silence = new Map(); // frame bytes -> base64 of silence
     this.retryTimer = null;
-    this.connectionLog = []; // [{ state, retryInMs, at }]
+    this.connectionLog = []; // [{ state, retryInMs, refusal, at }]
+    this.startingUp = false; // the server said it is loading its models
+    this.unsent = []; // typed messages waiting for a session: [{ view, text }]
+    this.typedCount = 0;
     this.connection = this.openConnection();
     this.bind();
     this.followConversation();
@@ -360,17 +378,18 @@ class App {
     });
     document.addEventListener("keydown", (event) => {
       if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) return;
-      const target = event.target;
-      if (target instanceof HTMLElement && target.closest("input, textarea, select, dialog")) return;
-      if (event.key === "m" || event.key === "M") {
+      const target = event.target instanceof HTMLElement ? event.target : null;
+      if (event.key === "Escape") {
+        // Esc stops the assistant from anywhere, the message box included (focus stays there after
+        // a typed message), except in Settings, where it closes the dialog.
+        if (!target?.closest("dialog") && (this.player.speaking || this.rtcSpeaking || this.activeResponseId)) {
+          event.preventDefault();
+          this.interruptAssistant();
+        }
+      } else if ((event.key === "m" || event.key === "M") && !target?.closest("input, textarea, select, dialog")) {
         if (this.mic.active) {
           event.preventDefault();
           this.setMuted(!this.muted);
-        }
-      } else if (event.key === "Escape") {
-        if (this.player.speaking || this.rtcSpeaking || this.activeResponseId) {
-          event.preventDefault();
-          this.interruptAssistant();
         }
       }
     });
@@ -402,15 +421,24 @@ class App {
   }
 
   // ------------------------------------------------------------------ connection
-  onConnectionState({ state, retryInMs, reason, everConnected }) {
+  onConnectionState({ state, retryInMs, reason, refusal, everConnected }) {
     const { el } = this;
-    this.connectionLog.push({ state, retryInMs, at: performance.now() });
+    this.connectionLog.push({ state, retryInMs, refusal, at: performance.now() });
     if (this.connectionLog.length > 100) this.connectionLog.shift();
     clearInterval(this.retryTimer);
-    el.connection.dataset.state = state;
-    el.retry.hidden = state !== "waiting";
-    el.connectionCountdown.textContent = "";
-    if (state === "connecting") {
+    // A server loading its models refuses each attempt until it is ready: the attempts and the
+    // waits between them show as one calm state, not as a flap between "Connecting" and "Offline".
+    if (state === "waiting") this.startingUp = refusal === STARTING_UP;
+    else if (state !== "connecting") this.startingUp = false;
+    const shown = this.startingUp ? "starting" : state;
+    if (el.connection.dataset.state !== shown) el.connection.dataset.state = shown;
+    el.connection.title = this.startingUp ? "The voice server is loading its models: the page connects once it is ready" : "";
+    el.retry.hidden = shown !== "waiting";
+    setText(el.connectionCountdown, "");
+    if (shown === "starting") {
+      setText(el.connectionText, "Starting up…");
+      this.hideAlert("connection");
+    } else if (state === "connecting") {
       el.connectionText.textContent = everConnected ? "Reconnecting…" : "Connecting…";
     } else if (state === "open") {
       el.connectionText.textContent = "Connected";
@@ -636,32 +664,50 @@ class App {
   }
 
   interruptAssistant() {
-    this.bargeIn();
+    // The cancel goes before the truncate: truncating the item a reply is speaking ends that reply
+    // too, and a cancel after it would find no reply left to cancel.
     if (this.activeResponseId) {
       this.send({ type: "response.cancel", response_id: this.activeResponseId });
     }
     // Over WebRTC the server holds the voice not yet played: it drops it.
     if (this.webrtc && (this.rtcSpeaking || this.activeResponseId)) this.send({ type: "output_audio_buffer.clear" });
+    this.bargeIn();
   }
 
+  /** A typed message shows at once; it is sent now, or as soon as a session starts. */
   async sendText(text) {
-    if (!this.connection.open) {
-      this.showAlert("Not connected to the voice server: the message was not sent. It will work again once the connection is back.");
-      return;
-    }
+    this.typedCount += 1;
+    // The page names the item, so the server's echo of it lands in the view already shown.
+    const itemId = `item_web_${Math.random().toString(36).slice(2, 10)}_${this.typedCount}`;
+    const view = this.messageView(itemId, "user");
+    view.setFinal(text);
+    this.el.input.value = "";
     try {
-      await this.player.start();
+      await this.player.start(); // inside the key press or click: browsers allow audio output after a gesture
     } catch {
       /* no audio output: the reply still shows as text */
     }
+    if (!this.connection.open) {
+      view.setUnsent(true);
+      this.unsent.push({ view, text });
+      return;
+    }
     this.interruptAssistant();
-    this.send({
-      type: "conversation.item.create",
-      item: { type: "message", role: "user", content: [{ type: "input_text", text }] },
-    });
+    this.sendTyped([{ view, text }]);
+  }
+
+  /** The person's typed messages, then a request for the reply to them. */
+  sendTyped(messages) {
+    for (const { view, text } of messages) {
+      this.send({
+        type: "conversation.item.create",
+        item: { id: view.itemId, type: "message", role: "user", content: [{ type: "input_text", text }] },
+      });
+      view.setUnsent(false);
+      this.el.turns.append(view.root); // after what came while it waited, such as a reconnection's divider
+    }
     this.send({ type: "response.create" });
     this.pendingTurn = { typed: true, speechEnd: performance.now() };
-    this.el.input.value = "";
   }
 
   // ------------------------------------------------------------------ settings
@@ -685,6 +731,19 @@ class App {
         return option;
       }));
       el.pipeline.value = session.pipeline ?? stored(STORE_PIPELINE) ?? el.pipeline.options[0].value;
+    }
+    const voices = Array.isArray(session?.voices) ? session.voices : [];
+    // Offered when the server has voices to choose from; OpenAI's names (alloy...) stand for its default.
+    el.voiceField.hidden = voices.length < 2;
+    if (voices.length >= 2) {
+      el.voice.replaceChildren(...voices.map((id) => {
+        const option = element("option", "", id);
+        option.value = id;
+        return option;
+      }));
+      const current = session.audio?.output?.voice;
+      el.voice.value = voices.includes(current) ? current : voices[0];
+      el.voice.dataset.shown = el.voice.value; // applied only when the person changes it
     }
     el.sessionInfo.textContent = session ? `Model ${session.model} · session ${session.id}` : "Not connected";
   }
@@ -718,6 +777,11 @@ class App {
     const instructions = el.instructions.value.trim();
     if (instructions && instructions !== session?.instructions) update.instructions = instructions;
     if (!el.pipelineField.hidden && el.pipeline.value !== session?.pipeline) update.pipeline = el.pipeline.value;
+    const voice = el.voiceField.hidden ? null : el.voice.value;
+    if (voice && voice !== el.voice.dataset.shown) {
+      update.audio = { output: { voice } };
+      store(STORE_VOICE, voice);
+    }
     if (Object.keys(update).length === 1) return;
     if (update.instructions) store(STORE_INSTRUCTIONS, instructions === this.defaultInstructions ? null : instructions);
     if (update.pipeline) store(STORE_PIPELINE, update.pipeline);
@@ -727,7 +791,7 @@ class App {
     this.settingsPending = true;
   }
 
-  /** A new session: bring back what the person chose before (instructions, pipeline). */
+  /** A new session: bring back what the person chose before (instructions, pipeline, voice). */
   restoreSettings(session) {
     const update = { type: "realtime" };
     const instructions = stored(STORE_INSTRUCTIONS);
@@ -736,6 +800,10 @@ class App {
     const offered = (session.pipelines ?? []).map((p) => (typeof p === "string" ? p : p.id ?? p.name));
     if (pipeline && offered.length > 1 && offered.includes(pipeline) && pipeline !== session.pipeline) {
       update.pipeline = pipeline;
+    }
+    const voice = stored(STORE_VOICE);
+    if (voice && (session.voices ?? []).includes(voice) && voice !== session.audio?.output?.voice) {
+      update.audio = { output: { voice } };
     }
     if (Object.keys(update).length > 1) this.send({ type: "session.update", session: update });
   }
@@ -760,6 +828,7 @@ const HANDLERS = {
     this.el.modelName.textContent = event.session.model || "assistant";
     this.renderSettings();
     this.restoreSettings(event.session);
+    if (this.unsent.length) this.sendTyped(this.unsent.splice(0)); // typed while there was no session
     this.renderMic();
   },
 
@@ -925,6 +994,8 @@ const HANDLERS = {
 
   error(event) {
     const error = event.error ?? {};
+    // A stop that crossed the reply's end on the wire: the reply is over, which is what was asked.
+    if (error.code === "response_cancel_not_active") return;
     this.showAlert(`The server reported an error: ${error.message ?? "unknown error"}${error.code ? ` (${error.code})` : ""}.`, "server");
   },
 };

@@ -14,11 +14,19 @@ export function defaultUrl(location) {
   return `${scheme}//${location.host}/v1/realtime`;
 }
 
+/** The server is loading its models: it says so and closes, and will be ready shortly. */
+export const STARTING_UP = "models_loading";
+const STARTING_UP_MAX_MS = 2000; // a starting server is polled calmly, but not kept waiting once it is ready
+
 /**
  * One logical connection that survives drops. Callbacks:
- *   onState({ state, attempt, retryInMs, reason, everConnected })  state: connecting | open | waiting | closed
- *   onEvent(event)   every server event, parsed
- *   onOpen()         each time a (new) session's socket opens
+ *   onState({ state, attempt, retryInMs, reason, refusal, everConnected })
+ *                    state: connecting | open | waiting | closed; refusal: the code of the error a
+ *                    server sent instead of a session (STARTING_UP while it loads its models)
+ *   onEvent(event)   every server event of a session, parsed
+ *   onOpen()         each time a (new) session starts
+ * The connection is "open" once the server has started a session (its first event is not an error),
+ * not when the socket opens: a server that is starting up accepts the socket and then refuses it.
  * `protocols()` gives the websocket subprotocols for each attempt (the API key can change).
  */
 export class RealtimeConnection {
@@ -36,8 +44,9 @@ export class RealtimeConnection {
     this.state = "closed";
   }
 
+  /** A session is running: events sent now reach it. */
   get open() {
-    return this.socket !== null && this.socket.readyState === WebSocket.OPEN;
+    return this.state === "open" && this.socket !== null && this.socket.readyState === WebSocket.OPEN;
   }
 
   connect() {
@@ -54,19 +63,27 @@ export class RealtimeConnection {
     }
     this.socket = socket;
     let opened = false;
+    let refusal = null; // the error a server sends before it closes instead of starting a session
     socket.onopen = () => {
       opened = true;
-      this.attempt = 0;
-      this.everConnected = true;
-      this._setState("open");
-      this.onOpen();
     };
     socket.onmessage = (message) => {
+      if (this.socket !== socket) return;
       let event;
       try {
         event = JSON.parse(message.data);
       } catch {
         return;
+      }
+      if (this.state !== "open") {
+        if (event.type === "error") {
+          refusal = event.error ?? {};
+          return;
+        }
+        this.attempt = 0;
+        this.everConnected = true;
+        this._setState("open");
+        this.onOpen();
       }
       this.onEvent(event);
     };
@@ -77,12 +94,12 @@ export class RealtimeConnection {
         this._setState("closed");
         return;
       }
-      const said = close.reason ? `: ${close.reason}` : "";
+      const said = close.reason || refusal?.message ? `: ${close.reason || refusal.message}` : "";
       let reason;
       if (!opened) reason = "the server does not answer";
-      else if (close.code === 1013) reason = `the server asked to retry later${said}`;
+      else if (close.code === 1013 || refusal) reason = `the server asked to retry later${said}`;
       else reason = `the connection dropped${close.code && close.code !== 1000 ? ` (code ${close.code})` : ""}${said}`;
-      this._scheduleRetry(reason);
+      this._scheduleRetry(reason, refusal?.code ?? null);
     };
   }
 
@@ -109,7 +126,7 @@ export class RealtimeConnection {
     else this._setState("closed");
   }
 
-  /** Send one client event; false when there is no open socket (the event is dropped). */
+  /** Send one client event; false when no session is open (the event is dropped). */
   send(event) {
     if (!this.open) return false;
     this.socket.send(JSON.stringify(event));
@@ -121,10 +138,10 @@ export class RealtimeConnection {
     return this.socket ? this.socket.bufferedAmount : 0;
   }
 
-  _scheduleRetry(reason) {
-    const retryInMs = backoffMs(this.attempt);
+  _scheduleRetry(reason, refusal = null) {
+    const retryInMs = backoffMs(this.attempt, refusal === STARTING_UP ? { max: STARTING_UP_MAX_MS } : {});
     this.attempt += 1;
-    this._setState("waiting", { retryInMs, reason });
+    this._setState("waiting", { retryInMs, reason, refusal });
     this.timer = setTimeout(() => this.connect(), retryInMs);
   }
 

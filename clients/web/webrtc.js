@@ -54,11 +54,11 @@ export class WebRtcConnection {
       this.audio.srcObject = event.streams[0] ?? new MediaStream([event.track]);
     };
     let opened = false;
-    const lost = (reason) => {
+    const lost = (reason, refusal = null) => {
       if (this.pc !== pc) return;
       this._drop();
       if (this.stopped) this._setState("closed");
-      else this._scheduleRetry(opened ? reason : `the server does not answer (${reason})`);
+      else this._scheduleRetry(opened || refusal ? reason : `the server does not answer (${reason})`, refusal);
     };
     channel.onopen = () => {
       opened = true;
@@ -88,7 +88,19 @@ export class WebRtcConnection {
         body: pc.localDescription.sdp,
         headers: { "Content-Type": "application/sdp", ...(key ? { Authorization: `Bearer ${key}` } : {}) },
       });
-      if (!response.ok) throw new Error(`HTTP ${response.status} ${await response.text()}`.trim());
+      if (!response.ok) {
+        // A refused call (503 while the models load, at the session limit) says why, as a websocket's error does.
+        const text = await response.text();
+        let error = null;
+        try {
+          error = JSON.parse(text).error ?? null;
+        } catch {
+          /* not JSON */
+        }
+        lost(`the server refused the call: ${error?.message ?? `HTTP ${response.status} ${text}`.trim()}`,
+          typeof error === "object" ? error?.code ?? null : null);
+        return;
+      }
       if (this.pc !== pc) return;
       await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
     } catch (error) {
@@ -148,10 +160,10 @@ export class WebRtcConnection {
     }
   }
 
-  _scheduleRetry(reason) {
+  _scheduleRetry(reason, refusal = null) {
     const retryInMs = backoffMs(this.attempt);
     this.attempt += 1;
-    this._setState("waiting", { retryInMs, reason });
+    this._setState("waiting", { retryInMs, reason, refusal });
     this.timer = setTimeout(() => this.connect(), retryInMs);
   }
 

@@ -22,10 +22,22 @@ class Heard:
     confidence: float = 0.0
 
 
+@dataclass(frozen=True)
+class Hints:
+    """What a session tells the recogniser (the protocol's `audio.input.transcription`): the language
+    spoken (ISO-639-1; None: the recogniser's own) and a prompt of words to expect."""
+
+    language: str | None = None
+    prompt: str | None = None
+
+
 class Transcriber(Protocol):
     """Turns 16 kHz mono float32 audio into text. Implementations must be thread-safe."""
 
-    def hear(self, audio: np.ndarray, cancel: threading.Event | None = None) -> Heard:
+    languages: frozenset[str] | None
+    """The languages it transcribes (None: any it detects)."""
+
+    def hear(self, audio: np.ndarray, cancel: threading.Event | None = None, hints: Hints | None = None) -> Heard:
         """The transcript ("" when nothing was said) and its confidence. Where the recogniser has
         steps, it checks `cancel` between them and raises TranscriptionCancelled once it is set."""
         ...

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from voice.asr.base import Heard, TranscriptionCancelled
+from voice.asr.base import Heard, Hints, TranscriptionCancelled
 from voice.asr.hallucination import has_repetition_loop, is_hallucination, strip_non_speech
 from voice.audio import ASR_RATE
 
@@ -35,6 +35,7 @@ _MAX_COMPRESSION = 2.4
 _SECONDS_PER_TIMESTAMP = 0.02
 _MIN_WINDOW_S = 10.0  # shorter windows make tiny.en loop (6 s: 14 of 50 cuts of one clip fell back to 30 s)
 _PAD_S = 3.0
+_MAX_PROMPT_TOKENS = 223  # Whisper's limit for the previous text: half its 448-token context, less one
 
 
 def _check(cancel: threading.Event | None) -> None:
@@ -72,8 +73,11 @@ class WhisperTranscriber:
         self.short_window = short_window
         self._model = WhisperModel(model, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
         multilingual = self._model.model.is_multilingual
-        self._tokenizer = Tokenizer(self._model.hf_tokenizer, multilingual, task="transcribe",
-                                    language=language or ("en" if not multilingual else None))
+        self.languages = None if multilingual else frozenset({"en"})
+        self._tokenizers = {language: Tokenizer(self._model.hf_tokenizer, multilingual, task="transcribe",
+                                                language=language or ("en" if not multilingual else None))}
+        self._tokenizer_class = Tokenizer
+        self._tokenizer = self._tokenizers[language]
         self.fallbacks = 0  # how often the fast path had to be redone the standard way
 
     @property
@@ -84,19 +88,30 @@ class WhisperTranscriber:
     def transcribe(self, audio: np.ndarray, cancel: threading.Event | None = None) -> str:
         return self.hear(audio, cancel).text
 
-    def hear(self, audio: np.ndarray, cancel: threading.Event | None = None) -> Heard:
+    def _tokenizer_for(self, language: str | None):  # noqa: ANN202 - faster_whisper's Tokenizer, imported lazily
+        if language not in self._tokenizers:  # (a dict write is atomic: two threads at worst build it twice)
+            self._tokenizers[language] = self._tokenizer_class(self._model.hf_tokenizer, True, task="transcribe",
+                                                               language=language)
+        return self._tokenizers[language]
+
+    def hear(self, audio: np.ndarray, cancel: threading.Event | None = None, hints: Hints | None = None) -> Heard:
+        language = hints.language if hints is not None and hints.language else self.language
+        prompt = hints.prompt if hints is not None and hints.prompt else None
+        if self.languages is not None and language not in self.languages:
+            raise ValueError(f"the speech recogniser transcribes {'/'.join(sorted(self.languages))} only, "
+                             f"not {language!r} (a multilingual Whisper model does: --asr-model small)")
         audio = np.asarray(audio, dtype=np.float32)
         seconds = audio.size / ASR_RATE
         if audio.size < ASR_RATE // 10:
             return Heard("")
         heard = None
-        if self.short_window and seconds + _PAD_S <= 30.0 and self.language:
-            heard = self._transcribe_short(audio, cancel)
+        if self.short_window and seconds + _PAD_S <= 30.0 and language:
+            heard = self._transcribe_short(audio, cancel, language, prompt)
             if heard is None:
                 self.fallbacks += 1
         if heard is None:
             _check(cancel)
-            heard = self._transcribe_padded(audio)
+            heard = self._transcribe_padded(audio, language, prompt)
         text = strip_non_speech(heard.text)
         if is_hallucination(text, seconds):
             if text:
@@ -104,11 +119,11 @@ class WhisperTranscriber:
             return Heard("")
         return Heard(text, heard.confidence)
 
-    def _transcribe_padded(self, audio: np.ndarray) -> Heard:
+    def _transcribe_padded(self, audio: np.ndarray, language: str | None, prompt: str | None) -> Heard:
         """faster-whisper's standard path: 30 s windows."""
         segments, _info = self._model.transcribe(
-            audio, language=self.language, beam_size=self.beam_size, condition_on_previous_text=False,
-            without_timestamps=True, vad_filter=False, temperature=0.0,
+            audio, language=language, beam_size=self.beam_size, condition_on_previous_text=False,
+            without_timestamps=True, vad_filter=False, temperature=0.0, initial_prompt=prompt,
         )
         kept: list[str] = []
         confidences: list[float] = []
@@ -122,7 +137,8 @@ class WhisperTranscriber:
             confidences.append(segment.avg_logprob)
         return Heard(" ".join(kept), min(confidences, default=0.0))
 
-    def _transcribe_short(self, audio: np.ndarray, cancel: threading.Event | None = None) -> Heard | None:
+    def _transcribe_short(self, audio: np.ndarray, cancel: threading.Event | None, language: str,
+                          prompt: str | None) -> Heard | None:
         """Encode the utterance plus padding only; None when the result cannot be trusted."""
         seconds = audio.size / ASR_RATE
         window = min(30.0, max(_MIN_WINDOW_S, seconds + _PAD_S))
@@ -131,10 +147,13 @@ class WhisperTranscriber:
         features = features[:, : features.shape[1] // 2 * 2]  # the encoder's stride-2 convolution
         encoded = self._model.encode(features)
         _check(cancel)  # decoding is the other half of the pass: skip it for a pass given up
-        tokenizer = self._tokenizer
+        tokenizer = self._tokenizer if language == self.language else self._tokenizer_for(language)
         max_tokens = int(seconds * 6) + 24
+        start = list(tokenizer.sot_sequence)
+        if prompt:  # as Whisper conditions on previous text: after the start-of-previous token
+            start = [tokenizer.sot_prev, *tokenizer.encode(" " + prompt.strip())[-_MAX_PROMPT_TOKENS:], *start]
         result = self._model.model.generate(
-            encoded, [list(tokenizer.sot_sequence)], beam_size=self.beam_size, max_length=max_tokens,
+            encoded, [start], beam_size=self.beam_size, max_length=min(448, max_tokens + len(start)),
             return_scores=True, return_no_speech_prob=True, suppress_blank=True, suppress_tokens=[-1],
         )[0]
         tokens = result.sequences_ids[0]
