@@ -47,6 +47,9 @@ CLOSE_POLICY_VIOLATION = 1008
 SEND_BUFFER_SAMPLE_S = 0.25  # how often a client's unread output is looked at
 
 
+MAX_READ_PAUSE_S = 2.0  # a flooding session's next message is read once its allowance has room, or after this
+
+
 @dataclass(frozen=True)
 class ConnectionLimits:
     max_message_bytes: int = 1024 * 1024
@@ -128,8 +131,13 @@ class Connection:
                 if (too_large := oversized(message, self.limits.max_message_bytes)) is not None:
                     self._apply(Output(events=[error_event(self.session.ids, too_large)]))
                     continue
+                self.session.audio_wait_s = 0.0
                 self._apply(self.session.receive_client(message, time.monotonic()))
                 self._check_demotion()
+                if self.session.audio_wait_s > 0:
+                    # Back-pressure: audio faster than real time waits in the client's socket, unread,
+                    # rather than costing the server a refusal per message.
+                    await asyncio.sleep(min(self.session.audio_wait_s + 0.005, MAX_READ_PAUSE_S))
         except TransportClosed:
             pass
         finally:

@@ -86,6 +86,9 @@ class RealtimeSession:
         self.max_audio_ahead_s = max_audio_ahead_s
         self._allowance: AudioAllowance | None = None  # from the session's first audio
         self._refused_at: float | None = None  # when audio beyond the allowance last came
+        self.audio_wait_s = 0.0
+        """After an append refused, or accepted while the session floods: how long until the allowance
+        has room for another message like it (the transport reads the next one no sooner)."""
         self._flooding = False  # as the turn-taker was last configured
         self._idle_from_ms = 0  # stream time since which neither the user nor the assistant has spoken
         self._input = InputDecoder(FORMATS[config.input_format])
@@ -221,7 +224,10 @@ class RealtimeSession:
         if self.turns.buffered_samples + self._input.asr_samples(len(data)) > self.max_buffer_samples:
             raise ProtocolError("the input audio buffer is full: commit or clear it", code="input_audio_buffer_full",
                                 event_id=event.event_id)
-        self._within_allowance(event, self._input.format.seconds(len(data)), now)
+        seconds = self._input.format.seconds(len(data))
+        self._within_allowance(event, seconds, now)
+        if self.flooding(now):  # the next message like this one fits once the allowance has refilled that much
+            self.audio_wait_s = max(0.0, seconds - self._allowance.balance(now))  # type: ignore[union-attr]
         if self.flooding(now) != self._flooding:
             self._flooding = not self._flooding
             self.turns.configure(self._turn_options())
@@ -263,8 +269,10 @@ class RealtimeSession:
         would crowd out the other sessions'): the message is dropped, the session goes on."""
         if self._allowance is None:
             self._allowance = AudioAllowance(self.max_audio_ahead_s, now)
+        self.audio_wait_s = 0.0
         if not self._allowance.take(seconds, now):
             self._refused_at = now
+            self.audio_wait_s = seconds - self._allowance.balance(now)
             raise ProtocolError(f"input audio is coming faster than real time, more than {self.max_audio_ahead_s:g} s "
                                 f"ahead: this message's {seconds * 1000:.0f} ms of audio were dropped",
                                 code="input_audio_rate_exceeded", event_id=event.event_id)

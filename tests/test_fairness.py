@@ -182,3 +182,22 @@ async def test_no_work_is_left_behind(server):
     await websocket.send(json.dumps({"type": "response.create", "response": {"max_output_tokens": 20}}))
     assert (await until(websocket, "response.done"))["response"]["status"] == "completed"
     await websocket.close()
+
+
+async def test_audio_faster_than_real_time_is_held_back_in_the_socket_not_refused_message_by_message(server):
+    websocket = await connect(server)
+    sent = appends(clip(SPEECH[2]), "burst")  # 11 s at once: 3 s of allowance, then real time
+    for message in sent:
+        await websocket.send(message)
+    await websocket.send(json.dumps({"type": "conversation.item.retrieve", "item_id": "none", "event_id": "last"}))
+    refused = 0
+    while True:
+        event = json.loads(await asyncio.wait_for(websocket.recv(), 60))
+        if event["type"] == "error" and event["error"]["code"] == "input_audio_rate_exceeded":
+            refused += 1
+        elif event["type"] == "error" and event["error"]["event_id"] == "last":
+            break
+    # Once refused, the session's messages are read at real-time pace: about one refusal per flooding
+    # window (2 s) instead of one for each of the 80 messages beyond the allowance.
+    assert 1 <= refused <= 6
+    await websocket.close()
