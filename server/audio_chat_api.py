@@ -21,12 +21,13 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
 import soundfile
 
+from server.json_http import JsonApiHandler, RequestError
 from voice.audio import ASR_RATE, resample
 from voice.llm.base import ChatMessage, GenerationOptions
 from voice.native.base import AudioChatModel
@@ -36,17 +37,6 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 32 * 1024 * 1024
 MAX_AUDIO_SECONDS = 60.0
 """Longer speech is refused: the encoder reads 30 s, and this is a turn of a conversation."""
-
-
-class RequestError(ValueError):
-    """A request the server refuses, with the OpenAI error fields."""
-
-    def __init__(self, message: str, param: str | None = None, status: int = 400,
-                 code: str = "invalid_request_error") -> None:
-        super().__init__(message)
-        self.param = param
-        self.status = status
-        self.code = code
 
 
 @dataclass
@@ -137,29 +127,8 @@ class AudioChatServer(ThreadingHTTPServer):
         self.api_key = api_key
 
 
-class AudioChatHandler(BaseHTTPRequestHandler):
+class AudioChatHandler(JsonApiHandler):
     server: AudioChatServer
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the stdlib's signature)
-        log.info("%s %s", self.address_string(), format % args)
-
-    def _send_json(self, status: int, payload: dict[str, Any]) -> None:
-        body = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _send_error(self, error: RequestError) -> None:
-        self._send_json(error.status, {"error": {"message": str(error), "type": error.code,
-                                                 "param": error.param, "code": error.code}})
-
-    def _authorized(self) -> bool:
-        key = self.server.api_key
-        return not key or self.headers.get("Authorization", "") == f"Bearer {key}"
-
     def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
         if self.path == "/healthz":
             self._send_json(200, {"status": "ok", "model": self.server.model_id})

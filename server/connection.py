@@ -131,7 +131,6 @@ class Connection:
                 if (too_large := oversized(message, self.limits.max_message_bytes)) is not None:
                     self._apply(Output(events=[error_event(self.session.ids, too_large)]))
                     continue
-                self.session.audio_wait_s = 0.0
                 self._apply(self.session.receive_client(message, time.monotonic()))
                 self._check_demotion()
                 if self.session.audio_wait_s > 0:

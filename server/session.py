@@ -131,6 +131,7 @@ class RealtimeSession:
     def receive_client(self, raw: str | bytes, now: float) -> Output:
         """Handle one websocket message from the client."""
         self._event_id = None
+        self.audio_wait_s = 0.0
         try:
             event = parse_client_event(raw)
             self._event_id = event.event_id
@@ -269,7 +270,6 @@ class RealtimeSession:
         would crowd out the other sessions'): the message is dropped, the session goes on."""
         if self._allowance is None:
             self._allowance = AudioAllowance(self.max_audio_ahead_s, now)
-        self.audio_wait_s = 0.0
         if not self._allowance.take(seconds, now):
             self._refused_at = now
             self.audio_wait_s = seconds - self._allowance.balance(now)

@@ -20,12 +20,12 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
 
-from server.audio_chat_api import RequestError
+from server.json_http import JsonApiHandler, RequestError
 from voice.audio import WIRE_RATE, StreamResampler, float_to_pcm16
 from voice.tts.base import Synthesizer
 from voice.tts.voices import OPENAI_VOICES, Voice, VoiceBook
@@ -57,29 +57,8 @@ class SpeechServer(ThreadingHTTPServer):
         self.api_key = api_key
 
 
-class SpeechHandler(BaseHTTPRequestHandler):
+class SpeechHandler(JsonApiHandler):
     server: SpeechServer
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the stdlib's signature)
-        log.info("%s %s", self.address_string(), format % args)
-
-    def _send_json(self, status: int, payload: dict[str, Any]) -> None:
-        body = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _send_error(self, error: RequestError) -> None:
-        self._send_json(error.status, {"error": {"message": str(error), "type": error.code,
-                                                 "param": error.param, "code": error.code}})
-
-    def _authorized(self) -> bool:
-        key = self.server.api_key
-        return not key or self.headers.get("Authorization", "") == f"Bearer {key}"
-
     def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
         path = self.path.rstrip("/")
         if path == "/healthz":

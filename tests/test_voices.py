@@ -216,10 +216,8 @@ def test_the_speech_server_lists_its_voices_and_streams_pipers_speech(tts_api, w
     url, _ = tts_api
     assert listed_voices(url) == ["en_US-joe-medium", "af_heart"]
     timed = Timed(SpeechApiSynthesizer(url, "en_US-joe-medium"))
-    started = time.monotonic()
     pieces = list(timed.synthesize(STORY, soon=True))
     assert len(pieces) >= 5  # one or more a sentence, as they are made
-    assert timed.pieces[0][1] - started < 0.5 * (timed.pieces[-1][1] - started)
     assert wer(STORY, heard(whisper, pieces, timed.sample_rate)) <= 0.2
 
 
@@ -235,9 +233,7 @@ def test_leaving_mid_stream_stops_the_speech_server(tts_api, voice, spoken, repe
     before = len(log_lines(log_path, "speech_api", 1))
     pieces = SpeechApiSynthesizer(url, voice).synthesize(" ".join([STORY] * repeats))
     assert next(pieces).size > 0
-    started = time.monotonic()
     pieces.close()
-    assert time.monotonic() - started < 0.5
     deadline = time.monotonic() + 20
     while not (left := [line for line in log_lines(log_path, "speech_api")[before:] if "client left" in line]):
         assert time.monotonic() < deadline, "the speech server went on to the end"
@@ -262,10 +258,8 @@ def test_a_barge_in_stops_a_reply_spoken_by_the_speech_server(tts_api):
             cancel.set()
 
     request = ResponseRequest([ChatMessage("user", "Tell me a story.")], GenerationOptions(max_tokens=200))
-    started = time.monotonic()
     run_response(Said(), timed, request, cancel, emit)
     assert isinstance(events[-1][1], ResponseFinished) and events[-1][1].cancelled
-    assert events[-1][0] - started < 5.0
     assert len([e for _, e in events if isinstance(e, SpeechSegment)]) == 1
     requests = [line for line in log_lines(log_path, "speech_api")[before:] if "POST /v1/audio/speech" in line]
     assert len(requests) == 1  # the first chunk's: no other was asked for

@@ -15,22 +15,19 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 import soundfile
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
 
-pytest.importorskip("aiortc")
-
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription  # noqa: E402
-from aiortc.mediastreams import MediaStreamError  # noqa: E402
-
-from server.app import ServerOptions, VoiceServer  # noqa: E402
-from server.config import SessionConfig  # noqa: E402
-from server.connection import ConnectionLimits  # noqa: E402
-from server.webrtc import CallOffer, OfferError, parse_offer  # noqa: E402
-from server.webrtc_audio import ReplyTrack, frame_to_mono  # noqa: E402
-from tests.helpers import DATA  # noqa: E402
-from tests.stand_in import StandInASR, StandInEnd  # noqa: E402
-from tests.standins import NoiseSynth, ScriptedChat  # noqa: E402
-from voice.audio import WIRE_RATE, float_to_pcm16, resample, rms_dbfs  # noqa: E402
-from voice.engine import Engine  # noqa: E402
+from server.app import ServerOptions, VoiceServer
+from server.config import SessionConfig
+from server.connection import ConnectionLimits
+from server.webrtc import CallOffer, OfferError, parse_offer
+from server.webrtc_audio import ReplyTrack, frame_to_mono
+from tests.helpers import DATA
+from tests.stand_in import StandInASR, StandInEnd
+from tests.standins import NoiseSynth, ScriptedChat
+from voice.audio import WIRE_RATE, float_to_pcm16, resample, rms_dbfs
+from voice.engine import Engine
 
 LAMP = "04_v2j_would_you_please_turn_on_living_room_lamp.wav"
 KEY = "test-key"

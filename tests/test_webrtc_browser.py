@@ -25,7 +25,6 @@ from tests.test_browser import (  # noqa: F401 - fake_microphone: a fixture
     start_microphone_with_the_keyboard,
 )
 
-pytest.importorskip("aiortc")
 pytestmark = pytest.mark.browser
 
 AGENTS_REALTIME = "0.20.0"

@@ -76,7 +76,6 @@ class WhisperTranscriber:
         self.languages = None if multilingual else frozenset({"en"})
         self._tokenizers = {language: Tokenizer(self._model.hf_tokenizer, multilingual, task="transcribe",
                                                 language=language or ("en" if not multilingual else None))}
-        self._tokenizer_class = Tokenizer
         self._tokenizer = self._tokenizers[language]
         self.fallbacks = 0  # how often the fast path had to be redone the standard way
 
@@ -89,9 +88,10 @@ class WhisperTranscriber:
         return self.hear(audio, cancel).text
 
     def _tokenizer_for(self, language: str | None):  # noqa: ANN202 - faster_whisper's Tokenizer, imported lazily
+        from faster_whisper.tokenizer import Tokenizer
+
         if language not in self._tokenizers:  # (a dict write is atomic: two threads at worst build it twice)
-            self._tokenizers[language] = self._tokenizer_class(self._model.hf_tokenizer, True, task="transcribe",
-                                                               language=language)
+            self._tokenizers[language] = Tokenizer(self._model.hf_tokenizer, True, task="transcribe", language=language)
         return self._tokenizers[language]
 
     def hear(self, audio: np.ndarray, cancel: threading.Event | None = None, hints: Hints | None = None) -> Heard:
